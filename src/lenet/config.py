@@ -1,0 +1,91 @@
+"""The training recipe and run options, as one frozen, validated dataclass.
+
+The defaults are the book's current recipe (`d2l.Trainer(max_epochs=10)`,
+`FashionMNIST(batch_size=128)`, `LeNet(lr=0.1)`): LeNet-5, minibatch SGD with
+learning rate 0.1, batch 128, 10 epochs, cross-entropy, Xavier init.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .datasets import DATASETS
+from .errors import ConfigError
+from .models import MODELS
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cosine", "one-cycle")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "lenet5"
+    dataset: str = "fashion-mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    clip_grad: float | None = None  # max global gradient norm
+    seed: int = 0
+    val_split: float | None = None  # hold out this fraction of train instead of using test
+    resize: tuple[int, int] | None = None
+    eval_batch_size: int = 1024
+    # Where and how to run: recorded, but they do not change what is computed.
+    device: str = "auto"
+    threads: int | None = None
+    data_dir: str | None = None
+    out_dir: str = "runs"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.model in MODELS, f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        need(self.dataset in DATASETS,
+             f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}")
+        need(math.isfinite(self.lr) and self.lr > 0,
+             f"--lr must be a positive number, got {self.lr}")
+        need(self.optimizer in OPTIMIZERS,
+             f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        need(self.schedule in SCHEDULES,
+             f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        need(0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}")
+        need(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+             "--nesterov needs --optimizer sgd and a --momentum above 0")
+        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(self.clip_grad is None or self.clip_grad > 0,
+             f"--clip-grad must be > 0, got {self.clip_grad}")
+        need(self.val_split is None or 0.0 < self.val_split < 1.0,
+             f"--val-split must be between 0 and 1, got {self.val_split}")
+        need(self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 1),
+             f"--resize must be two positive sizes, got {self.resize}")
+        need(self.threads is None or self.threads >= 1,
+             f"--threads must be >= 1, got {self.threads}")
+
+    @property
+    def eval_name(self) -> str:
+        return "val" if self.val_split else "test"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)

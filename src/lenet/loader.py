@@ -1,0 +1,106 @@
+"""Minibatches from a split held in memory as one tensor on the training device.
+
+Fashion-MNIST is 47 MB of pixels, so the whole split lives on the device as
+float32 in [0, 1] (the book's ToTensor scaling) and a batch is one
+`index_select` with a seeded permutation: no per-sample Python, no workers.
+The permutation for epoch e depends only on (seed, e), so a resumed run sees
+exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .sources import Dataset, Split
+
+
+def to_tensors(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 (N, 1, H, W) in [0, 1] and labels as int64 (N,), on `device`."""
+    images = torch.from_numpy(split.images).to(device).unsqueeze(1).float().div_(255)
+    labels = torch.from_numpy(split.labels.astype(np.int64)).to(device)
+    return images, labels
+
+
+class Batches:
+    """Iterates (X, y) minibatches: X (B, 1, H, W) float32, y (B,) int64."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
+                 shuffle: bool, seed: int = 0, resize: tuple[int, int] | None = None) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed, self.resize = batch_size, shuffle, seed, resize
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def order(self, epoch: int) -> torch.Tensor | None:
+        """The example order for `epoch` (None: in storage order)."""
+        if not self.shuffle:
+            return None
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.labels), generator=generator).to(self.labels.device)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `epoch`, skipping the first `start` (to resume mid-epoch)."""
+        order = self.order(epoch)
+        for i in range(start * self.batch_size, len(self.labels), self.batch_size):
+            if order is None:
+                x, y = self.images[i:i + self.batch_size], self.labels[i:i + self.batch_size]
+            else:
+                ids = order[i:i + self.batch_size]
+                x, y = self.images.index_select(0, ids), self.labels.index_select(0, ids)
+            if self.resize is not None:
+                x = F.interpolate(x, size=self.resize, mode="bilinear", antialias=True)
+            yield x, y
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)
+
+
+def holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off a seeded random `fraction` of `split` for validation."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"--val-split must be between 0 and 1, got {fraction}")
+    n_val = round(len(split) * fraction)
+    if n_val == 0 or n_val == len(split):
+        raise ConfigError(f"--val-split {fraction} leaves an empty split of {len(split)} examples")
+    order = np.random.default_rng(seed).permutation(len(split))
+    val, train = order[:n_val], order[n_val:]
+    return (Split(split.images[train], split.labels[train]),
+            Split(split.images[val], split.labels[val]))
+
+
+@dataclass
+class Loaders:
+    train: Batches
+    eval: Batches
+    eval_name: str  # "test" (the official test split, as the book) or "val"
+
+
+def make_loaders(dataset: Dataset, device: torch.device, *, batch_size: int, seed: int = 0,
+                 val_split: float | None = None, resize: tuple[int, int] | None = None,
+                 eval_batch_size: int = 1024) -> Loaders:
+    """Training batches (shuffled per epoch) and evaluation batches (in order)."""
+    train, evaluation, eval_name = dataset.train, dataset.test, "test"
+    if val_split:
+        train, evaluation = holdout(dataset.train, val_split, seed)
+        eval_name = "val"
+    return Loaders(
+        Batches(*to_tensors(train, device), batch_size=batch_size, shuffle=True, seed=seed,
+                resize=resize),
+        Batches(*to_tensors(evaluation, device), batch_size=eval_batch_size, shuffle=False,
+                resize=resize),
+        eval_name,
+    )

@@ -1,0 +1,135 @@
+"""One epoch of training and one pass of evaluation; both return their metrics.
+
+Running sums stay on the device, so the training step never waits for the
+host; they are read (one synchronisation) only at progress updates and at the
+end of the epoch. Nothing here prints, plots or writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from .errors import TrainingError
+from .loader import Batches
+
+
+class NonFiniteLossError(TrainingError):
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"the training loss is no longer finite (epoch {epoch}, by step {step})")
+        self.epoch, self.step = epoch, step
+
+
+@dataclass
+class EpochTotals:
+    """Running sums over the batches of an epoch seen so far (resumable mid-epoch)."""
+
+    loss_sum: torch.Tensor  # sum of per-example losses, on the device
+    correct: torch.Tensor  # number of correct predictions, on the device
+    examples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> EpochTotals:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss.detach() * len(y)
+        self.correct += (logits.argmax(dim=1) == y).sum()
+        self.examples += len(y)
+        self.steps += 1
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum.item() / max(self.examples, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct.item() / max(self.examples, 1)
+
+    @property
+    def examples_per_sec(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    examples: int
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler | None = None,
+    *,
+    epoch: int = 0,
+    clip_grad: float | None = None,
+    totals: EpochTotals | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[EpochTotals], None] | None = None,
+    progress_every: int = 25,
+) -> EpochTotals:
+    """Train for one epoch (or its remainder, when `totals` come from an interrupted one).
+
+    Stops early, after a whole step, when `should_stop()` is true; the caller
+    tells a finished epoch by `totals.steps == len(batches)`. Raises
+    NonFiniteLossError when the loss becomes NaN or infinite.
+    """
+    device = next(model.parameters()).device
+    totals = totals or EpochTotals.zeros(device)
+    model.train()
+    start = time.perf_counter()
+    for x, y in batches.epoch(epoch, start=totals.steps):
+        logits = model(x)  # (B, classes)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        totals.add(loss, logits, y)
+        if totals.steps % progress_every == 0:
+            _check_finite(totals, epoch)  # reads the loss: one host synchronisation
+            if on_progress is not None:
+                on_progress(totals)
+        if should_stop():
+            break
+    _check_finite(totals, epoch)
+    totals.seconds += time.perf_counter() - start  # after the sync above, so it is honest
+    return totals
+
+
+def _check_finite(totals: EpochTotals, epoch: int) -> None:
+    if not math.isfinite(totals.loss_sum.item()):
+        raise NonFiniteLossError(epoch, totals.steps)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches: Batches) -> EvalResult:
+    """Mean cross-entropy and accuracy of `model` over all of `batches`."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in batches:
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    model.train(was_training)
+    n = batches.num_examples
+    return EvalResult(loss_sum.item() / max(n, 1), correct.item() / max(n, 1), n)
