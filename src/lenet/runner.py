@@ -21,7 +21,7 @@ import torch
 from . import checkpoint, sources
 from .config import TrainConfig
 from .console import Console
-from .device import describe, pick_device, set_threads
+from .device import describe, pick_device, prepare_model, set_threads
 from .errors import ConfigError, TrainingError
 from .loader import make_loaders
 from .models import ModelConfig, build_model, get_model_config
@@ -108,7 +108,7 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
                            val_split=config.val_split, resize=config.resize,
                            eval_batch_size=config.eval_batch_size)
     model_config = _model_config(config, dataset.spec.classes, payload)
-    model = build_model(model_config).to(device)
+    model = prepare_model(build_model(model_config), device)
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(loaders.train))
     history: list[dict[str, Any]] = []

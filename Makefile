@@ -1,0 +1,37 @@
+# The two set-up commands of the README, and a few helpers.
+#   make train   set up .venv, make Fashion-MNIST available, train LeNet-5 (the book's recipe)
+#   make test    the same set-up, then the whole test suite
+# Pass options to `lenet train` with ARGS, e.g. make train ARGS="--epochs 2".
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: train test setup data lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+data: setup
+	scripts/get-data.sh $(BIN)/lenet
+
+train: data
+	$(BIN)/lenet train $(ARGS)
+
+test: data
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: data
+	$(BIN)/python benchmarks/train_speed.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,74 @@
+"""Shared fixtures: small synthetic IDX datasets that tests write themselves."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lenet import datasets, idx
+
+SYNTHETIC_CLASSES = tuple(f"class{k}" for k in range(10))
+
+
+def synthetic_split(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 images: class k is a bright 6x6 square at a k-dependent spot, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, size, size), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        r, c = 2 + 6 * (k // 4), 2 + 6 * (k % 4)
+        images[i, r:r + 6, c:c + 6] = 230
+    return images, labels
+
+
+def write_dataset(directory: Path, *, n_train: int = 200, n_test: int = 100, seed: int = 0,
+                  compress: bool = True) -> dict[str, np.ndarray]:
+    """Write the four MNIST-style IDX files into `directory`; return the arrays by file name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    train, test = synthetic_split(n_train, seed), synthetic_split(n_test, seed + 1)
+    arrays = {
+        "train-images-idx3-ubyte": train[0], "train-labels-idx1-ubyte": train[1],
+        "t10k-images-idx3-ubyte": test[0], "t10k-labels-idx1-ubyte": test[1],
+    }
+    for name, array in arrays.items():
+        idx.write(directory / (name + (".gz" if compress else "")), array)
+    return arrays
+
+
+def spec_for(arrays: dict[str, np.ndarray], name: str = "synthetic",
+             mirrors: tuple[str, ...] = ()) -> datasets.DatasetSpec:
+    """A DatasetSpec whose digests match `arrays` (gz digests as `gzip.compress(mtime=0)`)."""
+    def file(fname: str) -> datasets.IDXFile:
+        raw = idx.encode(arrays[fname])
+        return datasets.IDXFile(fname, datasets.md5_hex(raw),
+                                datasets.md5_hex(gzip.compress(raw, mtime=0)))
+
+    return datasets.DatasetSpec(
+        name=name, title=name.capitalize(), classes=SYNTHETIC_CLASSES,
+        files={"train": (file("train-images-idx3-ubyte"), file("train-labels-idx1-ubyte")),
+               "test": (file("t10k-images-idx3-ubyte"), file("t10k-labels-idx1-ubyte"))},
+        mirrors=mirrors, how_to_get="write it yourself")
+
+
+@pytest.fixture
+def isolated_sources(tmp_path, monkeypatch):
+    """No real data source leaks in: empty cache, no env var, no Debian directory."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LENET_DATA_DIR", raising=False)
+    monkeypatch.delenv("LENET_DATA_MIRROR", raising=False)
+    monkeypatch.setattr("lenet.sources.DEBIAN_DATASETS", tmp_path / "debian")
+    return tmp_path
+
+
+@pytest.fixture
+def synthetic(isolated_sources, monkeypatch):
+    """A registered dataset named 'synthetic' in $LENET_DATA_DIR: returns its directory."""
+    directory = isolated_sources / "synthetic-data"
+    arrays = write_dataset(directory)
+    monkeypatch.setitem(datasets.DATASETS, "synthetic", spec_for(arrays))
+    monkeypatch.setenv("LENET_DATA_DIR", str(directory))
+    return directory

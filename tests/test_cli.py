@@ -1,0 +1,70 @@
+import pytest
+
+from lenet.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_summary_prints_the_books_shapes(capsys):
+    code, out, _ = run(capsys, "summary")
+    assert code == 0
+    assert "(1, 6, 28, 28)" in out and "(1, 16, 5, 5)" in out and "61,706" in out
+    assert "416,520" in out
+
+
+def test_models_lists_the_registry(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "lenet5 " in out and "lenet5-modern" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "alexnet"], "invalid choice: 'alexnet'"),
+    (["train", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["train", "--lr", "-0.1"], "--lr: must be a positive number"),
+    (["train", "--lr", "nan"], "--lr: expected a finite number"),
+    (["train", "--val-split", "1.5"], "--val-split: must be between 0 and 1"),
+    (["train", "--epochs", "ten"], "--epochs: expected a whole number"),
+    (["summary", "--model", "nope"], "invalid choice"),
+])
+def test_bad_options_get_one_clear_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unwritable_output_directory(capsys, synthetic, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, _, err = run(capsys, "train", "--dataset", "synthetic", "--epochs", "1",
+                       "--out-dir", str(blocker / "runs"))
+    assert code == 2
+    assert err.startswith("lenet: error: cannot write the run directory") and err.count("\n") == 1
+
+
+def test_missing_data_explains_how_to_get_it(capsys, isolated_sources):
+    code, _, err = run(capsys, "data", "fetch", "--offline")
+    assert code == 2
+    assert "Fashion-MNIST was not found" in err and "apt-get install dataset-fashion-mnist" in err
+
+
+def test_train_and_resume_from_the_command_line(capsys, synthetic, tmp_path):
+    out_dir = str(tmp_path / "runs")
+    code, out, _ = run(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",
+                       "--optimizer", "adam", "--lr", "0.01", "--batch-size", "50",
+                       "--epochs", "1", "--out-dir", out_dir, "--name", "cli", "--no-progress")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[2].split()[:3] == ["epoch", "train", "loss"]
+    assert any(line.startswith("loss ") and ", test acc " in line for line in lines)
+    assert any(line.endswith("examples/sec on cpu") for line in lines)
+    code, _, err = run(capsys, "train", "--resume", f"{out_dir}/cli", "--lr", "0.5")
+    assert code == 2 and "cannot change lr when resuming" in err
+    code, out, _ = run(capsys, "train", "--resume", f"{out_dir}/cli", "--epochs", "2",
+                       "--no-progress")
+    assert code == 0 and "resuming at epoch 2" in out

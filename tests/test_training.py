@@ -1,0 +1,208 @@
+import json
+
+import pytest
+import torch
+
+from lenet import checkpoint, runner
+from lenet.config import TrainConfig
+from lenet.console import Console
+from lenet.errors import ConfigError, LenetError, TrainingError
+from lenet.loader import Batches
+from lenet.models import MODELS, build_model
+from lenet.rundir import read_metrics
+from lenet.training import NonFiniteLossError, evaluate, train_one_epoch
+
+QUIET = Console(progress=False)
+
+
+def config(tmp_path, **changes) -> TrainConfig:
+    base = dict(dataset="synthetic", model="lenet5-modern", optimizer="adam", lr=0.01,
+                batch_size=32, epochs=3, out_dir=str(tmp_path / "runs"), device="cpu", seed=3)
+    return TrainConfig(**{**base, **changes})
+
+
+class StopAfter(runner.StopRequest):
+    """Asks to stop once `steps` training steps have run (like a Ctrl-C there)."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def __call__(self) -> bool:
+        self.steps -= 1
+        self.requested = self.requested or self.steps <= 0
+        return self.requested
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    return checkpoint.load(run_dir)["model_state"]
+
+
+def same_weights(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batches_cover_every_example_once_per_epoch():
+    x, y = torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10)
+    batches = Batches(x, y, batch_size=4, shuffle=True, seed=0)
+    assert len(batches) == 3
+    seen = torch.cat([b for _, b in batches.epoch(1)])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert not torch.equal(seen, torch.cat([b for _, b in batches.epoch(2)]))
+    assert torch.equal(seen, torch.cat([b for _, b in batches.epoch(1)]))  # seeded
+    tail = torch.cat([b for _, b in batches.epoch(1, start=1)])
+    assert torch.equal(tail, seen[4:])
+
+
+def test_train_one_epoch_learns_and_evaluate_reports(synthetic):
+    from lenet import sources
+    from lenet.loader import make_loaders
+
+    data = make_loaders(sources.load("synthetic"), torch.device("cpu"), batch_size=20, seed=0)
+    torch.manual_seed(0)
+    model = build_model(MODELS["lenet5-modern"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    before = evaluate(model, data.eval)
+    for epoch in range(4):
+        totals = train_one_epoch(model, data.train, optimizer, epoch=epoch)
+    after = evaluate(model, data.eval)
+    assert totals.steps == len(data.train) == 10 and totals.examples == 200
+    assert after.loss < before.loss and after.accuracy > 0.5
+    assert after.examples == 100
+
+
+def test_non_finite_loss_is_caught():
+    x = torch.rand(16, 1, 28, 28)
+    x[3, 0, 5, 5] = float("nan")
+    batches = Batches(x, torch.zeros(16, dtype=torch.long), batch_size=8, shuffle=False)
+    model = build_model(MODELS["lenet5"])
+    with pytest.raises(NonFiniteLossError, match="no longer finite"):
+        train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_run_writes_a_complete_record(synthetic, tmp_path):
+    result = runner.train(config(tmp_path, name="a"), console=QUIET)
+    run = result.run_dir
+    assert result.completed and run == tmp_path / "runs" / "a"
+    assert {p.name for p in run.iterdir()} == {
+        "config.json", "metrics.csv", "curves.png", "checkpoint.pt", "results.json"}
+    record = json.loads((run / "config.json").read_text())
+    assert record["train"]["seed"] == 3 and record["model"]["activation"] == "relu"
+    assert record["environment"]["torch"] == torch.__version__
+    assert record["device"].startswith("cpu") and record["parameters"] == 61_706
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert set(rows[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "examples_per_sec"}
+    assert rows[-1]["test_acc"] > 0.5
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_acc"] == rows[-1]["test_acc"]
+
+
+def test_model_is_rebuilt_from_its_checkpoint_alone(synthetic, tmp_path):
+    result = runner.train(config(tmp_path, epochs=1), console=QUIET)
+    model = checkpoint.load_model(result.run_dir)
+    assert not model.training and model.config.activation == "relu"
+    payload = checkpoint.load(result.run_dir)
+    assert payload["classes"][0] == "class0" and payload["epoch"] == 1
+    x = torch.rand(2, 1, 28, 28)
+    reference = build_model(MODELS["lenet5-modern"])
+    reference.load_state_dict(payload["model_state"])
+    assert torch.equal(model(x), reference.eval()(x))
+
+
+def test_same_seed_same_metrics(synthetic, tmp_path):
+    a = runner.train(config(tmp_path, epochs=2), console=QUIET)
+    b = runner.train(config(tmp_path, epochs=2), console=QUIET)
+    timing = {"examples_per_sec", "seconds"}
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in a.history]
+    assert strip == [{k: v for k, v in row.items() if k not in timing} for row in b.history]
+    assert same_weights(weights(a.run_dir), weights(b.run_dir))
+    c = runner.train(config(tmp_path, epochs=2, seed=4), console=QUIET)
+    assert not same_weights(weights(a.run_dir), weights(c.run_dir))
+
+
+@pytest.mark.parametrize("stop_after_steps", [4, 7, 15])  # mid-epoch, epoch boundary, later
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(synthetic, tmp_path,
+                                                                  stop_after_steps):
+    # 200 examples / batch 32 = 7 steps per epoch; dropout exercises the saved RNG state.
+    from lenet import models
+    variant = models.ModelConfig(activation="relu", pool="max", dropout=0.2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(models.MODELS, "with-dropout", variant)
+        full = runner.train(config(tmp_path, model="with-dropout", name="full"), console=QUIET)
+        cut = runner.train(config(tmp_path, model="with-dropout", name="cut"), console=QUIET,
+                           stop=StopAfter(stop_after_steps))
+        assert not cut.completed
+        assert checkpoint.load(cut.run_dir)["epoch"] < 3
+        resumed = runner.resume(cut.run_dir, console=QUIET)
+    assert resumed.completed
+    assert same_weights(weights(full.run_dir), weights(resumed.run_dir))
+    assert [r["test_acc"] for r in resumed.history] == [r["test_acc"] for r in full.history]
+    assert [r["epoch"] for r in read_metrics(resumed.run_dir / "metrics.csv")] == [1, 2, 3]
+
+
+def test_stop_request_handler():
+    stop = runner.StopRequest()
+    assert not stop()
+    stop._handle(2, None)
+    assert stop()
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(2, None)  # a second Ctrl-C interrupts at once
+
+
+def test_non_finite_loss_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
+    real = runner.train_one_epoch
+
+    def diverge_in_epoch_2(*args, epoch, **kwargs):
+        if epoch == 1:
+            raise NonFiniteLossError(epoch, 3)
+        return real(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(runner, "train_one_epoch", diverge_in_epoch_2)
+    with pytest.raises(TrainingError, match=r"last good checkpoint \(after epoch 1\) is kept"):
+        runner.train(config(tmp_path, name="nan"), console=QUIET)
+    assert checkpoint.load(tmp_path / "runs" / "nan")["epoch"] == 1
+
+
+def test_resume_rules(synthetic, tmp_path):
+    run = runner.train(config(tmp_path, epochs=1, name="r"), console=QUIET).run_dir
+    with pytest.raises(ConfigError, match="cannot change lr when resuming"):
+        runner.resume(run, console=QUIET, lr=0.5)
+    with pytest.raises(ConfigError, match="already finished 1 of 1 epochs"):
+        runner.resume(run, console=QUIET)
+    longer = runner.resume(run, console=QUIET, epochs=2)
+    assert [r["epoch"] for r in longer.history] == [1, 2]
+    with pytest.raises(LenetError, match="no checkpoint"):
+        runner.resume(tmp_path / "nowhere", console=QUIET)
+
+
+def test_existing_run_directory_is_not_overwritten(synthetic, tmp_path):
+    runner.train(config(tmp_path, epochs=1, name="same"), console=QUIET)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        runner.train(config(tmp_path, epochs=1, name="same"), console=QUIET)
+
+
+@pytest.mark.parametrize("optimizer, schedule, extra", [
+    ("sgd", "cosine", {"momentum": 0.9, "nesterov": True}),
+    ("adamw", "one-cycle", {"weight_decay": 0.01}),
+    ("rmsprop", "constant", {"lr": 0.001, "clip_grad": 1.0}),
+])
+def test_optimizers_and_schedules(synthetic, tmp_path, optimizer, schedule, extra):
+    settings = {"lr": 0.01, **extra}
+    result = runner.train(config(tmp_path, epochs=2, optimizer=optimizer, schedule=schedule,
+                                 **settings), console=QUIET)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] * 1.5
+    if schedule == "cosine":
+        assert result.history[-1]["lr"] < 1e-6  # annealed to zero at the end
+
+
+def test_val_split_replaces_test(synthetic, tmp_path):
+    result = runner.train(config(tmp_path, epochs=1, val_split=0.25), console=QUIET)
+    row = result.history[0]
+    assert "val_acc" in row and "test_acc" not in row and row["train_examples"] == 150
+
+
+def test_resize_builds_a_matching_model(synthetic, tmp_path):
+    result = runner.train(config(tmp_path, epochs=1, resize=(32, 32)), console=QUIET)
+    assert checkpoint.load_model(result.run_dir).config.input_size == (32, 32)
