@@ -80,7 +80,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         "train", help="train a model and record the run",
         description="Train a LeNet-family model. Defaults are the book's recipe: LeNet-5, "
                     "SGD lr 0.1, batch 128, 10 epochs on Fashion-MNIST.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=None)
+        argument_default=None)
     recipe = p.add_argument_group("recipe")
     recipe.add_argument("--model", choices=list(MODELS), help=f"model variant [{d.model}]")
     recipe.add_argument("--dataset", choices=list(DATASETS), help=f"dataset [{d.dataset}]")
