@@ -25,7 +25,8 @@ from book_pipeline import BOOK_NUM_WORKERS, book_dataloader, book_fit_epoch
 
 from lenet import sources
 from lenet.config import TrainConfig
-from lenet.device import describe, pick_device, prepare_model, set_threads
+from lenet.device import describe, pick_device, set_threads
+from lenet.fastpath import prepare_model
 from lenet.loader import make_loaders
 from lenet.models import MODELS, build_model
 from lenet.optim import build_optimizer, build_scheduler

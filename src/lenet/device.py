@@ -6,7 +6,6 @@ import os
 import platform
 
 import torch
-from torch import nn
 
 from .errors import ConfigError
 
@@ -67,12 +66,3 @@ def synchronize(device: torch.device) -> None:
     elif device.type == "mps":
         torch.mps.synchronize()
 
-
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move `model` to `device` in the memory layout that trains it fastest there."""
-    model = model.to(device)
-    if device.type == "cpu":
-        # oneDNN's NHWC kernels beat NCHW on LeNet's small maps (~1.15x per epoch,
-        # benchmarks/train_speed.py); the arithmetic is the same.
-        model = model.to(memory_format=torch.channels_last)
-    return model

@@ -37,6 +37,7 @@ class Batches:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.resize = batch_size, shuffle, seed, resize
+        self._epochs_started = 0  # plain `for` loops draw a fresh order each time
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -66,7 +67,15 @@ class Batches:
             yield x, y
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch(0)
+        """Like a DataLoader: each new iteration is the next epoch's (seeded) order."""
+        epoch = self._epochs_started
+        self._epochs_started += 1
+        return self.epoch(epoch)
+
+    def to(self, device: torch.device | str) -> Batches:
+        """Move the whole split to `device` (once, not per batch)."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return self
 
 
 def holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:

@@ -6,17 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never open a window or block
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, eval_name: str = "test",
                 title: str = "") -> Path:
     """Plot metric rows (one dict per epoch) as the book does, and save a PNG."""
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    # A bare Figure (no pyplot): never opens a window, never touches the user's backend.
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.add_subplot()
     ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
     ax.plot(epochs, [r["train_acc"] for r in history], "m--", label="train acc")
     ax.plot(epochs, [r[f"{eval_name}_acc"] for r in history], "g-.", label=f"{eval_name} acc")
@@ -29,5 +28,4 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, eval_nam
         ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)

@@ -21,8 +21,9 @@ import torch
 from . import checkpoint, sources
 from .config import TrainConfig
 from .console import Console
-from .device import describe, pick_device, prepare_model, set_threads
+from .device import describe, pick_device, set_threads
 from .errors import ConfigError, TrainingError
+from .fastpath import prepare_model
 from .loader import make_loaders
 from .models import ModelConfig, build_model, get_model_config
 from .optim import build_optimizer, build_scheduler

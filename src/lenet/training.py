@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -68,9 +68,18 @@ class EvalResult:
     examples: int
 
 
+def epoch_batches(batches: Batches | Iterable, epoch: int, start: int = 0) -> Iterator:
+    """The batches of `epoch`; any iterable of (X, y) works, lenet's Batches also resume."""
+    if isinstance(batches, Batches):
+        return batches.epoch(epoch, start)
+    if start:
+        raise ValueError("only lenet.loader.Batches can resume in the middle of an epoch")
+    return iter(batches)
+
+
 def train_one_epoch(
     model: nn.Module,
-    batches: Batches,
+    batches: Batches | Iterable,
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler | None = None,
     *,
@@ -91,7 +100,8 @@ def train_one_epoch(
     totals = totals or EpochTotals.zeros(device)
     model.train()
     start = time.perf_counter()
-    for x, y in batches.epoch(epoch, start=totals.steps):
+    for x, y in epoch_batches(batches, epoch, totals.steps):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op on Batches
         logits = model(x)  # (B, classes)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -119,17 +129,19 @@ def _check_finite(totals: EpochTotals, epoch: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches) -> EvalResult:
+def evaluate(model: nn.Module, batches: Batches | Iterable) -> EvalResult:
     """Mean cross-entropy and accuracy of `model` over all of `batches`."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in batches:
+    n = 0
+    for x, y in epoch_batches(batches, 0):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
+        n += len(y)
     model.train(was_training)
-    n = batches.num_examples
     return EvalResult(loss_sum.item() / max(n, 1), correct.item() / max(n, 1), n)
