@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lenet import datasets, idx
+from lenet.runner import StopRequest
 
 SYNTHETIC_CLASSES = tuple(f"class{k}" for k in range(10))
 
@@ -72,3 +73,16 @@ def synthetic(isolated_sources, monkeypatch):
     monkeypatch.setitem(datasets.DATASETS, "synthetic", spec_for(arrays))
     monkeypatch.setenv("LENET_DATA_DIR", str(directory))
     return directory
+
+
+class StopAfter(StopRequest):
+    """Asks a run to stop once `steps` training steps have run (like a Ctrl-C there)."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def __call__(self) -> bool:
+        self.steps -= 1
+        self.requested = self.requested or self.steps <= 0
+        return self.requested

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import StopAfter
 
 from lenet import checkpoint, runner
 from lenet.config import TrainConfig
@@ -19,19 +20,6 @@ def config(tmp_path, **changes) -> TrainConfig:
     base = dict(dataset="synthetic", model="lenet5-modern", optimizer="adam", lr=0.01,
                 batch_size=32, epochs=3, out_dir=str(tmp_path / "runs"), device="cpu", seed=3)
     return TrainConfig(**{**base, **changes})
-
-
-class StopAfter(runner.StopRequest):
-    """Asks to stop once `steps` training steps have run (like a Ctrl-C there)."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.steps = steps
-
-    def __call__(self) -> bool:
-        self.steps -= 1
-        self.requested = self.requested or self.steps <= 0
-        return self.requested
 
 
 def weights(run_dir) -> dict[str, torch.Tensor]:

@@ -42,6 +42,8 @@ class DatasetSpec:
     mirrors: tuple[str, ...]  # base URLs holding the official .gz files
     how_to_get: str
     reference: str = ""
+    object_fill: float = 1.0  # how much of the frame an object's longer side takes
+
 
     def all_files(self) -> list[IDXFile]:
         return [f for split in SPLITS for f in self.files[split]]
@@ -104,6 +106,7 @@ MNIST = DatasetSpec(
     ),
     how_to_get="download the four .gz files from https://ossci-datasets.s3.amazonaws.com/mnist/",
     reference="LeCun et al. (1998): LeNet-5 reaches 0.95% test error",
+    object_fill=20 / 28,  # digits were fitted into a 20x20 box, centred in 28x28
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (FASHION_MNIST, MNIST)}

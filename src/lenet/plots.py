@@ -29,3 +29,23 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, eval_nam
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
+
+
+def plot_samples(images: Sequence[Any], labels: Sequence[str], path: str | Path, *,
+                 ncols: int = 9, title: str = "") -> Path:
+    """A grid of images with their labels (the book's `show_images`)."""
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    ncols = min(ncols, max(n, 1))
+    fig = Figure(figsize=(1.5 * ncols, 1.85 * nrows + (0.4 if title else 0)), dpi=110)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, label in zip(axes, images, labels, strict=False):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(label, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)

@@ -1,0 +1,40 @@
+"""The `lenet` command.
+
+Every expected failure (bad option, missing data, unwritable directory, broken
+file) ends with one clear `lenet: error: ...` message and exit status 2, never
+a traceback. Each subcommand lives in the module of its area and is a thin
+layer over a Python function of the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import LenetError
+from . import data, inspection, training
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lenet",
+        description="Build, train, inspect and ship LeNet-family CNNs on Fashion-MNIST and MNIST.")
+    parser.add_argument("--version", action="version", version=f"lenet {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for area in (training, inspection, data):
+        area.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except LenetError as e:
+        print(f"lenet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lenet: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,100 @@
+"""`lenet train`, `lenet summary`, `lenet models`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
+from ..console import Console
+from ..datasets import DATASETS
+from ..device import DEVICE_CHOICES
+from ..models import MODELS, build_model, get_model_config
+from ..summary import format_summary, summarize
+from .args import fraction, non_negative_float, positive_float, positive_int, size_pair
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = commands.add_parser(
+        "train", help="train a model and record the run",
+        description="Train a LeNet-family model. Defaults are the book's recipe: LeNet-5, "
+                    "SGD lr 0.1, batch 128, 10 epochs on Fashion-MNIST.",
+        argument_default=None)
+    recipe = p.add_argument_group("recipe")
+    recipe.add_argument("--model", choices=list(MODELS), help=f"model variant [{d.model}]")
+    recipe.add_argument("--dataset", choices=list(DATASETS), help=f"dataset [{d.dataset}]")
+    recipe.add_argument("--epochs", type=positive_int, help=f"epochs [{d.epochs}]")
+    recipe.add_argument("--batch-size", type=positive_int, help=f"minibatch size [{d.batch_size}]")
+    recipe.add_argument("--lr", type=positive_float, help=f"(peak) learning rate [{d.lr}]")
+    recipe.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer [{d.optimizer}]")
+    recipe.add_argument("--momentum", type=non_negative_float,
+                        help=f"momentum for sgd/rmsprop [{d.momentum}]")
+    recipe.add_argument("--nesterov", action="store_true", default=None,
+                        help="Nesterov momentum (sgd)")
+    recipe.add_argument("--weight-decay", type=non_negative_float,
+                        help=f"L2 weight decay [{d.weight_decay}]")
+    recipe.add_argument("--schedule", choices=SCHEDULES,
+                        help=f"learning-rate schedule, stepped per batch [{d.schedule}]")
+    recipe.add_argument("--clip-grad", type=positive_float, metavar="NORM",
+                        help="clip the global gradient norm to NORM [off]")
+    recipe.add_argument("--seed", type=int, help=f"seed for init, shuffling, dropout [{d.seed}]")
+    recipe.add_argument("--val-split", type=fraction, metavar="F",
+                        help="validate on a held-out fraction F of train instead of test [off]")
+    recipe.add_argument("--resize", type=size_pair, metavar="H[,W]",
+                        help="resize images (the book's resize option) [off]")
+    where = p.add_argument_group("where and how")
+    where.add_argument("--device", choices=DEVICE_CHOICES,
+                       help=f"auto picks CUDA, then MPS, then CPU [{d.device}]")
+    where.add_argument("--threads", type=positive_int, help="CPU threads [torch's default]")
+    where.add_argument("--data-dir", metavar="DIR", help="directory holding the IDX files")
+    where.add_argument("--out-dir", metavar="DIR", help=f"where run directories go [{d.out_dir}]")
+    where.add_argument("--name", help="run directory name [MODEL-TIMESTAMP]")
+    where.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted run (may change --epochs, --device, "
+                            "--threads, --data-dir)")
+    where.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                       help="no progress bar (it shows by default on a terminal)")
+    p.set_defaults(handler=run_train)
+
+    p = commands.add_parser("summary", help="per-layer output shapes, parameters, mult-adds")
+    p.add_argument("--model", default="lenet5", choices=list(MODELS), help="model variant")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the network as a diagram")
+    p.set_defaults(handler=run_summary)
+
+    p = commands.add_parser("models", help="list the registered model variants")
+    p.set_defaults(handler=run_models)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .. import runner  # torch-heavy imports only for commands that need them
+
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    console = Console(progress=args.progress)
+    if args.resume:
+        runner.resume(args.resume, console=console, **given)
+    else:
+        runner.train(TrainConfig(**given), console=console)
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    model = build_model(get_model_config(args.model), seed=0)
+    shape = (1, model.config.in_channels, *model.config.input_size)
+    print(f"{args.model}: input {shape}")
+    print(format_summary(summarize(model, shape)))
+    if args.plot:
+        from ..diagram import plot_network
+
+        print(f"diagram: {plot_network(model, args.plot, shape, title=args.model)}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    for name, config in MODELS.items():
+        model = build_model(config, seed=0)
+        print(f"{name:16s} {model.num_parameters:>9,} parameters  "
+              f"activation={config.activation} pool={config.pool} channels={config.channels} "
+              f"dense={config.dense}")
+    return 0

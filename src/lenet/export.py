@@ -1,0 +1,70 @@
+"""ONNX export, verified: `lenet export RUN --onnx FILE`.
+
+The model is exported with a dynamic batch dimension, then the whole test split
+is run through both ONNX Runtime and PyTorch, and their predictions and logits
+compared, so a file is only reported good when it is.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import LenetError
+from .inference import Predictor
+
+INPUT, OUTPUT = "images", "logits"
+
+
+@dataclass(frozen=True)
+class Verification:
+    examples: int
+    agreement: float  # fraction of identical predicted classes
+    max_abs_error: float  # largest |logit difference|
+    onnx_accuracy: float
+    torch_accuracy: float
+
+
+def export_onnx(predictor: Predictor, path: str | Path, opset: int = 17) -> Path:
+    """Write the model as ONNX with inputs (batch, 1, H, W) float32 in [0, 1]."""
+    path = Path(path)
+    model = predictor.model.to("cpu").eval()
+    example = torch.zeros(2, 1, *predictor.input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+        try:
+            torch.onnx.export(model, (example,), str(path), input_names=[INPUT],
+                              output_names=[OUTPUT], opset_version=opset, dynamo=False,
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        except OSError as e:
+            raise LenetError(f"cannot write {path}: {e.strerror or e}") from e
+    predictor.model.to(predictor.device)
+    return path
+
+
+def onnx_session(path: str | Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise LenetError("ONNX Runtime is not installed: pip install onnxruntime") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify(path: str | Path, predictor: Predictor, images: np.ndarray,
+           labels: np.ndarray) -> Verification:
+    """Run `images` through ONNX Runtime and PyTorch and compare."""
+    session = onnx_session(path)
+    x = predictor.as_batch(images).cpu().numpy()
+    onnx_logits = np.concatenate([session.run([OUTPUT], {INPUT: x[i:i + 2048]})[0]
+                                  for i in range(0, len(x), 2048)])
+    torch_logits = predictor.logits(images).numpy()
+    onnx_pred, torch_pred = onnx_logits.argmax(1), torch_logits.argmax(1)
+    return Verification(len(x), float((onnx_pred == torch_pred).mean()),
+                        float(np.abs(onnx_logits - torch_logits).max()),
+                        float((onnx_pred == labels).mean()), float((torch_pred == labels).mean()))

@@ -1,0 +1,136 @@
+"""Turning a user's picture into the kind of input the model was trained on.
+
+Fashion-MNIST and MNIST images are 28x28 grayscale, a light object on a dark
+background, the object filling the frame. `prepare` does the same to any
+PNG/JPEG/...: composite transparency onto white, convert to grayscale, invert
+a light background (detected from the border; overridable), crop to the
+object, pad to a square keeping the aspect ratio, and resize with
+antialiasing. Every way a file can be unusable raises `ImageError` with one
+clear line.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import LenetError
+
+MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs, accidental scans)
+
+
+class ImageError(LenetError):
+    pass
+
+
+@dataclass
+class PreparedImage:
+    pixels: np.ndarray  # (H, W) uint8, the model's input
+    inverted: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def open_image(path: str | Path) -> tuple[Image.Image, list[str]]:
+    """Open and fully decode the first frame of an image file."""
+    path = Path(path)
+    notes: list[str] = []
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"{path}: image too large ({_pixel_count(path)}; the limit "
+                                 f"is {MAX_PIXELS / 1e6:.0f} MP)")
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"animated image with {frames} frames: using the first")
+                image.seek(0)
+            image.load()
+        except UnidentifiedImageError:
+            raise ImageError(f"{path}: not an image Pillow can read") from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageError(f"{path}: image too large ({_pixel_count(path)}; the limit is "
+                             f"{MAX_PIXELS / 1e6:.0f} MP)") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{path}: truncated or corrupt image data ({e})") from None
+    return image, notes
+
+
+def _pixel_count(path: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Image.MAX_IMAGE_PIXELS, limit = None, Image.MAX_IMAGE_PIXELS
+        try:
+            with Image.open(path) as image:  # reads the header only
+                w, h = image.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    return f"{w}x{h}, {w * h / 1e6:.0f} MP"
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """(H, W) float32 in [0, 1]; transparent areas become white."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    image = ImageOps.exif_transpose(image)  # photos taken sideways
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def has_light_background(gray: np.ndarray) -> bool:
+    """True when the image border is mostly light (so the object is dark on light)."""
+    h, w = gray.shape
+    band = max(1, min(h, w) // 20)
+    border = np.concatenate([gray[:band].ravel(), gray[-band:].ravel(),
+                             gray[:, :band].ravel(), gray[:, -band:].ravel()])
+    return float(np.median(border)) > 0.5
+
+
+def fit_to_square(gray: np.ndarray, size: tuple[int, int], fill: float = 1.0) -> np.ndarray:
+    """Crop to the object (pixels well above the background), pad to a square, resize.
+
+    `fill` is the fraction of the frame the object's longer side takes
+    (1.0 for Fashion-MNIST; 20/28 for MNIST's digits).
+    """
+    mask = gray > max(0.15, 0.25 * float(gray.max()))
+    if mask.any():
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        gray = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    h, w = gray.shape
+    side = max(1, round(max(h, w) / fill))
+    canvas = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = gray
+    out = Image.fromarray(np.round(canvas * 255).astype(np.uint8))
+    out = out.resize(size[::-1], Image.Resampling.LANCZOS)
+    return np.array(out, dtype=np.uint8)
+
+
+def prepare(path: str | Path, *, size: tuple[int, int] = (28, 28), invert: bool | None = None,
+            fill: float = 1.0) -> PreparedImage:
+    """Load `path` and make it look like the training data. `invert=None` decides from the
+    border."""
+    image, notes = open_image(path)
+    return prepare_image(image, size=size, invert=invert, fill=fill, notes=notes)
+
+
+def prepare_image(image: Image.Image, *, size: tuple[int, int] = (28, 28),
+                  invert: bool | None = None, fill: float = 1.0,
+                  notes: list[str] | None = None) -> PreparedImage:
+    """The same preparation for an image already in memory."""
+    gray = to_grayscale(image)
+    if invert is None:
+        invert = has_light_background(gray)
+    if invert:
+        gray = 1.0 - gray
+    return PreparedImage(fit_to_square(gray, size, fill), invert, notes or [])

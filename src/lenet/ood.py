@@ -1,0 +1,195 @@
+"""Out-of-distribution: what a trained LeNet does with inputs unlike its training data.
+
+Two scores say how in-distribution an input looks (higher = more familiar):
+the maximum softmax probability (`msp`) and the negative free energy
+(`energy`, logsumexp of the logits). A threshold is calibrated on the test set
+so that a stated fraction of real test images (the true-positive rate) pass;
+inputs scoring below it are flagged. `lenet ood RUN` answers the chapter's last
+exercise with numbers: confidence, predicted classes and layer-1/layer-2
+activation statistics for test images, noise, blank images and real photos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .activations import capture
+from .errors import LenetError
+from .images import prepare_image
+from .inference import Predictor
+
+SCORES = ("msp", "energy")
+CALIBRATION_FILE = "ood_calibration.json"
+PHOTOS = {  # scikit-image's bundled photos: name -> loader attribute
+    "cat (chelsea)": "chelsea", "rocket": "rocket", "coffee": "coffee",
+    "astronaut": "astronaut", "cameraman": "camera", "coins": "coins",
+}
+
+
+def score(logits: torch.Tensor, kind: str = "msp") -> np.ndarray:
+    if kind == "msp":
+        return torch.softmax(logits, dim=1).max(dim=1).values.numpy()
+    if kind == "energy":
+        return torch.logsumexp(logits, dim=1).numpy()
+    raise LenetError(f"unknown OOD score {kind!r}; choose from {', '.join(SCORES)}")
+
+
+def calibrate(predictor: Predictor, images: np.ndarray, kind: str = "msp",
+              tpr: float = 0.95) -> float:
+    """The score threshold that `tpr` of `images` (in-distribution) reach or exceed."""
+    return float(np.quantile(score(predictor.logits(images), kind), 1.0 - tpr))
+
+
+def cached_threshold(run_dir: Path, predictor: Predictor, test_images: Any, kind: str,
+                     tpr: float) -> float:
+    """The calibrated threshold, computed once per run and kept in the run directory.
+
+    `test_images` is a callable giving the test images, called only on a cache miss.
+    """
+    path = run_dir / CALIBRATION_FILE
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    key = f"{kind}@tpr={tpr:g}"
+    if key not in cache:
+        cache[key] = calibrate(predictor, test_images(), kind, tpr)
+        with contextlib.suppress(OSError):  # a read-only run directory: recalibrate next time
+            path.write_text(json.dumps(cache, indent=2) + "\n")
+    return float(cache[key])
+
+
+def photos(size: tuple[int, int] = (28, 28)) -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos, prepared like user images (needs scikit-image)."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise LenetError("real photos need scikit-image: pip install scikit-image") from None
+    from PIL import Image
+
+    return {name: prepare_image(Image.fromarray(getattr(data, attr)()), size=size).pixels
+            for name, attr in PHOTOS.items()}
+
+
+def probe_groups(test_images: np.ndarray, *, n: int = 500, seed: int = 0,
+                 with_photos: bool = True) -> dict[str, np.ndarray]:
+    """Named groups of uint8 (N, H, W) inputs: test images, noise, blanks, photos."""
+    rng = np.random.default_rng(seed)
+    shape = test_images.shape[1:]
+    picks = rng.choice(len(test_images), size=min(n, len(test_images)), replace=False)
+    groups = {
+        "test images": test_images[picks],
+        "uniform noise": rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
+        "Gaussian noise": np.clip(rng.normal(128, 64, size=(n, *shape)), 0, 255).astype(np.uint8),
+        "blank black": np.zeros((1, *shape), np.uint8),
+        "blank white": np.full((1, *shape), 255, np.uint8),
+    }
+    if with_photos:
+        groups.update({f"photo: {k}": v[None] for k, v in photos(shape).items()})
+    return groups
+
+
+@dataclass
+class GroupReport:
+    name: str
+    count: int
+    mean_confidence: float
+    flagged: float  # fraction below the threshold
+    predicted: np.ndarray  # (classes,) counts
+    act1_mean: float
+    act1_saturated: float
+    act2_mean: float
+    act2_saturated: float
+
+
+def saturation(values: torch.Tensor, activation: str) -> float:
+    """Fraction of units at the ends of their range: sigmoid/tanh within 5% of a bound,
+    ReLU-like exactly 0 (inactive)."""
+    if activation == "sigmoid":
+        return float(((values < 0.05) | (values > 0.95)).float().mean())
+    if activation == "tanh":
+        return float((values.abs() > 0.95).float().mean())
+    return float((values <= 0).float().mean())
+
+
+def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: float,
+            kind: str = "msp") -> list[GroupReport]:
+    activation = predictor.model.config.activation
+    reports = []
+    for name, images in groups.items():
+        x = predictor.as_batch(images)
+        with torch.inference_mode():
+            logits, acts = capture(predictor.model, x, ("act1", "act2"))
+        logits = logits.float().cpu()
+        s = score(logits, kind)
+        predicted = np.bincount(logits.argmax(1).numpy(), minlength=len(predictor.classes))
+        a1, a2 = acts["act1"].float().cpu(), acts["act2"].float().cpu()
+        reports.append(GroupReport(
+            name, len(images), float(torch.softmax(logits, 1).max(1).values.mean()),
+            float((s < threshold).mean()), predicted, float(a1.mean()),
+            saturation(a1, activation), float(a2.mean()), saturation(a2, activation)))
+    return reports
+
+
+def format_reports(reports: list[GroupReport], classes: list[str], threshold: float,
+                   kind: str, tpr: float) -> str:
+    width = max(len(r.name) for r in reports)
+    head = (f"{'group':<{width}}  {'n':>4}  {'max-softmax':>11}  {'flagged':>7}  "
+            f"{'act1 mean':>9}  {'act1 sat':>8}  {'act2 mean':>9}  {'act2 sat':>8}  "
+            "top predictions")
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        top = np.argsort(-r.predicted)[:2]
+        tops = ", ".join(f"{classes[i]} {r.predicted[i] / r.count:.0%}" for i in top
+                         if r.predicted[i])
+        lines.append(f"{r.name:<{width}}  {r.count:>4}  {r.mean_confidence:>11.3f}  "
+                     f"{r.flagged:>7.0%}  {r.act1_mean:>9.3f}  {r.act1_saturated:>8.1%}  "
+                     f"{r.act2_mean:>9.3f}  {r.act2_saturated:>8.1%}  {tops}")
+    lines.append(f"flagged: {kind} score below {threshold:.4f}, the threshold that {tpr:.0%} "
+                 "of test images pass; sat: sigmoid/tanh units within 5% of a bound, "
+                 "ReLU units at 0")
+    return "\n".join(lines)
+
+
+def plot_reports(reports: list[GroupReport], groups: dict[str, np.ndarray],
+                 classes: list[str], path: str | Path, threshold_confidence: float | None,
+                 title: str) -> Path:
+    """Example inputs per group, mean confidence per group, predicted-class shares."""
+    n = len(reports)
+    fig = Figure(figsize=(max(10, 1.1 * n), 7.5), dpi=110)
+    grid = fig.add_gridspec(2, n, height_ratios=[1, 4.5], hspace=0.25)
+    for i, r in enumerate(reports):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(groups[r.name][0], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(r.name.replace("photo: ", "").replace(" ", "\n", 1), fontsize=7)
+        ax.set_xticks([])  # keep the frame: a blank white input must still be visible
+        ax.set_yticks([])
+    bottom = grid[1, :].subgridspec(1, 2, wspace=0.55, width_ratios=[1, 1.3])
+    ax = fig.add_subplot(bottom[0])
+    names = [r.name for r in reports]
+    ax.barh(names, [r.mean_confidence for r in reports], color="C0")
+    if threshold_confidence is not None:
+        ax.axvline(threshold_confidence, color="C3", ls="--", label="OOD threshold")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("mean max-softmax probability")
+    ax.set_title("how confident the model is")
+    ax = fig.add_subplot(bottom[1])
+    shares = np.stack([r.predicted / r.count for r in reports])
+    image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_title("share of each group predicted as each class")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share")
+    fig.suptitle(title)
+    fig.savefig(path, bbox_inches="tight")
+    return Path(path)
