@@ -13,7 +13,7 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,onnx,photos]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,onnx,photos,tensorboard]'
 	touch $@
 
 setup: $(VENV)/.installed

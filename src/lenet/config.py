@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .datasets import DATASETS
@@ -18,12 +19,14 @@ from .models import MODELS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "one-cycle")
+AUGMENTATIONS = (None, "flip", "shift", "flip+shift")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "lenet5"
-    dataset: str = "fashion-mnist"
+    model_settings: dict[str, str] = field(default_factory=dict)  # --set KEY=VALUE
+    dataset: str = "fashion-mnist"  # a known name, or a directory of IDX files
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
@@ -36,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     val_split: float | None = None  # hold out this fraction of train instead of using test
     resize: tuple[int, int] | None = None
+    augment: str | None = None  # "flip", "shift" or "flip+shift", applied per batch
     eval_batch_size: int = 1024
     # Where and how to run: recorded, but they do not change what is computed.
     device: str = "auto"
@@ -43,6 +47,7 @@ class TrainConfig:
     data_dir: str | None = None
     out_dir: str = "runs"
     name: str | None = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -50,8 +55,12 @@ class TrainConfig:
                 raise ConfigError(message)
 
         need(self.model in MODELS, f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
-        need(self.dataset in DATASETS,
-             f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        need(self.dataset in DATASETS or Path(self.dataset).is_dir(),
+             f"unknown dataset {self.dataset!r}: not one of {', '.join(DATASETS)} "
+             "and not a directory of IDX files")
+        need(self.augment in AUGMENTATIONS,
+             f"unknown augmentation {self.augment!r}; choose from "
+             f"{', '.join(a for a in AUGMENTATIONS if a)}")
         need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}")
@@ -85,6 +94,7 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values["model_settings"] = dict(values.get("model_settings") or {})
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:

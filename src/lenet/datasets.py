@@ -23,8 +23,8 @@ class IDXFile:
     """One file of a dataset, with the digests that identify its content."""
 
     name: str  # without .gz, e.g. "train-images-idx3-ubyte"
-    raw_md5: str  # MD5 of the decompressed IDX bytes
-    gz_md5: str  # MD5 of the official .gz download
+    raw_md5: str | None = None  # MD5 of the decompressed IDX bytes (None: a user's own data)
+    gz_md5: str | None = None  # MD5 of the official .gz download
 
     @property
     def gz_name(self) -> str:

@@ -20,6 +20,21 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .sources import Dataset, Split
 
+SHIFT = 2  # pixels: the "shift" augmentation moves images by up to this much
+
+
+def augment_batch(x: torch.Tensor, flips: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Flip some images left-right and translate each by (dy, dx), filling with zeros."""
+    x = torch.where(flips[:, None, None, None], x.flip(-1), x)
+    if not bool(shifts.any()):
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT))  # (B, C, H+2S, W+2S)
+    rows = torch.arange(h, device=x.device) + SHIFT + shifts[:, :1]  # (B, H)
+    cols = torch.arange(w, device=x.device) + SHIFT + shifts[:, 1:]  # (B, W)
+    x = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * SHIFT))
+    return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
 
 def to_tensors(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as float32 (N, 1, H, W) in [0, 1] and labels as int64 (N,), on `device`."""
@@ -32,11 +47,13 @@ class Batches:
     """Iterates (X, y) minibatches: X (B, 1, H, W) float32, y (B,) int64."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
-                 shuffle: bool, seed: int = 0, resize: tuple[int, int] | None = None) -> None:
+                 shuffle: bool, seed: int = 0, resize: tuple[int, int] | None = None,
+                 augment: str | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.resize = batch_size, shuffle, seed, resize
+        self.augment = augment
         self._epochs_started = 0  # plain `for` loops draw a fresh order each time
 
     def __len__(self) -> int:
@@ -56,15 +73,32 @@ class Batches:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch`, skipping the first `start` (to resume mid-epoch)."""
         order = self.order(epoch)
+        draws = self.augment_draws(epoch) if self.augment else None
         for i in range(start * self.batch_size, len(self.labels), self.batch_size):
             if order is None:
                 x, y = self.images[i:i + self.batch_size], self.labels[i:i + self.batch_size]
             else:
                 ids = order[i:i + self.batch_size]
                 x, y = self.images.index_select(0, ids), self.labels.index_select(0, ids)
+            if draws is not None:
+                x = augment_batch(x, *(d[i:i + self.batch_size] for d in draws))
             if self.resize is not None:
                 x = F.interpolate(x, size=self.resize, mode="bilinear", antialias=True)
             yield x, y
+
+    def augment_draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole epoch's random flips (N,) and shifts (N, 2), drawn from (seed, epoch) so
+        that a resumed epoch sees the same ones."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 500_000)
+        n = len(self.labels)
+        flips = torch.rand(n, generator=generator) < 0.5
+        shifts = torch.randint(-SHIFT, SHIFT + 1, (n, 2), generator=generator)
+        if "flip" not in self.augment:
+            flips.zero_()
+        if "shift" not in self.augment:
+            shifts.zero_()
+        device = self.labels.device
+        return flips.to(device), shifts.to(device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Like a DataLoader: each new iteration is the next epoch's (seeded) order."""
@@ -100,7 +134,7 @@ class Loaders:
 
 def make_loaders(dataset: Dataset, device: torch.device, *, batch_size: int, seed: int = 0,
                  val_split: float | None = None, resize: tuple[int, int] | None = None,
-                 eval_batch_size: int = 1024) -> Loaders:
+                 augment: str | None = None, eval_batch_size: int = 1024) -> Loaders:
     """Training batches (shuffled per epoch) and evaluation batches (in order)."""
     train, evaluation, eval_name = dataset.train, dataset.test, "test"
     if val_split:
@@ -108,7 +142,7 @@ def make_loaders(dataset: Dataset, device: torch.device, *, batch_size: int, see
         eval_name = "val"
     return Loaders(
         Batches(*to_tensors(train, device), batch_size=batch_size, shuffle=True, seed=seed,
-                resize=resize),
+                resize=resize, augment=augment),
         Batches(*to_tensors(evaluation, device), batch_size=eval_batch_size, shuffle=False,
                 resize=resize),
         eval_name,

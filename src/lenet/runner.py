@@ -25,7 +25,7 @@ from .device import describe, pick_device, set_threads
 from .errors import ConfigError, TrainingError
 from .fastpath import prepare_model
 from .loader import make_loaders
-from .models import ModelConfig, build_model, get_model_config
+from .models import ModelConfig, build_model, get_model_config, with_settings
 from .optim import build_optimizer, build_scheduler
 from .plots import plot_curves
 from .rundir import RunDir, environment
@@ -107,8 +107,9 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
     dataset = sources.load(config.dataset, config.data_dir)
     loaders = make_loaders(dataset, device, batch_size=config.batch_size, seed=config.seed,
                            val_split=config.val_split, resize=config.resize,
-                           eval_batch_size=config.eval_batch_size)
-    model_config = _model_config(config, dataset.spec.classes, payload)
+                           augment=config.augment, eval_batch_size=config.eval_batch_size)
+    model_config = _model_config(config, dataset.spec.classes, dataset.train.images.shape[1:],
+                                 payload)
     model = prepare_model(build_model(model_config), device)
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(loaders.train))
@@ -149,6 +150,7 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
             "rng": checkpoint.capture_rng(),
         })
 
+    board = _tensorboard(run) if config.tensorboard else None
     stop = stop or StopRequest()
     completed = True
     with stop:
@@ -176,13 +178,20 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
                 save(epoch, totals)
                 completed = False
                 break
+            eval_start = time.perf_counter()
             result = evaluate(model, loaders.eval)
             history.append(_row(epoch + 1, totals, result, loaders.eval_name,
-                                optimizer.param_groups[0]["lr"]))
+                                optimizer.param_groups[0]["lr"],
+                                time.perf_counter() - eval_start))
             totals = None
             save(epoch + 1, None)
             run.write_metrics(history)
             console.table_row(history[-1], loaders.eval_name)
+            if board is not None:
+                for key, value in history[-1].items():
+                    if key != "epoch":
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
             if stop.requested and epoch + 1 < config.epochs:
                 completed = False
                 break
@@ -195,6 +204,8 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
                       f"Resume with: lenet train --resume {run.path}")
         return RunResult(run.path, history, False, speed, device_name)
     final = {**history[-1], "examples_per_sec_overall": speed, "device": device_name,
+             "train_seconds": train_seconds,
+             "wall_seconds_total": sum(r["wall_seconds"] for r in history),
              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     run.write_json(RunDir.RESULTS, final)
     console.book_lines(history[-1], loaders.eval_name, speed, device.type)
@@ -203,22 +214,23 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
     return RunResult(run.path, history, True, speed, device_name, final)
 
 
-def _model_config(config: TrainConfig, classes: tuple[str, ...],
+def _model_config(config: TrainConfig, classes: tuple[str, ...], image_size: tuple[int, int],
                   payload: dict[str, Any] | None) -> ModelConfig:
     if payload is not None:
         return ModelConfig.from_dict(payload["model_config"])
-    model_config = get_model_config(config.model)
-    size = config.resize or model_config.input_size
+    model_config = with_settings(get_model_config(config.model), config.model_settings)
+    size = config.resize or image_size
     return ModelConfig.from_dict({**model_config.to_dict(), "num_classes": len(classes),
                                   "input_size": tuple(size)})
 
 
 def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,
-         lr: float) -> dict[str, Any]:
+         lr: float, eval_seconds: float) -> dict[str, Any]:
     return {"epoch": epoch, "train_loss": totals.loss, "train_acc": totals.accuracy,
             f"{eval_name}_loss": result.loss, f"{eval_name}_acc": result.accuracy,
             "lr": lr, "train_examples": totals.examples,
-            "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds}
+            "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds,
+            "wall_seconds": totals.seconds + eval_seconds}
 
 
 def _partial_state(totals: EpochTotals | None) -> dict[str, Any] | None:
@@ -233,6 +245,15 @@ def _totals_from(state: dict[str, Any] | None, device: torch.device) -> EpochTot
         return None
     return EpochTotals(state["loss_sum"].to(device), state["correct"].to(device),
                        state["examples"], state["steps"], state["seconds"])
+
+
+def _tensorboard(run: RunDir) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: "
+                          "pip install tensorboard") from None
+    return SummaryWriter(log_dir=str(run.file("tensorboard")))
 
 
 def _finish_plot(run: RunDir, history: list[dict[str, Any]], eval_name: str,

@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from . import idx
-from .datasets import SPLITS, DatasetSpec, IDXFile, cache_dir, find_file, get_spec, md5_hex
+from .datasets import (
+    DATASETS,
+    SPLITS,
+    DatasetSpec,
+    IDXFile,
+    cache_dir,
+    find_file,
+    get_spec,
+    md5_hex,
+)
 from .download import download_dataset
 from .errors import DataError
 
@@ -65,7 +74,7 @@ def candidate_dirs(spec: DatasetSpec, data_dir: str | Path | None = None) -> lis
 def load_file(path: Path, file: IDXFile, *, verify: bool = True) -> np.ndarray:
     """Read one IDX file, checking the digest of its decompressed bytes."""
     data = idx.read_bytes(path)
-    if verify:
+    if verify and file.raw_md5:
         digest = md5_hex(data)
         if digest != file.raw_md5:
             raise DataError(
@@ -141,8 +150,33 @@ def locate(spec: DatasetSpec, data_dir: str | Path | None = None, *,
     )
 
 
+def directory_spec(directory: Path) -> DatasetSpec:
+    """A dataset of the four MNIST-style IDX files in `directory` (no known checksums).
+
+    Class names come from `classes.txt` (one per line) when present, else the
+    labels' numbers.
+    """
+    template = get_spec("mnist")
+    files = {split: tuple(IDXFile(f.name) for f in pair) for split, pair in template.files.items()}
+    missing = [f.name for pair in files.values() for f in pair if not find_file(directory, f)]
+    if missing:
+        raise DataError(f"{directory}: missing {', '.join(missing)} (raw or .gz)")
+    names_file = directory / "classes.txt"
+    if names_file.is_file():
+        classes = tuple(line.strip() for line in names_file.read_text().splitlines()
+                        if line.strip())
+    else:
+        labels = load_file(find_file(directory, files["train"][1]), files["train"][1])
+        classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 1))
+    return DatasetSpec(name=str(directory), title=directory.name, classes=classes, files=files,
+                       mirrors=(), how_to_get=f"put the four IDX files in {directory}")
+
+
 def load(name: str = "fashion-mnist", data_dir: str | Path | None = None, *,
          download: bool = True) -> Dataset:
-    """Load a dataset by name from the first source that has it, verified."""
+    """Load a dataset by name (or a directory of IDX files) from the first source that
+    has it, verified."""
+    if name not in DATASETS and Path(name).is_dir():
+        return load_from(directory_spec(Path(name)), Path(name))
     spec = get_spec(name)
     return load_from(spec, locate(spec, data_dir, download=download))

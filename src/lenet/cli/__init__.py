@@ -9,12 +9,13 @@ layer over a Python function of the package.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import LenetError
-from . import data, inspection, training
+from . import data, experiments, inspection, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build, train, inspect and ship LeNet-family CNNs on Fashion-MNIST and MNIST.")
     parser.add_argument("--version", action="version", version=f"lenet {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for area in (training, inspection, data):
+    for area in (training, experiments, inspection, data):
         area.register(commands)
     return parser
 
@@ -38,3 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lenet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lenet ... | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
+from ..config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 from ..console import Console
 from ..datasets import DATASETS
 from ..device import DEVICE_CHOICES
-from ..models import MODELS, build_model, get_model_config
+from ..models import MODELS, build_model, get_model_config, parse_settings, with_settings
 from ..summary import format_summary, summarize
 from .args import fraction, non_negative_float, positive_float, positive_int, size_pair
 
@@ -23,7 +23,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         argument_default=None)
     recipe = p.add_argument_group("recipe")
     recipe.add_argument("--model", choices=list(MODELS), help=f"model variant [{d.model}]")
-    recipe.add_argument("--dataset", choices=list(DATASETS), help=f"dataset [{d.dataset}]")
+    recipe.add_argument("--set", dest="model_settings", action="append", metavar="KEY=VALUE",
+                        help="change the model: activation, pool, channels, kernel, padding, "
+                             "dense, batch_norm, dropout, init, pool_size (repeatable)")
+    recipe.add_argument("--dataset", metavar="NAME|DIR",
+                        help=f"{' or '.join(DATASETS)}, or a directory with the four IDX files "
+                             f"(and optional classes.txt) [{d.dataset}]")
     recipe.add_argument("--epochs", type=positive_int, help=f"epochs [{d.epochs}]")
     recipe.add_argument("--batch-size", type=positive_int, help=f"minibatch size [{d.batch_size}]")
     recipe.add_argument("--lr", type=positive_float, help=f"(peak) learning rate [{d.lr}]")
@@ -43,6 +48,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="validate on a held-out fraction F of train instead of test [off]")
     recipe.add_argument("--resize", type=size_pair, metavar="H[,W]",
                         help="resize images (the book's resize option) [off]")
+    recipe.add_argument("--augment", choices=[a for a in AUGMENTATIONS if a],
+                        help="random left-right flips and/or shifts of up to 2 pixels [off]")
     where = p.add_argument_group("where and how")
     where.add_argument("--device", choices=DEVICE_CHOICES,
                        help=f"auto picks CUDA, then MPS, then CPU [{d.device}]")
@@ -55,10 +62,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                             "--threads, --data-dir)")
     where.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                        help="no progress bar (it shows by default on a terminal)")
+    where.add_argument("--tensorboard", action="store_true", default=None,
+                       help="also log the metrics for TensorBoard, in RUN/tensorboard")
     p.set_defaults(handler=run_train)
 
     p = commands.add_parser("summary", help="per-layer output shapes, parameters, mult-adds")
     p.add_argument("--model", default="lenet5", choices=list(MODELS), help="model variant")
+    p.add_argument("--set", dest="model_settings", action="append", metavar="KEY=VALUE",
+                   default=[], help="change the model, as for train")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the network as a diagram")
     p.set_defaults(handler=run_summary)
 
@@ -71,6 +82,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "model_settings" in given:
+        given["model_settings"] = parse_settings(given["model_settings"])
     console = Console(progress=args.progress)
     if args.resume:
         runner.resume(args.resume, console=console, **given)
@@ -80,7 +93,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    model = build_model(get_model_config(args.model), seed=0)
+    config = with_settings(get_model_config(args.model), parse_settings(args.model_settings))
+    model = build_model(config, seed=0)
     shape = (1, model.config.in_channels, *model.config.input_size)
     print(f"{args.model}: input {shape}")
     print(format_summary(summarize(model, shape)))

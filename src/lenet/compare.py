@@ -1,0 +1,139 @@
+"""Comparing finished runs: one table row each, trade-off plots, overlaid curves.
+
+Used by `lenet compare RUN...` and at the end of `lenet sweep`. Everything is
+read back from the run directories, so runs from different sessions, sweeps or
+machines compare alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from .errors import LenetError
+from .models import LeNet, ModelConfig
+from .rundir import RunDir, read_metrics
+from .summary import summarize
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    path: str
+    model: str
+    settings: str  # the --set options, "k=v k=v"
+    parameters: int
+    macs: int  # multiply-adds per 28x28 example
+    epochs: int
+    eval_name: str
+    accuracy: float  # final test (or val) accuracy
+    best_accuracy: float
+    wall_seconds: float  # training plus evaluation, all epochs
+    finished: bool
+
+
+def summarize_run(run_dir: str | Path) -> RunSummary:
+    run = RunDir(run_dir)
+    try:
+        record = run.read_json(RunDir.CONFIG)
+        history = read_metrics(run.file(RunDir.METRICS))
+    except (OSError, ValueError) as e:
+        raise LenetError(f"{run.path}: not a run directory with metrics ({e})") from e
+    if not history:
+        raise LenetError(f"{run.path}: no finished epoch yet")
+    train, model_config = record["train"], ModelConfig.from_dict(record["model"])
+    shape = (1, model_config.in_channels, *model_config.input_size)
+    macs = sum(row.macs for row in summarize(LeNet(model_config), shape))
+    eval_name = "val" if train.get("val_split") else "test"
+    accuracies = [row[f"{eval_name}_acc"] for row in history]
+    settings = " ".join(f"{k}={v}" for k, v in (train.get("model_settings") or {}).items())
+    return RunSummary(
+        name=run.path.name, path=str(run.path), model=train["model"], settings=settings,
+        parameters=record["parameters"], macs=macs, epochs=len(history), eval_name=eval_name,
+        accuracy=accuracies[-1], best_accuracy=max(accuracies),
+        wall_seconds=sum(row.get("wall_seconds", row["seconds"]) for row in history),
+        finished=run.file(RunDir.RESULTS).exists())
+
+
+COLUMNS = ("run", "model", "settings", "parameters", "mult-adds", "epochs", "accuracy",
+           "wall time (s)")
+
+
+def _cells(s: RunSummary) -> tuple[str, ...]:
+    accuracy = f"{s.accuracy:.4f}" + ("" if s.eval_name == "test" else " (val)")
+    return (s.name + ("" if s.finished else " (unfinished)"), s.model, s.settings or "-",
+            f"{s.parameters:,}", f"{s.macs:,}", str(s.epochs), accuracy, f"{s.wall_seconds:.1f}")
+
+
+def sort_by_accuracy(summaries: list[RunSummary]) -> list[RunSummary]:
+    return sorted(summaries, key=lambda s: s.accuracy, reverse=True)
+
+
+def markdown_table(summaries: list[RunSummary]) -> str:
+    rows = [COLUMNS, *(_cells(s) for s in summaries)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+             for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def write_csv(summaries: list[RunSummary], path: str | Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(summaries[0])))
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in summaries)
+    return Path(path)
+
+
+def plot_tradeoffs(summaries: list[RunSummary], path: str | Path, title: str = "") -> Path:
+    """Accuracy against parameters and against wall time, one labelled point per run."""
+    fig = Figure(figsize=(12, 5), dpi=110)
+    for ax, key, label in zip(fig.subplots(1, 2), ("parameters", "wall_seconds"),
+                              ("parameters", "wall time (s), training + evaluation"),
+                              strict=True):
+        for i, s in enumerate(summaries):
+            x = getattr(s, key)
+            ax.scatter(x, s.accuracy, color=f"C{i % 10}", s=40)
+            ax.annotate(s.name, (x, s.accuracy), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("final accuracy")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "accuracy vs size and time")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_curves(run_dirs: list[str | Path], path: str | Path, title: str = "") -> Path:
+    """Learning curves of several runs: evaluation accuracy and training loss per epoch."""
+    fig = Figure(figsize=(12, 4.8), dpi=110)
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for i, run_dir in enumerate(run_dirs):
+        history = read_metrics(RunDir(run_dir).file(RunDir.METRICS))
+        eval_key = "val_acc" if "val_acc" in history[0] else "test_acc"
+        epochs = [r["epoch"] for r in history]
+        name = Path(run_dir).name
+        acc_ax.plot(epochs, [r[eval_key] for r in history], color=f"C{i % 10}", label=name)
+        loss_ax.plot(epochs, [r["train_loss"] for r in history], color=f"C{i % 10}", label=name)
+    acc_ax.set_ylabel("test (or val) accuracy")
+    loss_ax.set_ylabel("training loss")
+    for ax in (acc_ax, loss_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize=7)
+    fig.suptitle(title or "learning curves")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def to_json(summaries: list[RunSummary]) -> str:
+    return json.dumps([asdict(s) for s in summaries], indent=2)
+

@@ -1,0 +1,276 @@
+"""Sweeps: many runs from one small TOML file, in parallel, resumable, compared at the end.
+
+    name = "exercises"              # the sweep directory: OUT_DIR/NAME
+    out_dir = "runs/sweeps"         # optional
+    [base]                          # options every run shares: lenet train's, in TOML
+    epochs = 10
+    [grid]                          # every combination of these values
+    "set.activation" = ["sigmoid", "relu"]   # set.KEY is a --set model option
+    lr = [0.1, 0.9]
+    [random]                        # optional: sample this many grid points instead
+    samples = 4
+    seed = 0
+    [[runs]]                        # optional: extra runs, each with its own options
+    name = "wide"
+    "set.channels" = "16,32"
+
+Each run gets its own run directory, named from the options it varies.
+Finished runs (with results.json) are never redone, interrupted ones resume
+from their checkpoint, so rerunning the same command after a Ctrl-C or a
+crash completes the sweep. Runs go to worker processes, one CPU thread each by
+default, as many as the cores and memory allow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import re
+import shutil
+import signal
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, fields
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from .compare import (
+    RunSummary,
+    markdown_table,
+    plot_curves,
+    plot_tradeoffs,
+    sort_by_accuracy,
+    summarize_run,
+    to_json,
+    write_csv,
+)
+from .config import TrainConfig
+from .device import available_cpus
+from .errors import ConfigError, LenetError
+from .rundir import RunDir
+
+MEMORY_PER_WORKER = 1.2e9  # bytes: torch, a dataset copy and a LeNet, with margin
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str
+    config: TrainConfig
+
+
+def _options(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """TOML options -> TrainConfig keyword arguments (set.KEY -> model_settings)."""
+    known = {f.name for f in fields(TrainConfig)} - {"name", "out_dir", "model_settings"}
+    options: dict[str, Any] = {}
+    settings: dict[str, str] = {}
+    for key, value in table.items():
+        if key.startswith("set."):
+            settings[key[4:]] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        elif key.replace("-", "_") in known:
+            options[key.replace("-", "_")] = tuple(value) if isinstance(value, list) else value
+        else:
+            raise ConfigError(f"{where}: unknown option {key!r}")
+    if settings:
+        options["model_settings"] = settings
+    return options
+
+
+def _merge(*option_sets: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for options in option_sets:
+        settings = {**merged.get("model_settings", {}), **options.get("model_settings", {})}
+        merged.update(options)
+        if settings:
+            merged["model_settings"] = settings
+    return merged
+
+
+def _run_name(varying: dict[str, Any]) -> str:
+    parts = [f"{k.removeprefix('set.')}={','.join(map(str, v)) if isinstance(v, list) else v}"
+             for k, v in varying.items()]
+    return re.sub(r"[^A-Za-z0-9=.,+-]+", "_", "_".join(parts)) or "run"
+
+
+def load_spec(path: str | Path) -> tuple[str, Path, list[PlannedRun]]:
+    """(sweep name, sweep directory, planned runs) from a sweep file."""
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the sweep file ({e.strerror or e})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    name = spec.get("name", path.stem)
+    out = Path(spec.get("out_dir", "runs/sweeps")) / name
+    base = _options(spec.get("base", {}), f"{path} [base]")
+    grid = spec.get("grid", {})
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path} [grid]: {key} must be a non-empty list of values")
+    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    if "random" in spec:
+        rng = random.Random(spec["random"].get("seed", 0))
+        points = rng.sample(points, min(int(spec["random"]["samples"]), len(points)))
+    planned = []
+    for point in points if grid else []:
+        options = _merge(base, _options(point, f"{path} [grid]"))
+        planned.append((_run_name({k: v for k, v in point.items() if len(grid[k]) > 1}), options))
+    for i, extra in enumerate(spec.get("runs", [])):
+        extra = dict(extra)
+        run_name = extra.pop("name", f"run{i + 1}")
+        planned.append((run_name, _merge(base, _options(extra, f"{path} [[runs]] {run_name}"))))
+    if not planned:
+        raise ConfigError(f"{path}: no runs: give a [grid] or [[runs]]")
+    names = [n for n, _ in planned]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two runs would share a name; name the [[runs]] apart")
+    runs = [PlannedRun(n, TrainConfig(**{**o, "out_dir": str(out), "name": n}))
+            for n, o in planned]
+    return name, out, runs
+
+
+def status(run: PlannedRun) -> str:
+    """'done', 'interrupted' (has a checkpoint) or 'new'."""
+    run_dir = Path(run.config.out_dir) / run.name
+    if (run_dir / RunDir.RESULTS).exists():
+        return "done"
+    if (run_dir / "checkpoint.pt").exists():
+        return "interrupted"
+    return "new"
+
+
+STOP_MARKER = ".stopping"  # in the sweep directory: queued runs must not start
+
+
+def execute(run: PlannedRun, stop: Any = None) -> str:
+    """Train (or resume) one planned run, logging to its directory; returns its status."""
+    from . import runner
+    from .console import Console
+
+    run_dir = Path(run.config.out_dir) / run.name
+    state = status(run)
+    if state == "done":
+        return "done"
+    if (Path(run.config.out_dir) / STOP_MARKER).exists():
+        return "not started"
+    if state == "new" and run_dir.exists():
+        shutil.rmtree(run_dir)  # a start that never reached its first checkpoint
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "train.log", "a") as log:
+        console = Console(progress=False, stream=log)
+        if state == "interrupted":
+            result = runner.resume(run_dir, console=console, stop=stop)
+        else:
+            result = runner.train(run.config, console=console, stop=stop)
+    return "done" if result.completed else "interrupted"
+
+
+def _worker_init(threads: int) -> None:
+    # Ctrl-C reaches every process of the terminal: an idle worker ignores it, a
+    # training one saves and stops (its runner installs its own handler).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def default_workers(pending: int) -> int:
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 8e9
+    return max(1, min(pending, available_cpus(), int(memory // MEMORY_PER_WORKER)))
+
+
+def run_sweep(path: str | Path, *, workers: int | None = None,
+              say: Callable[[str], None] = print, stop: Any = None) -> list[RunSummary]:
+    """Run every unfinished run of a sweep file, then compare them all.
+
+    `workers=0` runs in this process, one after another (`stop` then applies).
+    """
+    name, out, runs = load_spec(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STOP_MARKER).unlink(missing_ok=True)
+    shutil.copyfile(path, out / "sweep.toml")
+    pending = [r for r in runs if status(r) != "done"]
+    say(f"sweep {name}: {len(runs)} runs, {len(runs) - len(pending)} already done, in {out}")
+    interrupted = False
+    if pending and workers == 0:
+        for i, run in enumerate(pending, 1):
+            result = execute(run, stop)
+            say(f"[{i}/{len(pending)}] {run.name}: {result}")
+            if result != "done":
+                interrupted = True
+                break
+    elif pending:
+        workers = workers or default_workers(len(pending))
+        threads = max(1, available_cpus() // workers)
+        say(f"{workers} worker process(es), {threads} thread(s) each")
+        interrupted = _run_pool(pending, workers, threads, out / STOP_MARKER, say)
+    summaries = [summarize_run(Path(r.config.out_dir) / r.name) for r in runs
+                 if (Path(r.config.out_dir) / r.name / RunDir.METRICS).exists()]
+    if interrupted:
+        say(f"sweep interrupted; run the same command again to finish it: lenet sweep {path}")
+    if summaries:
+        report(summaries, out, name, say)
+    return sort_by_accuracy(summaries)
+
+
+def _run_pool(pending: list[PlannedRun], workers: int, threads: int, stop_marker: Path,
+              say: Callable[[str], None]) -> bool:
+    interrupted = False
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        stop_marker.touch()  # runs already handed to a worker will not start
+        say("stopping: each running run saves after its current step...")
+
+    context = get_context("spawn")  # a clean interpreter per worker: no forked torch state
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(execute, run): run for run in pending}
+        signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            done_count, waiting = 0, set(futures)
+            while waiting:
+                finished, waiting = wait(waiting, timeout=1.0, return_when=FIRST_COMPLETED)
+                if interrupted:
+                    for future in waiting:
+                        future.cancel()
+                for future in finished:
+                    if future.cancelled():
+                        continue
+                    done_count += 1
+                    run = futures[future]
+                    try:
+                        result = future.result()
+                    except LenetError as e:
+                        result = f"failed: {e}"
+                    except Exception as e:  # a crashed worker must not hide the others
+                        result = f"failed: {type(e).__name__}: {e}"
+                    if result != "done":
+                        interrupted = interrupted or result == "interrupted"
+                    say(f"[{done_count}/{len(pending)}] {run.name}: {result}")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    stop_marker.unlink(missing_ok=True)
+    return interrupted
+
+
+def report(summaries: list[RunSummary], out: Path, title: str,
+           say: Callable[[str], None] = print) -> None:
+    ranked = sort_by_accuracy(summaries)
+    table = markdown_table(ranked)
+    (out / "comparison.md").write_text(table + "\n")
+    write_csv(ranked, out / "comparison.csv")
+    (out / "comparison.json").write_text(to_json(ranked) + "\n")
+    plot_tradeoffs(ranked, out / "tradeoffs.png", title=f"sweep {title}")
+    plot_curves([s.path for s in ranked], out / "curves.png", title=f"sweep {title}")
+    say(table)
+    say(f"written: {out / 'comparison.md'}, comparison.csv, tradeoffs.png, curves.png")
+
