@@ -91,23 +91,34 @@ def write_csv(summaries: list[RunSummary], path: str | Path) -> Path:
 
 
 def plot_tradeoffs(summaries: list[RunSummary], path: str | Path, title: str = "") -> Path:
-    """Accuracy against parameters and against wall time, one labelled point per run."""
-    fig = Figure(figsize=(12, 5), dpi=110)
-    for ax, key, label in zip(fig.subplots(1, 2), ("parameters", "wall_seconds"),
+    """Accuracy against parameters and against wall time: numbered points, a legend of names.
+
+    Runs that stayed near chance (diverged, dead units) would squash the others into a
+    line: they are drawn as triangles on the bottom edge instead.
+    """
+    learned = [s.accuracy for s in summaries if s.accuracy > 0.2]
+    bottom = (min(learned) - 0.02) if learned else 0.0
+    fig = Figure(figsize=(13, 5.2), dpi=110)
+    axes = fig.subplots(1, 2)
+    for ax, key, label in zip(axes, ("parameters", "wall_seconds"),
                               ("parameters", "wall time (s), training + evaluation"),
                               strict=True):
         for i, s in enumerate(summaries):
-            x = getattr(s, key)
-            ax.scatter(x, s.accuracy, color=f"C{i % 10}", s=40)
-            ax.annotate(s.name, (x, s.accuracy), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            x, low = getattr(s, key), s.accuracy < bottom
+            ax.scatter(x, bottom if low else s.accuracy, color=f"C{i % 10}", s=45,
+                       marker="v" if low else "o", clip_on=False, zorder=3,
+                       label=f"{i + 1}. {s.name} ({s.accuracy:.3f})")
+            ax.annotate(str(i + 1), (x, bottom if low else s.accuracy), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
+        ax.set_ylim(bottom, None)
         ax.set_xlabel(label)
-        ax.set_ylabel("final accuracy")
+        ax.set_ylabel("final accuracy (triangles: near chance)")
         ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title or "accuracy vs size and time")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     return Path(path)
 
 
@@ -119,18 +130,19 @@ def plot_curves(run_dirs: list[str | Path], path: str | Path, title: str = "") -
         history = read_metrics(RunDir(run_dir).file(RunDir.METRICS))
         eval_key = "val_acc" if "val_acc" in history[0] else "test_acc"
         epochs = [r["epoch"] for r in history]
-        name = Path(run_dir).name
-        acc_ax.plot(epochs, [r[eval_key] for r in history], color=f"C{i % 10}", label=name)
-        loss_ax.plot(epochs, [r["train_loss"] for r in history], color=f"C{i % 10}", label=name)
+        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3],
+                 "label": f"{i + 1}. {Path(run_dir).name}"}
+        acc_ax.plot(epochs, [r[eval_key] for r in history], **style)
+        loss_ax.plot(epochs, [r["train_loss"] for r in history], **style)
     acc_ax.set_ylabel("test (or val) accuracy")
     loss_ax.set_ylabel("training loss")
     for ax in (acc_ax, loss_ax):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=7)
+    loss_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title or "learning curves")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     return Path(path)
 
 

@@ -7,15 +7,13 @@ compared, so a file is only reported good when it is.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import LenetError
-from .inference import Predictor
+from .inference import Predictor, onnx_bytes, onnx_session
 
 INPUT, OUTPUT = "images", "logits"
 
@@ -29,36 +27,23 @@ class Verification:
     torch_accuracy: float
 
 
-def export_onnx(predictor: Predictor, path: str | Path, opset: int = 17) -> Path:
+def export_onnx(predictor: Predictor, path: str | Path) -> Path:
     """Write the model as ONNX with inputs (batch, 1, H, W) float32 in [0, 1]."""
     path = Path(path)
-    model = predictor.model.to("cpu").eval()
-    example = torch.zeros(2, 1, *predictor.input_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-        try:
-            torch.onnx.export(model, (example,), str(path), input_names=[INPUT],
-                              output_names=[OUTPUT], opset_version=opset, dynamo=False,
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-        except OSError as e:
-            raise LenetError(f"cannot write {path}: {e.strerror or e}") from e
+    data = onnx_bytes(predictor.model, predictor.input_size)
     predictor.model.to(predictor.device)
-    return path
-
-
-def onnx_session(path: str | Path):
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise LenetError("ONNX Runtime is not installed: pip install onnxruntime") from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        path.write_bytes(data)
+    except OSError as e:
+        raise LenetError(f"cannot write {path}: {e.strerror or e}") from e
+    return path
 
 
 def verify(path: str | Path, predictor: Predictor, images: np.ndarray,
            labels: np.ndarray) -> Verification:
-    """Run `images` through ONNX Runtime and PyTorch and compare."""
+    """Run `images` through ONNX Runtime and PyTorch (`predictor` must run PyTorch)."""
+    if predictor.backend != "torch":
+        raise ValueError("verify() compares with PyTorch: give it a torch-backed Predictor")
     session = onnx_session(path)
     x = predictor.as_batch(images).cpu().numpy()
     onnx_logits = np.concatenate([session.run([OUTPUT], {INPUT: x[i:i + 2048]})[0]

@@ -31,6 +31,7 @@ from .plots import plot_curves
 from .rundir import RunDir, environment
 from .training import EpochTotals, EvalResult, NonFiniteLossError, evaluate, train_one_epoch
 
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
 # Options that may differ when a run is resumed: where it runs, not what it computes.
 RESUMABLE_OVERRIDES = {"device", "threads", "data_dir", "epochs"}
 
@@ -101,6 +102,7 @@ def resume(run_dir: str | Path, *, console: Console | None = None,
 
 def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, console: Console,
          stop: StopRequest | None) -> RunResult:
+    started = time.perf_counter()  # elapsed times include data loading and set-up
     device = pick_device(config.device)
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -165,7 +167,8 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
             try:
                 totals = train_one_epoch(model, loaders.train, optimizer, scheduler, epoch=epoch,
                                          clip_grad=config.clip_grad, totals=totals,
-                                         should_stop=stop, on_progress=show)
+                                         should_stop=stop, on_progress=show,
+                                         autocast_dtype=AUTOCAST[config.precision])
             except NonFiniteLossError as e:
                 _finish_plot(run, history, loaders.eval_name, config)
                 kept = (f"the last good checkpoint (after epoch {len(history)}) is kept in "
@@ -180,9 +183,9 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
                 break
             eval_start = time.perf_counter()
             result = evaluate(model, loaders.eval)
+            now = time.perf_counter()
             history.append(_row(epoch + 1, totals, result, loaders.eval_name,
-                                optimizer.param_groups[0]["lr"],
-                                time.perf_counter() - eval_start))
+                                optimizer.param_groups[0]["lr"], now - eval_start, now - started))
             totals = None
             save(epoch + 1, None)
             run.write_metrics(history)
@@ -194,6 +197,10 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
                 board.flush()
             if stop.requested and epoch + 1 < config.epochs:
                 completed = False
+                break
+            if config.target_accuracy and result.accuracy >= config.target_accuracy:
+                console.print(f"reached {loaders.eval_name} accuracy {result.accuracy:.4f} >= "
+                              f"{config.target_accuracy} after epoch {epoch + 1}: stopping")
                 break
 
     _finish_plot(run, history, loaders.eval_name, config)
@@ -225,12 +232,13 @@ def _model_config(config: TrainConfig, classes: tuple[str, ...], image_size: tup
 
 
 def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,
-         lr: float, eval_seconds: float) -> dict[str, Any]:
+         lr: float, eval_seconds: float, elapsed: float) -> dict[str, Any]:
     return {"epoch": epoch, "train_loss": totals.loss, "train_acc": totals.accuracy,
             f"{eval_name}_loss": result.loss, f"{eval_name}_acc": result.accuracy,
             "lr": lr, "train_examples": totals.examples,
             "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds,
-            "wall_seconds": totals.seconds + eval_seconds}
+            "wall_seconds": totals.seconds + eval_seconds,
+            "elapsed_seconds": elapsed}  # since this process began the run (or resumed it)
 
 
 def _partial_state(totals: EpochTotals | None) -> dict[str, Any] | None:

@@ -89,21 +89,26 @@ def train_one_epoch(
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[EpochTotals], None] | None = None,
     progress_every: int = 25,
+    autocast_dtype: torch.dtype | None = None,
 ) -> EpochTotals:
     """Train for one epoch (or its remainder, when `totals` come from an interrupted one).
 
     Stops early, after a whole step, when `should_stop()` is true; the caller
     tells a finished epoch by `totals.steps == len(batches)`. Raises
-    NonFiniteLossError when the loss becomes NaN or infinite.
+    NonFiniteLossError when the loss becomes NaN or infinite. `autocast_dtype`
+    (e.g. torch.bfloat16) runs the forward pass under autocast.
     """
     device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                              enabled=autocast_dtype is not None)
     totals = totals or EpochTotals.zeros(device)
     model.train()
     start = time.perf_counter()
     for x, y in epoch_batches(batches, epoch, totals.steps):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op on Batches
-        logits = model(x)  # (B, classes)
-        loss = F.cross_entropy(logits, y)
+        with autocast:
+            logits = model(x)  # (B, classes)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad is not None:

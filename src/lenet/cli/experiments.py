@@ -1,4 +1,4 @@
-"""`lenet sweep` and `lenet compare`."""
+"""`lenet sweep`, `lenet compare` and `lenet bench`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive_int, help="only the best N runs")
     p.set_defaults(handler=run_compare)
 
+    p = commands.add_parser(
+        "bench", help="measure training and inference speed on this machine",
+        description="Training speed against the book's pipeline, the fastest configuration, "
+                    "the FLOP bound, time to 0.90 accuracy and inference latency, with the "
+                    "conditions. Run it on an otherwise idle machine.")
+    p.add_argument("--rounds", type=positive_int, default=2,
+                   help="alternating epochs of the book's pipeline and lenet [2]")
+    p.add_argument("--quick", action="store_true",
+                   help="skip the runs that train to an accuracy (about 1.5 minutes)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.set_defaults(handler=run_bench)
+
 
 def run_sweep(args: argparse.Namespace) -> int:
     from ..sweep import run_sweep as sweep
@@ -44,4 +56,11 @@ def run_compare(args: argparse.Namespace) -> int:
     print(markdown_table(ranked))
     path = plot_curves([s.path for s in ranked], Path(args.out))
     print(f"\nlearning curves: {path}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .. import bench
+
+    bench.run(rounds=args.rounds, quick=args.quick, json_path=args.json)
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..device import DEVICE_CHOICES
 from ..errors import LenetError
+from ..inference import BACKENDS
 from .args import fraction, int_list, positive_int
 
 
@@ -23,6 +24,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         p.add_argument("run", metavar="RUN", help="a run directory or checkpoint file")
         p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
         p.add_argument("--data-dir", metavar="DIR", help="where the run's dataset is")
+        p.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="inference engine: auto takes ONNX Runtime on the CPU when "
+                            "installed [auto]")
         return p
 
     p = run_parser("evaluate", "loss, accuracy, per-class metrics and a confusion matrix")
@@ -75,13 +79,13 @@ def add_ood_options(p: argparse.ArgumentParser) -> None:
 class OpenRun:
     """A run's predictor, with its dataset loaded on first use."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, backend: str | None = None) -> None:
         from .. import checkpoint
         from ..inference import Predictor
 
         self.path = checkpoint.resolve(args.run)
         self.dir = self.path.parent
-        self.predictor = Predictor.from_run(self.path, args.device)
+        self.predictor = Predictor.from_run(self.path, args.device, backend or args.backend)
         self.payload = checkpoint.load(self.path)
         self.data_dir = args.data_dir
         self._dataset: Any = None
@@ -242,7 +246,7 @@ def run_ood(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx, verify
 
-    run = OpenRun(args)
+    run = OpenRun(args, backend="torch")  # verified against PyTorch itself
     path = export_onnx(run.predictor, args.onnx)
     print(f"wrote {path} ({path.stat().st_size:,} bytes), input 'images' "
           f"(batch, 1, {run.predictor.input_size[0]}, {run.predictor.input_size[1]}) float32 "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..config import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
 from ..console import Console
 from ..datasets import DATASETS
 from ..device import DEVICE_CHOICES
@@ -22,6 +22,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "SGD lr 0.1, batch 128, 10 epochs on Fashion-MNIST.",
         argument_default=None)
     recipe = p.add_argument_group("recipe")
+    recipe.add_argument("--recipe", choices=list(RECIPES),
+                        help="start from a named recipe; other options change it [book]")
     recipe.add_argument("--model", choices=list(MODELS), help=f"model variant [{d.model}]")
     recipe.add_argument("--set", dest="model_settings", action="append", metavar="KEY=VALUE",
                         help="change the model: activation, pool, channels, kernel, padding, "
@@ -50,6 +52,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="resize images (the book's resize option) [off]")
     recipe.add_argument("--augment", choices=[a for a in AUGMENTATIONS if a],
                         help="random left-right flips and/or shifts of up to 2 pixels [off]")
+    recipe.add_argument("--precision", choices=PRECISIONS,
+                        help=f"bf16 runs convolutions and matmuls in bfloat16 [{d.precision}]")
+    recipe.add_argument("--target-accuracy", type=fraction, metavar="ACC",
+                        help="stop after the first epoch whose test (or val) accuracy reaches "
+                             "ACC [off]")
     where = p.add_argument_group("where and how")
     where.add_argument("--device", choices=DEVICE_CHOICES,
                        help=f"auto picks CUDA, then MPS, then CPU [{d.device}]")
@@ -88,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         runner.resume(args.resume, console=console, **given)
     else:
-        runner.train(TrainConfig(**given), console=console)
+        runner.train(TrainConfig.from_recipe(**given), console=console)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A faithful copy of the book's PyTorch training pipeline, for speed comparisons.
+"""A faithful copy of the book's PyTorch data pipeline and training loop, for speed comparisons.
 
 `d2l.FashionMNIST` wraps torchvision's dataset: every example is turned into a
 PIL image, resized (a no-op copy at 28x28) and converted by `ToTensor`, one

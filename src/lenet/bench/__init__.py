@@ -1,0 +1,126 @@
+"""`lenet bench`: how fast lenet trains and infers on this machine, with its conditions.
+
+One run prints one table per question:
+1. the book's recipe: lenet vs a faithful copy of the book's pipeline, and the ratio;
+2. the fastest lenet5 configuration (batch size, precision) and its accuracy;
+3. this machine's matmul GFLOP/s and each training figure as a share of the FLOP bound;
+4. seconds to first reach 0.90 test accuracy with the fast modern recipe;
+5. inference: single-image latency and batch throughput, PyTorch vs ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import sources
+from ..config import TrainConfig
+from ..device import describe, pick_device
+from ..inference import Predictor, _onnxruntime_available
+from ..models import MODELS, build_model
+from ..rundir import cpu_model
+from . import measure
+
+
+def conditions() -> dict[str, Any]:
+    info = {"cpu": cpu_model(), "machine": platform.machine(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": describe(pick_device("auto"))}
+    if _onnxruntime_available():
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    return info
+
+
+def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = print,
+        json_path: str | Path | None = None) -> dict[str, Any]:
+    report: dict[str, Any] = {"conditions": conditions()}
+    say("conditions: " + ", ".join(f"{k} {v}" for k, v in report["conditions"].items()))
+    data = sources.load("fashion-mnist")
+
+    say("\n1. lenet5, the book's recipe (SGD lr 0.1, batch 128, fp32), CPU, one epoch each, "
+        "alternating")
+    book = measure.book_vs_lenet(data, rounds)
+    say(f"{'round':>5}  {'book ex/s':>10}  {'lenet ex/s':>10}  {'ratio':>6}")
+    for i, (b, o) in enumerate(zip(book.book, book.lenet, strict=True), 1):
+        say(f"{i:>5}  {b:>10,.0f}  {o:>10,.0f}  {o / b:>5.2f}x")
+    say(f"median ratio {book.ratio:.2f}x (target >= 4x)")
+    report["book_recipe"] = {**asdict(book), "ratio": book.ratio}
+    book_speed = statistics.median(book.book)
+
+    say("\n2. lenet5 at other batch sizes and precisions (lr scaled with the batch), CPU")
+    configs = measure.fastest_config(data)
+    for config, speed in configs:
+        say(f"  batch {config.batch_size:>4}  {config.precision}  {speed:>9,.0f} ex/s  "
+            f"{speed / book_speed:>5.2f}x the book's pipeline")
+    fastest, fastest_speed = configs[0]
+    report["configs"] = [{"batch_size": c.batch_size, "precision": c.precision, "lr": c.lr,
+                          "examples_per_sec": s} for c, s in configs]
+    if not quick:
+        accuracy, speed = measure.accuracy_after(data, fastest.replace(epochs=10))
+        say(f"fastest: batch {fastest.batch_size} {fastest.precision} lr {fastest.lr:g}: "
+            f"10 epochs at {speed:,.0f} ex/s ({speed / book_speed:.2f}x, target >= 6x), "
+            f"test accuracy {accuracy:.4f}")
+        report["fastest"] = {"batch_size": fastest.batch_size, "precision": fastest.precision,
+                             "examples_per_sec": speed, "test_acc_10_epochs": accuracy}
+
+    say("\n3. this machine's arithmetic: matmul 1024x1024")
+    flops = {name: measure.matmul_gflops(dtype) for name, dtype in
+             (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    bound = {k: v * 1e9 / measure.TRAIN_FLOP_PER_EXAMPLE for k, v in flops.items()}
+    for name in flops:
+        say(f"  {name}: {flops[name]:,.0f} GFLOP/s -> FLOP bound for lenet5 training "
+            f"({measure.TRAIN_FLOP_PER_EXAMPLE / 1e6:.2f} MFLOP/example): {bound[name]:,.0f} ex/s")
+    ours = statistics.median(book.lenet)
+    say(f"  book recipe on lenet: {ours:,.0f} ex/s = {ours / bound['fp32']:.1%} of the fp32 bound")
+    say(f"  fastest configuration: {fastest_speed:,.0f} ex/s = "
+        f"{fastest_speed / bound[fastest.precision]:.1%} of the {fastest.precision} bound")
+    report["matmul_gflops"], report["flop_bound_examples_per_sec"] = flops, bound
+
+    if not quick:
+        say("\n4. time to 0.90 test accuracy, the fast modern recipe, start-up and data "
+            "loading included")
+        reached = measure.time_to_accuracy(["--recipe", "fast"])
+        seconds = f"{reached.seconds:.1f} s" if reached.seconds else "not reached"
+        say(f"  {' '.join(reached.command)}: {seconds} ({reached.epochs} epochs, test accuracy "
+            f"{reached.accuracy:.4f}; target <= 15 s)")
+        report["time_to_0.90"] = asdict(reached)
+
+    say("\n5. inference, lenet5 on the CPU: one image at a time (1,000 calls) and batches "
+        "of 1,024")
+    images = data.test.images[:2048]
+    model = build_model(MODELS["lenet5"], seed=0)
+    report["inference"] = []
+    for backend in ("torch", "onnxruntime"):
+        if backend == "onnxruntime" and not _onnxruntime_available():
+            say("  onnxruntime: not installed")
+            continue
+        speed = measure.inference_speed(Predictor(model, list(data.classes), "cpu",
+                                                  backend=backend), images)
+        say(f"  {backend:>11}: median {speed.median_ms:.3f} ms, p99 {speed.p99_ms:.3f} ms per "
+            f"image; {speed.batch_images_per_sec:,.0f} images/s in batches of 1,024")
+        report["inference"].append(asdict(speed))
+    say("  targets: median <= 0.08 ms, >= 50,000 images/s")
+
+    if torch.cuda.is_available():
+        say("\n6. GPU training speed, lenet5")
+        gpu = []
+        for batch in (512, 2048, 8192):
+            config = TrainConfig(batch_size=batch, lr=0.1 * batch / 128, device="cuda")
+            speed = measure.steps_per_second(data, config, steps=200)
+            gpu.append({"batch_size": batch, "examples_per_sec": speed})
+            say(f"  batch {batch:>5}: {speed:,.0f} ex/s (target >= 1,000,000)")
+        report["gpu"] = gpu
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        say(f"\nwritten: {json_path}")
+    return report
+

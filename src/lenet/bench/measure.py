@@ -1,0 +1,187 @@
+"""The measurements behind `lenet bench`; each returns numbers, none prints.
+
+Training speeds are examples per second of whole epochs (or a fixed number of
+steps) through lenet's own `train_one_epoch`, so they include batching, the
+optimizer step and metric accounting. Contenders that are compared run in the
+same process, alternating, so that a noisy machine affects both alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..fastpath import prepare_model
+from ..inference import Predictor
+from ..loader import make_loaders
+from ..models import MODELS, build_model, get_model_config, with_settings
+from ..optim import build_optimizer, build_scheduler
+from ..rundir import read_metrics
+from ..sources import Dataset
+from ..training import evaluate, train_one_epoch
+from .book_pipeline import book_dataloader, book_fit_epoch
+
+# LeNet-5 per training example: the forward pass (416,520 multiply-adds), the weight
+# gradients (as many) and the input gradients of every layer but conv1 (117,600
+# fewer), at 2 FLOP per multiply-add: 2,263,920 FLOP.
+TRAIN_FLOP_PER_EXAMPLE = 2 * (2 * 416_520 + (416_520 - 117_600))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    book: list[float]  # examples/s per round
+    lenet: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(o / b for o, b in zip(self.lenet, self.book, strict=True))
+
+
+def book_vs_lenet(data: Dataset, rounds: int = 2) -> Comparison:
+    """lenet5 with the book's recipe (SGD 0.1, batch 128, fp32): one epoch of each, alternating."""
+    config = TrainConfig()
+    device = torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*worker processes in total.*")
+        book_model = build_model(MODELS["lenet5"], seed=0)
+        book_optim = torch.optim.SGD(book_model.parameters(), lr=config.lr)
+        book_loader = book_dataloader(data.train.images, data.train.labels, config.batch_size,
+                                      train=True)
+        loaders = make_loaders(data, device, batch_size=config.batch_size, seed=0)
+        model = prepare_model(build_model(MODELS["lenet5"], seed=0), device)
+        optim = build_optimizer(model.parameters(), config)
+        book, ours = [], []
+        for epoch in range(rounds):
+            n, seconds = book_fit_epoch(book_model, book_loader, book_optim)
+            book.append(n / seconds)
+            ours.append(train_one_epoch(model, loaders.train, optim, epoch=epoch)
+                        .examples_per_sec)
+    return Comparison(book, ours)
+
+
+def steps_per_second(data: Dataset, config: TrainConfig, steps: int = 120) -> float:
+    """Training examples/s of `config` over `steps` steps after a short warm-up."""
+    device = torch.device(config.device if config.device != "auto" else "cpu")
+    loaders = make_loaders(data, device, batch_size=config.batch_size, seed=0,
+                           augment=config.augment)
+    model_config = with_settings(get_model_config(config.model), config.model_settings)
+    model = prepare_model(build_model(model_config, seed=0), device)
+    optim = build_optimizer(model.parameters(), config)
+    dtype = torch.bfloat16 if config.precision == "bf16" else None
+    train_one_epoch(model, loaders.train, optim, should_stop=_after(10),  # warm-up
+                    autocast_dtype=dtype)
+    return train_one_epoch(model, loaders.train, optim, epoch=1, should_stop=_after(steps),
+                           autocast_dtype=dtype).examples_per_sec
+
+
+def _after(steps: int):
+    """A `should_stop` that says yes at the `steps`-th call."""
+    calls = itertools.count(1)
+    return lambda: next(calls) >= steps
+
+
+def fastest_config(data: Dataset, batch_sizes: tuple[int, ...] = (128, 256, 512),
+                   precisions: tuple[str, ...] = ("fp32", "bf16"),
+                   ) -> list[tuple[TrainConfig, float]]:
+    """examples/s of lenet5 for each batch size and precision, fastest first. The learning
+    rate grows with the batch (0.1 x batch/128), the usual linear scaling."""
+    results = []
+    for batch in batch_sizes:
+        for precision in precisions:
+            config = TrainConfig(batch_size=batch, precision=precision, lr=0.1 * batch / 128,
+                                 device="cpu")
+            steps = max(40, 15_000 // batch)
+            results.append((config, steps_per_second(data, config, steps=steps)))
+    return sorted(results, key=lambda r: -r[1])
+
+
+def accuracy_after(data: Dataset, config: TrainConfig) -> tuple[float, float]:
+    """(test accuracy, examples/s) after training `config` for its epochs."""
+    device = torch.device("cpu")
+    loaders = make_loaders(data, device, batch_size=config.batch_size, seed=config.seed)
+    model = prepare_model(build_model(MODELS[config.model], seed=config.seed), device)
+    optim = build_optimizer(model.parameters(), config)
+    scheduler = build_scheduler(optim, config, len(loaders.train))
+    dtype = torch.bfloat16 if config.precision == "bf16" else None
+    examples = seconds = 0.0
+    for epoch in range(config.epochs):
+        totals = train_one_epoch(model, loaders.train, optim, scheduler, epoch=epoch,
+                                 autocast_dtype=dtype)
+        examples, seconds = examples + totals.examples, seconds + totals.seconds
+    return evaluate(model, loaders.eval).accuracy, examples / seconds
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
+    """Sustained GFLOP/s of an n x n matrix multiply in `dtype` on the CPU."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        calls += 1
+    return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
+
+
+@dataclass(frozen=True)
+class TimeToAccuracy:
+    seconds: float | None  # whole command, start-up and data loading included; None: not reached
+    epochs: int
+    accuracy: float
+    command: list[str]
+
+
+def time_to_accuracy(args: list[str], target: float = 0.90) -> TimeToAccuracy:
+    """Run `lenet train ARGS --target-accuracy TARGET` as a fresh process and time it."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "lenet", "train", *args, "--target-accuracy",
+                   str(target), "--out-dir", out, "--name", "t", "--no-progress"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        history = read_metrics(Path(out) / "t" / "metrics.csv")
+    accuracy = history[-1]["test_acc"]
+    return TimeToAccuracy(seconds if accuracy >= target else None, len(history), accuracy,
+                          ["lenet", "train", *args])
+
+
+@dataclass(frozen=True)
+class InferenceSpeed:
+    backend: str
+    median_ms: float
+    p99_ms: float
+    batch_images_per_sec: float
+
+
+def inference_speed(predictor: Predictor, images: np.ndarray, calls: int = 1000,
+                    batch: int = 1024) -> InferenceSpeed:
+    """Single-image latency (median, p99 over `calls`) and batch throughput."""
+    one = images[0]
+    for _ in range(50):
+        predictor.logits_one(one)
+    times = []
+    for i in range(calls):
+        image = images[i % len(images)]
+        start = time.perf_counter()
+        predictor.logits_one(image)
+        times.append(time.perf_counter() - start)
+    chunk = images[:batch]
+    predictor.logits(chunk)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 1.0:
+        predictor.logits(chunk)
+        reps += 1
+    rate = reps * len(chunk) / (time.perf_counter() - start)
+    return InferenceSpeed(predictor.backend, 1e3 * statistics.median(times),
+                          1e3 * float(np.percentile(times, 99)), rate)
