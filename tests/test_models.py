@@ -5,7 +5,7 @@ from lenet.errors import ConfigError
 from lenet.models import MODELS, LeNet, ModelConfig, build_model, get_model_config
 from lenet.summary import format_summary, summarize
 
-EXPECTED_PARAMETERS = {"lenet5": 61_706, "lenet5-modern": 61_706}
+EXPECTED_PARAMETERS = {"lenet5": 61_706, "lenet5-modern": 61_706, "lenet-100k": 98_922}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -20,6 +20,7 @@ class Console:
 
     def print(self, text: str = "") -> None:
         tqdm.write(text, file=self.stream)  # never tears an active progress bar
+        self.stream.flush()  # a log file shows each epoch as it ends
 
     def bar(self, total: int, initial: int, desc: str) -> tqdm:
         disable = None if self.progress is None else not self.progress

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, eval_name: str = "test",
                 title: str = "") -> Path:
     """Plot metric rows (one dict per epoch) as the book does, and save a PNG."""
+    from matplotlib.figure import Figure  # imported when needed: it costs start-up time
+
     epochs = [row["epoch"] for row in history]
     # A bare Figure (no pyplot): never opens a window, never touches the user's backend.
     fig = Figure(figsize=(6, 4), dpi=120)
@@ -34,6 +34,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, eval_nam
 def plot_samples(images: Sequence[Any], labels: Sequence[str], path: str | Path, *,
                  ncols: int = 9, title: str = "") -> Path:
     """A grid of images with their labels (the book's `show_images`)."""
+    from matplotlib.figure import Figure
+
     n = len(images)
     nrows = max(1, -(-n // ncols))
     ncols = min(ncols, max(n, 1))
