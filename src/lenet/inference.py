@@ -10,6 +10,7 @@ its per-call overhead is several times lower (`lenet bench` measures both).
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .device import available_cpus, pick_device
 from .errors import ConfigError
+from .fastpath import prepare_model
 from .models import LeNet
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -74,32 +76,44 @@ def _onnxruntime_available() -> bool:
 
 
 class Predictor:
+    """`model` stays as built (hooks, export); PyTorch inference runs a copy laid out for
+    speed (lenet.fastpath). `precision="bf16"` trades exactness for throughput (PyTorch
+    only: about 2.4x more images/s for LeNet-5 on a CPU with AMX)."""
+
     def __init__(self, model: LeNet, classes: list[str], device: torch.device | str = "cpu",
-                 *, backend: str = "torch", source: Path | None = None) -> None:
+                 *, backend: str = "torch", precision: str = "fp32",
+                 source: Path | None = None) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown precision {precision!r}; choose fp32 or bf16")
         self.device = torch.device(device)
         if backend == "auto":
-            backend = ("onnxruntime" if self.device.type == "cpu" and _onnxruntime_available()
-                       else "torch")
-        self.backend = backend
-        self.model = model.to(self.device).eval()
+            backend = ("onnxruntime" if self.device.type == "cpu" and precision == "fp32"
+                       and _onnxruntime_available() else "torch")
+        if backend == "onnxruntime" and precision != "fp32":
+            raise ConfigError("the onnxruntime backend runs fp32 only")
+        self.backend, self.precision = backend, precision
         self.classes = list(classes)
         self.source = source
         self.input_size = tuple(model.config.input_size)
         self.session = onnx_session(onnx_bytes(model, self.input_size)) \
             if backend == "onnxruntime" else None
-        self.model.to(self.device)
+        self.model = model.to(self.device).eval()
+        self._fast = prepare_model(copy.deepcopy(self.model), self.device).eval()
+        self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                        enabled=precision == "bf16")
         # One preallocated single-image buffer: (1, C, H, W) float32.
         self._one = np.zeros((1, model.config.in_channels, *self.input_size), np.float32)
         self._one_tensor = torch.from_numpy(self._one)
 
     @classmethod
-    def from_run(cls, run: str | Path, device: str = "auto", backend: str = "auto") -> Predictor:
+    def from_run(cls, run: str | Path, device: str = "auto", backend: str = "auto",
+                 precision: str = "fp32") -> Predictor:
         target = pick_device(device)
         payload = checkpoint.load(run, map_location="cpu")
         model = checkpoint.model_from_payload(payload, "cpu")
-        return cls(model, payload["classes"], target, backend=backend,
+        return cls(model, payload["classes"], target, backend=backend, precision=precision,
                    source=checkpoint.resolve(run))
 
     def as_batch(self, images: Any) -> torch.Tensor:
@@ -127,8 +141,9 @@ class Predictor:
             outs = [torch.from_numpy(run(["logits"], {"images": x[i:i + batch_size]})[0])
                     for i in range(0, len(x), batch_size)]
         else:
-            outs = [self.model(x[i:i + batch_size]).float().cpu()
-                    for i in range(0, len(x), batch_size)]
+            with self._autocast:
+                outs = [self._fast(x[i:i + batch_size]).float().cpu()
+                        for i in range(0, len(x), batch_size)]
         return torch.cat(outs) if outs else torch.empty(0, len(self.classes))
 
     @torch.inference_mode()
@@ -137,7 +152,8 @@ class Predictor:
         np.multiply(image, np.float32(1 / 255), out=self._one[0, 0], casting="unsafe")
         if self.session is not None:
             return self.session.run(["logits"], {"images": self._one})[0][0]
-        return self.model(self._one_tensor.to(self.device))[0].float().cpu().numpy()
+        with self._autocast:  # one image: the plain layout has less overhead than NHWC
+            return self.model(self._one_tensor.to(self.device))[0].float().cpu().numpy()
 
     def probabilities(self, images: Any) -> torch.Tensor:
         return F.softmax(self.logits(images), dim=1)
@@ -153,6 +169,7 @@ class Predictor:
         return results
 
 
-def load(run: str | Path, device: str = "auto", backend: str = "auto") -> Predictor:
+def load(run: str | Path, device: str = "auto", backend: str = "auto",
+         precision: str = "fp32") -> Predictor:
     """A predictor for the model of a run directory (or checkpoint file)."""
-    return Predictor.from_run(run, device, backend)
+    return Predictor.from_run(run, device, backend, precision)

@@ -99,15 +99,16 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     images = data.test.images[:2048]
     model = build_model(MODELS["lenet5"], seed=0)
     report["inference"] = []
-    for backend in ("torch", "onnxruntime"):
+    for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32")):
         if backend == "onnxruntime" and not _onnxruntime_available():
             say("  onnxruntime: not installed")
             continue
-        speed = measure.inference_speed(Predictor(model, list(data.classes), "cpu",
-                                                  backend=backend), images)
-        say(f"  {backend:>11}: median {speed.median_ms:.3f} ms, p99 {speed.p99_ms:.3f} ms per "
-            f"image; {speed.batch_images_per_sec:,.0f} images/s in batches of 1,024")
-        report["inference"].append(asdict(speed))
+        predictor = Predictor(model, list(data.classes), "cpu", backend=backend,
+                              precision=precision)
+        speed = measure.inference_speed(predictor, images)
+        say(f"  {backend} {precision}: median {speed.median_ms:.3f} ms, p99 {speed.p99_ms:.3f} "
+            f"ms per image; {speed.batch_images_per_sec:,.0f} images/s in batches of 1,024")
+        report["inference"].append({**asdict(speed), "precision": precision})
     say("  targets: median <= 0.08 ms, >= 50,000 images/s")
 
     if torch.cuda.is_available():
