@@ -99,8 +99,9 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     images = data.test.images[:2048]
     model = build_model(MODELS["lenet5"], seed=0)
     report["inference"] = []
-    for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32")):
-        if backend == "onnxruntime" and not _onnxruntime_available():
+    for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"),
+                               ("hybrid", "fp32")):
+        if backend in ("onnxruntime", "hybrid") and not _onnxruntime_available():
             say("  onnxruntime: not installed")
             continue
         predictor = Predictor(model, list(data.classes), "cpu", backend=backend,
