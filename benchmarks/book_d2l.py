@@ -20,10 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: F401 (the book's module exposes it)
 import torch
-from lenet.bench.book_pipeline import BookFashionMNIST
 from matplotlib import pyplot as plt
 from torch import nn
 from torch.nn import functional as F
+
+from lenet.bench.book_pipeline import BookFashionMNIST
 
 
 def add_to_class(Class):
