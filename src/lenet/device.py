@@ -58,11 +58,3 @@ def describe(device: torch.device) -> str:
         return "mps (Apple GPU)"
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued work on `device`, so that timings are honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-

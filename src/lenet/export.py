@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LenetError
-from .inference import Predictor, onnx_bytes, onnx_session
-
-INPUT, OUTPUT = "images", "logits"
+from .inference import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_bytes, onnx_session
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ def verify(path: str | Path, predictor: Predictor, images: np.ndarray,
         raise ValueError("verify() compares with PyTorch: give it a torch-backed Predictor")
     session = onnx_session(path)
     x = predictor.as_batch(images).cpu().numpy()
-    onnx_logits = np.concatenate([session.run([OUTPUT], {INPUT: x[i:i + 2048]})[0]
+    onnx_logits = np.concatenate([session.run([ONNX_OUTPUT], {ONNX_INPUT: x[i:i + 2048]})[0]
                                   for i in range(0, len(x), 2048)])
     torch_logits = predictor.logits(images).numpy()
     onnx_pred, torch_pred = onnx_logits.argmax(1), torch_logits.argmax(1)

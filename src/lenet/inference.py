@@ -29,6 +29,7 @@ from .fastpath import prepare_model
 from .models import LeNet
 
 BACKENDS = ("auto", "torch", "onnxruntime", "hybrid")
+ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,9 @@ def onnx_bytes(model: LeNet, input_size: tuple[int, int]) -> bytes:
     example = torch.zeros(2, model.config.in_channels, *input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-        torch.onnx.export(model.cpu().eval(), (example,), buffer, input_names=["images"],
-                          output_names=["logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(model.cpu().eval(), (example,), buffer, input_names=[ONNX_INPUT],
+                          output_names=[ONNX_OUTPUT], opset_version=17, dynamo=False,
+                          dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}})
     return buffer.getvalue()
 
 
@@ -140,7 +141,7 @@ class Predictor:
         if self.session is not None:
             x = x.cpu().numpy()
             run = self.session.run
-            outs = [torch.from_numpy(run(["logits"], {"images": x[i:i + batch_size]})[0])
+            outs = [torch.from_numpy(run([ONNX_OUTPUT], {ONNX_INPUT: x[i:i + batch_size]})[0])
                     for i in range(0, len(x), batch_size)]
         else:
             with self._autocast:
@@ -153,7 +154,7 @@ class Predictor:
         """Logits (classes,) of one uint8 (H, W) image: the low-latency path."""
         np.multiply(image, np.float32(1 / 255), out=self._one[0, 0], casting="unsafe")
         if self.single_session is not None:
-            return self.single_session.run(["logits"], {"images": self._one})[0][0]
+            return self.single_session.run([ONNX_OUTPUT], {ONNX_INPUT: self._one})[0][0]
         with self._autocast:  # one image: the plain layout has less overhead than NHWC
             return self.model(self._one_tensor.to(self.device))[0].float().cpu().numpy()
 
@@ -161,7 +162,11 @@ class Predictor:
         return F.softmax(self.logits(images), dim=1)
 
     def predict(self, images: Any, top_k: int = 3) -> list[Prediction]:
-        probs = self.probabilities(images).numpy()
+        return self.predictions(self.logits(images), top_k)
+
+    def predictions(self, logits: torch.Tensor, top_k: int = 3) -> list[Prediction]:
+        """Top-k classes per row of `logits` (already computed)."""
+        probs = F.softmax(logits, dim=1).numpy()
         k = min(top_k, len(self.classes))
         results = []
         for p in probs:

@@ -65,7 +65,7 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     report["configs"] = [{"batch_size": c.batch_size, "precision": c.precision, "lr": c.lr,
                           "examples_per_sec": s} for c, s in configs]
     if not quick:
-        accuracy, speed = measure.accuracy_after(data, fastest.replace(epochs=10))
+        accuracy, speed = measure.accuracy_after(fastest.replace(epochs=10))
         say(f"fastest: batch {fastest.batch_size} {fastest.precision} lr {fastest.lr:g}: "
             f"10 epochs at {speed:,.0f} ex/s ({speed / book_speed:.2f}x, target >= 6x), "
             f"test accuracy {accuracy:.4f}")

@@ -8,6 +8,7 @@ same process, alternating, so that a noisy machine affects both alike.
 
 from __future__ import annotations
 
+import io
 import itertools
 import statistics
 import subprocess
@@ -26,10 +27,11 @@ from ..fastpath import prepare_model
 from ..inference import Predictor
 from ..loader import make_loaders
 from ..models import MODELS, build_model, get_model_config, with_settings
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer
 from ..rundir import read_metrics
+from ..runner import AUTOCAST
 from ..sources import Dataset
-from ..training import evaluate, train_one_epoch
+from ..training import train_one_epoch
 from .book_pipeline import book_dataloader, book_fit_epoch
 
 # LeNet-5 per training example: the forward pass (416,520 multiply-adds), the weight
@@ -78,7 +80,7 @@ def steps_per_second(data: Dataset, config: TrainConfig, steps: int = 120) -> fl
     model_config = with_settings(get_model_config(config.model), config.model_settings)
     model = prepare_model(build_model(model_config, seed=0), device)
     optim = build_optimizer(model.parameters(), config)
-    dtype = torch.bfloat16 if config.precision == "bf16" else None
+    dtype = AUTOCAST[config.precision]
     train_one_epoch(model, loaders.train, optim, should_stop=_after(10),  # warm-up
                     autocast_dtype=dtype)
     return train_one_epoch(model, loaders.train, optim, epoch=1, should_stop=_after(steps),
@@ -106,20 +108,15 @@ def fastest_config(data: Dataset, batch_sizes: tuple[int, ...] = (128, 256, 512)
     return sorted(results, key=lambda r: -r[1])
 
 
-def accuracy_after(data: Dataset, config: TrainConfig) -> tuple[float, float]:
-    """(test accuracy, examples/s) after training `config` for its epochs."""
-    device = torch.device("cpu")
-    loaders = make_loaders(data, device, batch_size=config.batch_size, seed=config.seed)
-    model = prepare_model(build_model(MODELS[config.model], seed=config.seed), device)
-    optim = build_optimizer(model.parameters(), config)
-    scheduler = build_scheduler(optim, config, len(loaders.train))
-    dtype = torch.bfloat16 if config.precision == "bf16" else None
-    examples = seconds = 0.0
-    for epoch in range(config.epochs):
-        totals = train_one_epoch(model, loaders.train, optim, scheduler, epoch=epoch,
-                                 autocast_dtype=dtype)
-        examples, seconds = examples + totals.examples, seconds + totals.seconds
-    return evaluate(model, loaders.eval).accuracy, examples / seconds
+def accuracy_after(config: TrainConfig) -> tuple[float, float]:
+    """(final test accuracy, training examples/s) of a `lenet train` run of `config`."""
+    from .. import runner
+    from ..console import Console
+
+    with tempfile.TemporaryDirectory() as out:
+        result = runner.train(config.replace(out_dir=out, name="bench"),
+                              console=Console(progress=False, stream=io.StringIO()))
+    return result.history[-1]["test_acc"], result.examples_per_sec
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:

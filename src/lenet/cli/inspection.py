@@ -149,8 +149,9 @@ def run_predict(args: argparse.Namespace) -> int:
         threshold = None
         print(f"lenet: note: no out-of-distribution check ({e})", file=sys.stderr)
     pixels = np.stack([p.pixels for p in prepared.values()])
-    predictions = run.predictor.predict(pixels, top_k=args.top_k)
-    scores = score(run.predictor.logits(pixels), args.score)
+    logits = run.predictor.logits(pixels)  # once, for the classes and the OOD score
+    predictions = run.predictor.predictions(logits, top_k=args.top_k)
+    scores = score(logits, args.score)
     results = []
     for (name, image), prediction, s in zip(prepared.items(), predictions, scores, strict=True):
         results.append({
