@@ -11,18 +11,24 @@ from lenet.bench import measure
 from lenet.config import RECIPES, TrainConfig
 from lenet.console import Console
 from lenet.errors import ConfigError
-from lenet.fastpath import AvgPool2d, prepare_model
+from lenet.fastpath import AvgPool2d, FusedSequential, prepare_model
 from lenet.inference import Predictor
-from lenet.models import MODELS, ModelConfig, build_model
+from lenet.models import MODELS, LeNet, ModelConfig, build_model, with_settings
 
 QUIET = Console(progress=False)
 
 
-def test_fast_path_computes_what_the_plain_model_computes():
-    plain = build_model(MODELS["lenet5"], seed=0)
-    fast = prepare_model(build_model(MODELS["lenet5"], seed=0), torch.device("cpu"))
+@pytest.mark.parametrize("settings", [{}, {"channels": "8,16"}], ids=["fused", "nhwc"])
+def test_fast_path_computes_what_the_plain_model_computes(settings):
+    config = with_settings(MODELS["lenet5"], settings)
+    plain = build_model(config, seed=0)
+    fast = prepare_model(build_model(config, seed=0), torch.device("cpu"))
     assert isinstance(fast.pool1, AvgPool2d) and repr(fast.pool1) == repr(plain.pool1)
-    assert fast.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    if settings:  # not LeNet-5's shapes: PyTorch's kernels, channels-last
+        assert not isinstance(fast, FusedSequential)
+        assert fast.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert isinstance(fast, FusedSequential) and isinstance(fast, LeNet)
     x, y = torch.rand(32, 1, 28, 28), torch.arange(32) % 10
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-6)
     for model in (plain, fast):

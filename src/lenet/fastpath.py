@@ -1,7 +1,14 @@
 """Making a model train fast on its device without changing what it computes.
 
 On the CPU, LeNet's step is bound by oneDNN's kernels for tiny feature maps,
-not by arithmetic. Measured on 2 cores (80 steps of batch 128, alternating):
+not by arithmetic. What `prepare_model` does there, each measured on 2 cores:
+
+- LeNet-5's two conv blocks (the book's shapes; sigmoid or ReLU; average or max
+  pooling) run in one fused native kernel (lenet/native) when it can be built:
+  the same sums in another order (gradients agree with PyTorch's to ~1e-6),
+  several times faster (`lenet bench` measures it). It falls back to the
+  layers one by one for anything else: other shapes, autocast, input
+  gradients, forward hooks (activation capture), tracing or export;
 
 - 2x2/stride-2 average pooling as a depthwise convolution with weights 1/4:
   the same sums (bit-identical weights after 4 epochs of LeNet-5), faster
@@ -16,6 +23,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .models import LeNet
+from .native import lenet5
 
 
 class AvgPool2d(nn.AvgPool2d):
@@ -39,6 +49,96 @@ class AvgPool2d(nn.AvgPool2d):
                 and pool.divisor_override is None)
 
 
+def _same_kind(a: nn.Module, b: nn.Module) -> bool:
+    return type(a) is type(b) or (isinstance(a, nn.AvgPool2d) and isinstance(b, nn.AvgPool2d))
+
+
+def fused_conv_blocks(layers: list[nn.Module]) -> tuple[str, str] | None:
+    """(activation, pool) if `layers` start with LeNet-5's two conv blocks as the native
+    kernel computes them, else None."""
+    if len(layers) < 6:
+        return None
+    conv1, act1, pool1, conv2, act2, pool2 = layers[:6]
+
+    def conv_ok(conv: nn.Module, c_in: int, c_out: int, padding: int) -> bool:
+        return (type(conv) is nn.Conv2d and conv.in_channels == c_in
+                and conv.out_channels == c_out and conv.kernel_size == (5, 5)
+                and conv.stride == (1, 1) and conv.padding == (padding, padding)
+                and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is not None
+                and conv.padding_mode == "zeros")
+
+    def pool_kind(pool: nn.Module) -> str | None:
+        if isinstance(pool, nn.AvgPool2d):
+            return "avg" if AvgPool2d.can_replace(pool) or type(pool) is AvgPool2d else None
+        if type(pool) is nn.MaxPool2d and pool.kernel_size in (2, (2, 2)) \
+                and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0)) \
+                and pool.dilation in (1, (1, 1)) and not pool.ceil_mode \
+                and not pool.return_indices:
+            return "max"
+        return None
+
+    activation = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu"}.get(type(act1))
+    pool = pool_kind(pool1)
+    if (activation is None or pool is None or type(act2) is not type(act1)
+            or pool_kind(pool2) != pool or not _same_kind(pool1, pool2)
+            or not (conv_ok(conv1, 1, 6, 2) and conv_ok(conv2, 6, 16, 0))):
+        return None
+    return activation, pool
+
+
+class FusedSequential(nn.Sequential):
+    """An `nn.Sequential` whose first six layers (LeNet-5's conv blocks) run in the fused
+    native kernel whenever the input and the moment allow, else layer by layer."""
+
+    fused: tuple[str, str]  # (activation, pool), set by prepare_model
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        head = list(self)[:6]
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+                and tuple(x.shape[1:]) == lenet5.INPUT_SHAPE and not x.requires_grad
+                and all(p.device.type == "cpu" and p.dtype == torch.float32
+                        for m in head for p in m.parameters())
+                and not torch.is_autocast_enabled("cpu")
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in head)
+                and not (nn.modules.module._global_forward_hooks
+                         or nn.modules.module._global_forward_pre_hooks)
+                and not (torch.jit.is_tracing() or torch.jit.is_scripting()
+                         or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+                and lenet5.available())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._can_fuse(x):
+            return super().forward(x)
+        layers = list(self)
+        x = lenet5.conv_blocks(x, layers[0], layers[3], *self.fused)
+        for layer in layers[6:]:
+            x = layer(x)
+        return x
+
+
+class FusedLeNet(FusedSequential, LeNet):
+    """A `LeNet` with the fused forward (what prepare_model makes of LeNet-5 on the CPU)."""
+
+
+FUSED_CLASSES: dict[type, type] = {nn.Sequential: FusedSequential, LeNet: FusedLeNet}
+
+
+def _fuse(model: nn.Module) -> bool:
+    """Give `model` (a LeNet or an nn.Sequential, or a model holding one as `net` like the
+    book's classes) the fused forward if its layers allow; True if it has it."""
+    seq = model if isinstance(model, nn.Sequential) else getattr(model, "net", None)
+    if isinstance(seq, FusedSequential):
+        return True
+    if type(seq) not in FUSED_CLASSES or not lenet5.available():
+        return False
+    fused = fused_conv_blocks(list(seq))
+    if fused is None:
+        return False
+    seq.__class__ = FUSED_CLASSES[type(seq)]  # same modules and parameters, faster forward
+    seq.fused = fused
+    return True
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move `model` to `device` and lay it out to train fastest there (in place)."""
     model.to(device)
@@ -47,6 +147,8 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
             for name, child in parent.named_children():
                 if AvgPool2d.can_replace(child):
                     setattr(parent, name, AvgPool2d(2, 2))
+        if _fuse(model):
+            return model  # the fused kernel reads NCHW; the dense layers do not care
         slow_in_nhwc = (nn.MaxPool2d, nn.modules.batchnorm._BatchNorm)
         if not any(isinstance(m, slow_in_nhwc) for m in model.modules()):
             model.to(memory_format=torch.channels_last)

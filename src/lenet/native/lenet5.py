@@ -1,0 +1,103 @@
+"""LeNet-5's two convolution blocks as one fused CPU kernel, with autograd.
+
+`conv_blocks(x, conv1, conv2, activation, pool)` computes
+pool(act(conv2(pool(act(conv1(x)))))) for the book's shapes (1x28x28 input,
+6@5x5 pad 2, 16@5x5, 2x2/2 pools) in lenet5.c and returns (B, 16, 5, 5); its
+backward gives the gradients of both convolutions' weights and biases (not of
+the input). The batch is split into one chunk per PyTorch thread, run in
+parallel on PyTorch's own OpenMP workers (see lenet5.c); each chunk's weight
+gradients land in their own row, summed here in a fixed order, so results do
+not depend on timing (they do on the thread count, as PyTorch's own do).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+import torch
+
+from . import build
+
+ACTIVATIONS = {"sigmoid": 0, "relu": 1}
+POOLS = {"avg": 0, "max": 1}
+INPUT_SHAPE = (1, 28, 28)
+OUTPUT_SHAPE = (16, 5, 5)
+GRAD_SIZES = (150, 6, 2400, 16)  # conv1 weight, conv1 bias, conv2 weight, conv2 bias
+GRAD_FLOATS = sum(GRAD_SIZES)
+MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
+ABI_VERSION = 2
+
+_float_p = ctypes.c_void_p
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    lib = build.load("lenet5")
+    if lib is None:
+        return None
+    lib.lenet5_abi_version.restype = ctypes.c_int
+    if lib.lenet5_abi_version() != ABI_VERSION:
+        return None
+    lib.lenet5_saved_floats.restype = ctypes.c_int
+    lib.lenet5_parallel.restype = ctypes.c_int
+    ints = [ctypes.c_int, ctypes.c_int]
+    lib.lenet5_forward.restype = None
+    lib.lenet5_forward.argtypes = [*ints, *[_float_p] * 7, *[ctypes.c_int] * 3]
+    lib.lenet5_backward.restype = None
+    lib.lenet5_backward.argtypes = [*ints, *[_float_p] * 6, *ints]
+    return lib
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def _parts(lib: ctypes.CDLL, n: int) -> int:
+    """Parallel chunks for n images: PyTorch's thread count, at least MIN_CHUNK images each."""
+    if not lib.lenet5_parallel():
+        return 1
+    return max(1, min(torch.get_num_threads(), n // MIN_CHUNK))
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+class _ConvBlocks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, activation, pool):
+        lib = library()
+        x, w1, b1, w2, b2 = (t.detach().contiguous() for t in (x, w1, b1, w2, b2))
+        n = x.shape[0]
+        parts = _parts(lib, n)
+        save = any(ctx.needs_input_grad[1:5])
+        out = x.new_empty((n, *OUTPUT_SHAPE))
+        saved = x.new_empty(((n if save else parts), lib.lenet5_saved_floats()))
+        codes = ACTIVATIONS[activation], POOLS[pool]
+        lib.lenet5_forward(n, parts, _ptr(x), _ptr(w1), _ptr(b1), _ptr(w2), _ptr(b2), _ptr(out),
+                           _ptr(saved), int(save), *codes)
+        if save:
+            ctx.save_for_backward(x, w1, w2, saved)
+            ctx.codes = codes
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        lib = library()
+        x, w1, w2, saved = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        parts = _parts(lib, x.shape[0])
+        grads = x.new_empty((parts, GRAD_FLOATS))
+        lib.lenet5_backward(x.shape[0], parts, _ptr(x), _ptr(w1), _ptr(w2), _ptr(saved),
+                            _ptr(grad_out), _ptr(grads), *ctx.codes)
+        total = grads[0] if parts == 1 else grads.sum(0)
+        gw1, gb1, gw2, gb2 = total.split(GRAD_SIZES)
+        return (None, gw1.view(6, 1, 5, 5), gb1, gw2.view(16, 6, 5, 5), gb2, None, None)
+
+
+def conv_blocks(x: torch.Tensor, conv1: torch.nn.Conv2d, conv2: torch.nn.Conv2d,
+                activation: str, pool: str) -> torch.Tensor:
+    """(B, 1, 28, 28) float32 CPU -> (B, 16, 5, 5): LeNet-5's two conv blocks, fused."""
+    return _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
+                             activation, pool)
