@@ -26,13 +26,15 @@ enum { ACT_SIGMOID = 0, ACT_RELU = 1 };
 enum { POOL_AVG = 0, POOL_MAX = 1 };
 
 /* Layout of the maps one image keeps for the backward pass (floats). */
-#define XP_W 48                      /* padded input row: 2 + 28 + 2, room for 16-wide loads */
+#define XP_W 32                      /* padded input row: 2 + 28 + 2 */
 #define XP_H 32
+#define XS_SIZE (5 * XP_H * XP_W)    /* shifted copies of the padded input, see shifted_input */
 #define A1_W 32                      /* conv1 activations: 6 x 28 rows of 32 (28 used) */
 #define A1_SIZE (6 * 28 * A1_W)
-#define P1_SIZE (6 * 14 * 14)        /* pool1 output, dense NCHW */
+#define P1_SIZE (6 * 14 * 14 + 8)    /* pool1 output, dense NCHW; padded to 64 bytes */
 #define A2_SIZE (100 * 16)           /* conv2 activations, channels last: [10*10][16] */
-#define SAVED_SIZE (A1_SIZE + P1_SIZE + A2_SIZE)
+#define SAVED_SIZE (A1_SIZE + P1_SIZE + A2_SIZE)  /* a multiple of 16: maps stay aligned */
+#define ALIGNED __attribute__((aligned(64)))
 #define DYC_W 32                     /* conv2 output gradient rows, zero-padded for the
                                         transposed convolution */
 
@@ -104,9 +106,19 @@ static inline v16 activation_slope(v16 a, int act) {
     return a * (1.0f - a);
 }
 
-static void pad_input(const float *x, float *xp) {
-    memset(xp, 0, sizeof(float) * XP_H * XP_W);
-    for (int i = 0; i < 28; i++) memcpy(xp + (i + 2) * XP_W + 2, x + i * 28, 28 * sizeof(float));
+/* The zero-padded input as 5 copies, one per kernel column kj: xs[kj][r][j] = padded[r][j+kj]
+   for 32 rows and 32 columns. The convolution loops then load whole aligned rows; loads
+   at other offsets straddle two cache lines and cost twice as much. */
+static void shifted_input(const float *x, float *xs) {
+    memset(xs, 0, sizeof(float) * XS_SIZE);
+    for (int kj = 0; kj < 5; kj++)
+        for (int i = 0; i < 28; i++) {
+            float *row = xs + (kj * XP_H + i + 2) * XP_W;
+            for (int j = 0; j < 28; j++) {
+                int col = j + 2 - kj;  /* padded column j + kj holds input column j + kj - 2 */
+                if (col >= 0 && col < 28) row[col] = x[i * 28 + j];
+            }
+        }
 }
 
 /* Pooled value of a 2x2 window; for max, the first maximum in row-major order (as PyTorch). */
@@ -121,18 +133,18 @@ static inline float pool4(float a, float b, float c, float d, int pool) {
 
 static void forward_one(const float *x, const float *w1, const float *b1, const float *w2t,
                         const float *b2, float *out, float *saved, int act, int pool) {
-    float xp[XP_H * XP_W];
+    ALIGNED float xs[XS_SIZE];
     float *a1 = saved, *p1 = saved + A1_SIZE, *a2 = saved + A1_SIZE + P1_SIZE;
-    pad_input(x, xp);
+    shifted_input(x, xs);
 
     /* conv1 + activation: each output row as two 16-wide vectors, all 6 channels at once. */
     for (int i = 0; i < 28; i++) {
         v16 acc[6][2];
         for (int c = 0; c < 6; c++) acc[c][0] = acc[c][1] = splat(b1[c]);
         for (int ki = 0; ki < 5; ki++) {
-            const float *row = xp + (i + ki) * XP_W;
             for (int kj = 0; kj < 5; kj++) {
-                v16 lo = load16(row + kj), hi = load16(row + 16 + kj);
+                const float *row = xs + (kj * XP_H + i + ki) * XP_W;
+                v16 lo = load16(row), hi = load16(row + 16);
                 for (int c = 0; c < 6; c++) {
                     float w = w1[c * 25 + ki * 5 + kj];
                     acc[c][0] += w * lo;
@@ -198,7 +210,7 @@ static void transpose_w2(const float *w2, float *w2t) {  /* [16][150] -> [150][1
 void lenet5_forward(int n, int parts, const float *x, const float *w1, const float *b1,
                     const float *w2, const float *b2, float *out, float *saved, int save,
                     int act, int pool) {
-    float w2t[150 * 16];
+    ALIGNED float w2t[150 * 16];
     transpose_w2(w2, w2t);
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
@@ -225,30 +237,32 @@ static inline void unpool4(float g, float m, const float *r0, const float *r1, i
     d0[(win >> 1) * A1_W + 2 * j + (win & 1)] = g;
 }
 
-/* gw[ki][kj] += sum_{i,j} dy[i][j] * xp[i+ki][j+kj] for one conv1 channel. Not inlined:
-   inside backward_one, GCC's copies of this loop for each pooling kind spilled registers. */
-__attribute__((noinline)) static void conv1_weight_grad(const float *dy, const float *xp,
-                                                         float *gw) {
-    v16 acc[25];
-    for (int k = 0; k < 25; k++) acc[k] = splat(0.0f);
-    for (int i = 0; i < 28; i++) {
-        v16 lo = load16(dy + i * A1_W), hi = load16(dy + i * A1_W + 16);
-        for (int ki = 0; ki < 5; ki++) {
-            const float *row = xp + (i + ki) * XP_W;
-            for (int kj = 0; kj < 5; kj++)
-                acc[ki * 5 + kj] += lo * load16(row + kj) + hi * load16(row + 16 + kj);
+/* gw[ki][kj] += sum_{i,j} dy[i][j] * padded[i+ki][j+kj] for one conv1 channel: one pass
+   over the rows per ki, with ten independent accumulators (few enough to stay in
+   registers, enough to hide the FMA latency). */
+static void conv1_weight_grad(const float *dy, const float *xs, float *gw) {
+    for (int ki = 0; ki < 5; ki++) {
+        v16 lo_acc[5], hi_acc[5];
+        for (int kj = 0; kj < 5; kj++) lo_acc[kj] = hi_acc[kj] = splat(0.0f);
+        for (int i = 0; i < 28; i++) {
+            v16 lo = load16(dy + i * A1_W), hi = load16(dy + i * A1_W + 16);
+            for (int kj = 0; kj < 5; kj++) {
+                const float *row = xs + (kj * XP_H + i + ki) * XP_W;
+                lo_acc[kj] += lo * load16(row);
+                hi_acc[kj] += hi * load16(row + 16);
+            }
         }
+        for (int kj = 0; kj < 5; kj++) gw[ki * 5 + kj] += hsum(lo_acc[kj] + hi_acc[kj]);
     }
-    for (int k = 0; k < 25; k++) gw[k] += hsum(acc[k]);
 }
 
 static void backward_one(const float *x, const float *w1, const float *w2, const float *saved,
                          const float *gout, float *gw1, float *gb1, v16 *gw2t, v16 *gb2,
                          int act, int pool) {
     (void)w1;
-    float xp[XP_H * XP_W];
+    ALIGNED float xs[XS_SIZE];
     const float *a1 = saved, *p1 = saved + A1_SIZE, *a2 = saved + A1_SIZE + P1_SIZE;
-    pad_input(x, xp);
+    shifted_input(x, xs);
 
     /* pool2 and activation backward -> dy2 [100][16] */
     v16 dy2[100];
@@ -293,12 +307,12 @@ static void backward_one(const float *x, const float *w1, const float *w2, const
 
     /* conv2 input gradient (a transposed convolution), vectorised along each 14-wide row:
        dp1[ci][y][x] = sum_{co,ki,kj} w2[co][ci][ki][kj] * dy2[co][y-ki][x-kj] */
-    float dyc[16 * 10 * DYC_W];
+    ALIGNED float dyc[16 * 10 * DYC_W];
     memset(dyc, 0, sizeof dyc);
     for (int p = 0; p < 100; p++)
         for (int co = 0; co < 16; co++)
             dyc[(co * 10 + p / 10) * DYC_W + 4 + p % 10] = dy2[p][co];
-    float dp1[6 * 14 * 16];
+    ALIGNED float dp1[6 * 14 * 16];
     for (int y = 0; y < 14; y++) {
         v16 acc[6];
         for (int ci = 0; ci < 6; ci++) acc[ci] = splat(0.0f);
@@ -318,7 +332,7 @@ static void backward_one(const float *x, const float *w1, const float *w2, const
     }
 
     /* pool1 and activation backward, then conv1 weight gradient, one channel at a time */
-    float dy1[28 * A1_W];
+    ALIGNED float dy1[28 * A1_W];
     for (int c = 0; c < 6; c++) {
         memset(dy1, 0, sizeof dy1);
         for (int i = 0; i < 14; i++) {
@@ -338,7 +352,7 @@ static void backward_one(const float *x, const float *w1, const float *w2, const
             bias_acc += lo + hi;
         }
         gb1[c] += hsum(bias_acc);
-        conv1_weight_grad(dy1, xp, gw1 + c * 25);
+        conv1_weight_grad(dy1, xs, gw1 + c * 25);
     }
 }
 
