@@ -4,12 +4,14 @@ fallbacks that keep everything else on PyTorch's kernels."""
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lenet import activations
+from lenet.errors import ConfigError
 from lenet.fastpath import FusedSequential, fused_conv_blocks, prepare_model
 from lenet.models import MODELS, build_model, with_settings
 from lenet.native import build, lenet5
@@ -164,3 +166,25 @@ def test_no_compiler_means_pytorchs_kernels_with_one_warning(tmp_path, monkeypat
         assert build.load("lenet5") is None
     finally:
         build.load.cache_clear()
+
+
+@pytest.mark.parametrize("name,settings,native", [
+    ("lenet5", {}, True), ("lenet5-modern", {}, True), ("lenet5", {"dense": "200"}, True),
+    ("lenet5", {"dense": ""}, True), ("lenet5", {"dropout": "0.5"}, False),
+    ("lenet5", {"channels": "6,32"}, False)])
+def test_native_single_image_path_matches_pytorch(name, settings, native):
+    from lenet.inference import Predictor
+
+    model = build_model(with_settings(MODELS[name], settings), seed=1)
+    images = torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8).numpy()
+    predictor = Predictor(model, [str(k) for k in range(10)], backend="torch")
+    want = predictor.logits(images).numpy()
+    if not native:
+        with pytest.raises(ConfigError, match="native backend"):
+            Predictor(model, [str(k) for k in range(10)], backend="native")
+        return
+    fast = Predictor(model, [str(k) for k in range(10)], backend="native")
+    for image, logits in zip(images, want, strict=True):
+        np.testing.assert_allclose(fast.logits_one(image), logits, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="28, 28"):
+        fast.logits_one(images[0][:20])

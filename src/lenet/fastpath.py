@@ -139,6 +139,15 @@ def _fuse(model: nn.Module) -> bool:
     return True
 
 
+def native_network(model: nn.Module) -> lenet5.WholeNetwork | None:
+    """The whole of a prepared LeNet-5 (conv blocks fused, then dense layers) as one native
+    call for single images, or None where the model or the machine does not allow it."""
+    seq = model if isinstance(model, nn.Sequential) else getattr(model, "net", None)
+    if not isinstance(seq, FusedSequential):
+        return None
+    return lenet5.WholeNetwork.of(list(seq), *seq.fused)
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move `model` to `device` and lay it out to train fastest there (in place)."""
     model.to(device)

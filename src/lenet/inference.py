@@ -1,12 +1,19 @@
 """A trained model ready to answer: `lenet.load(run_dir)` returns a `Predictor`.
 
 Inputs are images as the datasets store them: uint8 (N, 28, 28) or
-(28, 28), or float tensors (N, 1, 28, 28) already in [0, 1]. Two engines run
-the same network: PyTorch (eval mode, `inference_mode`, nothing rebuilt per
-call) and ONNX Runtime (the model exported in memory once). `backend="auto"`
-on a CPU with ONNX Runtime installed is "hybrid": single images through ONNX
-Runtime (about 6x lower latency), batches through PyTorch's fast layout
-(about 1.5x more images/s); `lenet bench` measures all of them.
+(28, 28), or float tensors (N, 1, 28, 28) already in [0, 1]. Engines that run
+the same network:
+
+- "native": LeNet-5 (sigmoid or ReLU, average or max pooling) on the CPU: one
+  image goes through lenet's compiled kernel end to end (~5x lower latency than
+  ONNX Runtime), batches through PyTorch with the fused conv kernel;
+- "torch": PyTorch alone (eval mode, `inference_mode`, nothing rebuilt per call;
+  batches still use the fused conv kernel where the model has it);
+- "onnxruntime": the model exported in memory once;
+- "hybrid": single images through ONNX Runtime, batches through PyTorch.
+
+`backend="auto"` picks native where it can run, else hybrid on a CPU with ONNX
+Runtime installed, else torch; `lenet bench` measures all of them.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ import torch.nn.functional as F
 from . import checkpoint
 from .device import available_cpus, pick_device
 from .errors import ConfigError
-from .fastpath import prepare_model
+from .fastpath import native_network, prepare_model
 from .models import LeNet
 
-BACKENDS = ("auto", "torch", "onnxruntime", "hybrid")
+BACKENDS = ("auto", "native", "torch", "onnxruntime", "hybrid")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 
 
@@ -83,27 +90,34 @@ class Predictor:
     only: about 2.4x more images/s for LeNet-5 on a CPU with AMX)."""
 
     def __init__(self, model: LeNet, classes: list[str], device: torch.device | str = "cpu",
-                 *, backend: str = "torch", precision: str = "fp32",
+                 *, backend: str = "auto", precision: str = "fp32",
                  source: Path | None = None) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"unknown precision {precision!r}; choose fp32 or bf16")
         self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self._fast = prepare_model(copy.deepcopy(self.model), self.device).eval()
+        can_run_native = self.device.type == "cpu" and precision == "fp32"
+        self._native = native_network(self._fast) if can_run_native else None
         if backend == "auto":
-            backend = ("hybrid" if self.device.type == "cpu" and precision == "fp32"
-                       and _onnxruntime_available() else "torch")
-        if backend in ("onnxruntime", "hybrid") and precision != "fp32":
+            backend = ("native" if self._native is not None
+                       else "hybrid" if can_run_native and _onnxruntime_available() else "torch")
+        if backend in ("onnxruntime", "hybrid", "native") and precision != "fp32":
             raise ConfigError(f"the {backend} backend runs fp32 only")
+        if backend == "native" and self._native is None:
+            raise ConfigError("the native backend runs LeNet-5 (sigmoid or ReLU, average or max "
+                              "pooling, 28x28) on the CPU with lenet's compiled kernel; "
+                              "this model, device or machine cannot: use torch")
         self.backend, self.precision = backend, precision
         self.classes = list(classes)
         self.source = source
         self.input_size = tuple(model.config.input_size)
-        session = onnx_session(onnx_bytes(model, self.input_size)) if backend != "torch" else None
+        session = (onnx_session(onnx_bytes(model, self.input_size))
+                   if backend in ("onnxruntime", "hybrid") else None)
         self.session = session if backend == "onnxruntime" else None  # for batches
         self.single_session = session  # for logits_one
-        self.model = model.to(self.device).eval()
-        self._fast = prepare_model(copy.deepcopy(self.model), self.device).eval()
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                         enabled=precision == "bf16")
         # One preallocated single-image buffer: (1, C, H, W) float32.
@@ -152,6 +166,8 @@ class Predictor:
     @torch.inference_mode()
     def logits_one(self, image: np.ndarray) -> np.ndarray:
         """Logits (classes,) of one uint8 (H, W) image: the low-latency path."""
+        if self.backend == "native":
+            return self._native.logits_one(image)
         np.multiply(image, np.float32(1 / 255), out=self._one[0, 0], casting="unsafe")
         if self.single_session is not None:
             return self.single_session.run([ONNX_OUTPUT], {ONNX_INPUT: self._one})[0][0]

@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..device import describe, pick_device
 from ..inference import Predictor, _onnxruntime_available
 from ..models import MODELS, build_model
+from ..native import lenet5
 from ..rundir import cpu_model
 from . import measure
 
@@ -32,7 +33,8 @@ from . import measure
 def conditions() -> dict[str, Any]:
     info = {"cpu": cpu_model(), "machine": platform.machine(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": describe(pick_device("auto"))}
+            "device": describe(pick_device("auto")),
+            "lenet5 conv kernel": lenet5.describe()}
     if _onnxruntime_available():
         import onnxruntime
 
@@ -99,10 +101,13 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     images = data.test.images[:2048]
     model = build_model(MODELS["lenet5"], seed=0)
     report["inference"] = []
-    for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"),
-                               ("hybrid", "fp32")):
+    for backend, precision in (("native", "fp32"), ("torch", "fp32"), ("torch", "bf16"),
+                               ("onnxruntime", "fp32"), ("hybrid", "fp32")):
         if backend in ("onnxruntime", "hybrid") and not _onnxruntime_available():
             say("  onnxruntime: not installed")
+            continue
+        if backend == "native" and not lenet5.available():
+            say("  native: the kernel could not be built here")
             continue
         predictor = Predictor(model, list(data.classes), "cpu", backend=backend,
                               precision=precision)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import ctypes
 from functools import cache
 
+import numpy as np
 import torch
+from torch import nn
 
 from . import build
 
@@ -26,7 +28,7 @@ OUTPUT_SHAPE = (16, 5, 5)
 GRAD_SIZES = (150, 6, 2400, 16)  # conv1 weight, conv1 bias, conv2 weight, conv2 bias
 GRAD_FLOATS = sum(GRAD_SIZES)
 MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _float_p = ctypes.c_void_p
 
@@ -46,11 +48,22 @@ def library() -> ctypes.CDLL | None:
     lib.lenet5_forward.argtypes = [*ints, *[_float_p] * 7, *[ctypes.c_int] * 3]
     lib.lenet5_backward.restype = None
     lib.lenet5_backward.argtypes = [*ints, *[_float_p] * 6, *ints]
+    lib.lenet5_logits.restype = None
+    lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 6, ctypes.c_int, *[_float_p] * 5,
+                                  *ints]
     return lib
 
 
 def available() -> bool:
     return library() is not None
+
+
+def describe() -> str:
+    """One line for reports: which kernel LeNet-5's conv blocks run on the CPU."""
+    lib = library()
+    if lib is None:
+        return "PyTorch's (native kernel unavailable)"
+    return "native fused (" + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")"
 
 
 def _parts(lib: ctypes.CDLL, n: int) -> int:
@@ -101,3 +114,66 @@ def conv_blocks(x: torch.Tensor, conv1: torch.nn.Conv2d, conv2: torch.nn.Conv2d,
     """(B, 1, 28, 28) float32 CPU -> (B, 16, 5, 5): LeNet-5's two conv blocks, fused."""
     return _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
                              activation, pool)
+
+
+class WholeNetwork:
+    """LeNet-5's whole forward pass for one uint8 image in the native kernel: the
+    low-latency path of `lenet predict` (no framework call between image and logits).
+
+    Built from a model whose first six layers are the fused conv blocks (`activation`,
+    `pool`) and whose rest is Flatten, then Linear layers with that same activation
+    between them. Holds its own copy of the weights: a snapshot, as the Predictor's
+    fast model is.
+    """
+
+    def __init__(self, lib: ctypes.CDLL, layers: list[nn.Module], activation: str,
+                 pool: str) -> None:
+        self._lib = lib
+        conv1, conv2 = layers[0], layers[3]
+        linears = [m for m in layers[7:] if isinstance(m, nn.Linear)]
+        self._tensors = [t.detach().float().contiguous().clone() for t in
+                         (conv1.weight, conv1.bias, conv2.weight, conv2.bias)]
+        self._tensors += [t.detach().float().contiguous().clone() for m in linears
+                          for t in (m.weight, m.bias)]
+        sizes = [400, *(m.out_features for m in linears)]
+        self._sizes = (ctypes.c_int * len(sizes))(*sizes)
+        dense = self._tensors[4:]
+        self._weights = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[0::2]))
+        self._biases = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[1::2]))
+        self._n_dense = len(linears)
+        self._scratch = np.zeros(lib.lenet5_saved_floats() + 2 * max(sizes), np.float32)
+        self._logits = np.zeros(sizes[-1], np.float32)
+        self._codes = ACTIVATIONS[activation], POOLS[pool]
+        self._conv = [t.data_ptr() for t in self._tensors[:4]]
+
+    @classmethod
+    def of(cls, layers: list[nn.Module], activation: str, pool: str) -> WholeNetwork | None:
+        """For `layers` (after the conv blocks: Flatten, Linear, act, ..., Linear) or None."""
+        lib = library()
+        act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
+        rest = layers[6:]
+        if lib is None or not rest or type(rest[0]) is not nn.Flatten:
+            return None
+        expected_in = 400
+        for k, layer in enumerate(rest[1:]):
+            want = nn.Linear if k % 2 == 0 else act
+            if type(layer) is not want:
+                return None
+            if want is nn.Linear:
+                if layer.in_features != expected_in or layer.bias is None:
+                    return None
+                expected_in = layer.out_features
+        if type(rest[-1]) is not nn.Linear:
+            return None
+        return cls(lib, layers, activation, pool)
+
+    def logits_one(self, image: np.ndarray) -> np.ndarray:
+        """Logits of one uint8 (28, 28) image."""
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if image.shape != INPUT_SHAPE[1:]:
+            raise ValueError(f"images must be {INPUT_SHAPE[1:]}, got {image.shape}")
+        self._lib.lenet5_logits(1, image.ctypes.data, None, *self._conv, self._n_dense,
+                                ctypes.addressof(self._sizes), ctypes.addressof(self._weights),
+                                ctypes.addressof(self._biases), self._logits.ctypes.data,
+                                self._scratch.ctypes.data, *self._codes)
+        return self._logits.copy()
