@@ -68,13 +68,13 @@ def test_results_do_not_depend_on_timing():
 
 
 @pytest.mark.parametrize("name,settings,fused", [
-    ("lenet5", {}, ("sigmoid", "avg")),
-    ("lenet5-modern", {}, ("relu", "max")),
+    ("lenet5", {}, ("sigmoid", "avg", False)),
+    ("lenet5-modern", {}, ("relu", "max", False)),
+    ("lenet5-modern", {"batch_norm": "true"}, ("relu", "max", True)),
     ("lenet5", {"activation": "tanh"}, None),
     ("lenet5", {"channels": "6,32"}, None),
     ("lenet5", {"kernel": "3"}, None),
     ("lenet5", {"pool_size": "3"}, None),
-    ("lenet5", {"batch_norm": "true"}, None),
     ("lenet5", {"channels": "6,16,32"}, None),
     ("lenet-100k", {}, None),
 ])

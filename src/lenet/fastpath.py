@@ -4,12 +4,12 @@ On the CPU, LeNet's step is bound by oneDNN's kernels for tiny feature maps,
 not by arithmetic. What `prepare_model` does there, each measured on 2 cores:
 
 - LeNet-5's two conv blocks (the book's shapes; sigmoid or ReLU; average or max
-  pooling) run in one fused native kernel (lenet/native) when it can be built:
-  the same sums in another order (gradients agree with PyTorch's to ~1e-6),
-  several times faster (`lenet bench` measures it). It falls back to the
-  layers one by one for anything else: other shapes, autocast, input
-  gradients, forward hooks (activation capture), tracing or export;
-
+  pooling; with or without batch norm) run in one fused native kernel
+  (lenet/native) when it can be built: the same sums in another order
+  (gradients agree with PyTorch's to ~1e-5), about 2x faster per training step
+  (`lenet bench` measures it). It falls back to the layers one by one for
+  anything else: other shapes, autocast, input gradients, forward hooks
+  (activation capture), tracing or export;
 - 2x2/stride-2 average pooling as a depthwise convolution with weights 1/4:
   the same sums (bit-identical weights after 4 epochs of LeNet-5), faster
   forward and backward than `avg_pool2d`, most of all on NHWC data;
@@ -53,12 +53,17 @@ def _same_kind(a: nn.Module, b: nn.Module) -> bool:
     return type(a) is type(b) or (isinstance(a, nn.AvgPool2d) and isinstance(b, nn.AvgPool2d))
 
 
-def fused_conv_blocks(layers: list[nn.Module]) -> tuple[str, str] | None:
-    """(activation, pool) if `layers` start with LeNet-5's two conv blocks as the native
-    kernel computes them, else None."""
-    if len(layers) < 6:
+def fused_conv_blocks(layers: list[nn.Module]) -> tuple[str, str, bool] | None:
+    """(activation, pool, batch_norm) if `layers` start with LeNet-5's two conv blocks as the
+    native kernel computes them (conv [batch norm] activation pool, twice), else None."""
+    batch_norm = len(layers) > 1 and type(layers[1]) is nn.BatchNorm2d
+    size = 8 if batch_norm else 6
+    if len(layers) < size:
         return None
-    conv1, act1, pool1, conv2, act2, pool2 = layers[:6]
+    if batch_norm:
+        conv1, bn1, act1, pool1, conv2, bn2, act2, pool2 = layers[:8]
+    else:
+        (conv1, act1, pool1, conv2, act2, pool2), bn1, bn2 = layers[:6], None, None
 
     def conv_ok(conv: nn.Module, c_in: int, c_out: int, padding: int) -> bool:
         return (type(conv) is nn.Conv2d and conv.in_channels == c_in
@@ -66,6 +71,11 @@ def fused_conv_blocks(layers: list[nn.Module]) -> tuple[str, str] | None:
                 and conv.stride == (1, 1) and conv.padding == (padding, padding)
                 and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is not None
                 and conv.padding_mode == "zeros")
+
+    def bn_ok(bn: nn.Module | None, channels: int) -> bool:
+        return bn is None or (type(bn) is nn.BatchNorm2d and bn.num_features == channels
+                              and bn.affine and bn.track_running_stats
+                              and bn.momentum is not None)
 
     def pool_kind(pool: nn.Module) -> str | None:
         if isinstance(pool, nn.AvgPool2d):
@@ -81,23 +91,34 @@ def fused_conv_blocks(layers: list[nn.Module]) -> tuple[str, str] | None:
     pool = pool_kind(pool1)
     if (activation is None or pool is None or type(act2) is not type(act1)
             or pool_kind(pool2) != pool or not _same_kind(pool1, pool2)
-            or not (conv_ok(conv1, 1, 6, 2) and conv_ok(conv2, 6, 16, 0))):
+            or not (conv_ok(conv1, 1, 6, 2) and conv_ok(conv2, 6, 16, 0))
+            or not (bn_ok(bn1, 6) and bn_ok(bn2, 16))):
         return None
-    return activation, pool
+    return activation, pool, batch_norm
 
 
 class FusedSequential(nn.Sequential):
-    """An `nn.Sequential` whose first six layers (LeNet-5's conv blocks) run in the fused
-    native kernel whenever the input and the moment allow, else layer by layer."""
+    """An `nn.Sequential` whose first layers (LeNet-5's conv blocks) run in the fused native
+    kernel whenever the input and the moment allow, else layer by layer."""
 
-    fused: tuple[str, str]  # (activation, pool), set by prepare_model
+    fused: tuple[str, str, bool]  # (activation, pool, batch_norm), set by prepare_model
+
+    def _head(self) -> list[nn.Module]:
+        return list(self)[:8 if self.fused[2] else 6]
 
     def _can_fuse(self, x: torch.Tensor) -> bool:
-        head = list(self)[:6]
+        head = self._head()
+        # With batch norm in eval mode the kernel has no backward (batch statistics only).
+        frozen_norm_with_grad = (self.fused[2] and not head[1].training
+                                 and torch.is_grad_enabled()
+                                 and any(p.requires_grad for m in head for p in m.parameters()))
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
                 and tuple(x.shape[1:]) == lenet5.INPUT_SHAPE and not x.requires_grad
-                and all(p.device.type == "cpu" and p.dtype == torch.float32
-                        for m in head for p in m.parameters())
+                and all(t.device.type == "cpu" and t.dtype == torch.float32
+                        for m in head for t in [*m.parameters(), *m.buffers()]
+                        if t.is_floating_point())
+                and not frozen_norm_with_grad
+                and (not self.fused[2] or head[1].training == head[5].training)
                 and not torch.is_autocast_enabled("cpu")
                 and not any(m._forward_hooks or m._forward_pre_hooks for m in head)
                 and not (nn.modules.module._global_forward_hooks
@@ -109,9 +130,13 @@ class FusedSequential(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._can_fuse(x):
             return super().forward(x)
-        layers = list(self)
-        x = lenet5.conv_blocks(x, layers[0], layers[3], *self.fused)
-        for layer in layers[6:]:
+        head = self._head()
+        activation, pool, batch_norm = self.fused
+        if batch_norm:
+            x = lenet5.conv_blocks(x, head[0], head[4], activation, pool, head[1], head[5])
+        else:
+            x = lenet5.conv_blocks(x, head[0], head[3], activation, pool)
+        for layer in list(self)[len(head):]:
             x = layer(x)
         return x
 
@@ -143,9 +168,9 @@ def native_network(model: nn.Module) -> lenet5.WholeNetwork | None:
     """The whole of a prepared LeNet-5 (conv blocks fused, then dense layers) as one native
     call for single images, or None where the model or the machine does not allow it."""
     seq = model if isinstance(model, nn.Sequential) else getattr(model, "net", None)
-    if not isinstance(seq, FusedSequential):
+    if not isinstance(seq, FusedSequential) or seq.fused[2]:  # batch norm: not there yet
         return None
-    return lenet5.WholeNetwork.of(list(seq), *seq.fused)
+    return lenet5.WholeNetwork.of(list(seq), *seq.fused[:2])
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:

@@ -80,7 +80,7 @@ def build(name: str) -> Path:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}-", suffix=".tmp")
         os.close(fd)
         try:
-            result = subprocess.run([*command, "-o", tmp, str(source)],
+            result = subprocess.run([*command, "-o", tmp, str(source), "-lm"],
                                     capture_output=True, text=True, timeout=120)
             if result.returncode == 0:
                 os.replace(tmp, target)

@@ -14,6 +14,7 @@
  * chunk's weight gradients go to its own row, which the caller sums in a fixed
  * order: results do not depend on timing.
  */
+#include <math.h>
 #include <string.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -34,12 +35,16 @@ enum { POOL_AVG = 0, POOL_MAX = 1 };
 #define P1_SIZE (6 * 14 * 14 + 8)    /* pool1 output, dense NCHW; padded to 64 bytes */
 #define A2_SIZE (100 * 16)           /* conv2 activations, channels last: [10*10][16] */
 #define SAVED_SIZE (A1_SIZE + P1_SIZE + A2_SIZE)  /* a multiple of 16: maps stay aligned */
+/* With batch norm in training, the maps before it are kept too (for its backward pass). */
+#define Z1_OFFSET SAVED_SIZE
+#define Z2_OFFSET (SAVED_SIZE + A1_SIZE)
+#define SAVED_SIZE_BN (SAVED_SIZE + A1_SIZE + A2_SIZE)
 #define ALIGNED __attribute__((aligned(64)))
 #define DYC_W 32                     /* conv2 output gradient rows, zero-padded for the
                                         transposed convolution */
 
-int lenet5_saved_floats(void) { return SAVED_SIZE; }
-int lenet5_abi_version(void) { return 3; }
+int lenet5_saved_floats(int batch_norm) { return batch_norm ? SAVED_SIZE_BN : SAVED_SIZE; }
+int lenet5_abi_version(void) { return 4; }
 
 int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) */
 #ifdef _OPENMP
@@ -49,7 +54,7 @@ int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) 
 #endif
 }
 
-#define GRAD_FLOATS (150 + 6 + 2400 + 16)
+#define GRAD_FLOATS (150 + 6 + 2400 + 16 + 44)  /* conv grads, then batch norm grads */
 
 static inline int chunk_start(int n, int parts, int k) { return (int)((long)n * k / parts); }
 
@@ -130,17 +135,15 @@ static inline float pool4(float a, float b, float c, float d, int pool) {
     return m;
 }
 
-static void forward_one(const float *x, const float *w1, const float *b1, const float *w2t,
-                        const float *b2, float *out, float *saved, int act, int pool) {
-    ALIGNED float xs[XS_SIZE];
-    float *a1 = saved, *p1 = saved + A1_SIZE, *a2 = saved + A1_SIZE + P1_SIZE;
-    shifted_input(x, xs);
+/* ---- forward stages, one image each ---- */
 
-    /* conv1 + activation: each output row as two 16-wide vectors, all 6 channels at once. */
+/* conv1 before its activation: z[c][i][0..31] (columns 28..31 are spare lanes). Each output
+   row is two 16-wide vectors, all 6 channels at once. */
+static void conv1_raw(const float *xs, const float *w1, const float *b1, float *z) {
     for (int i = 0; i < 28; i++) {
         v16 acc[6][2];
         for (int c = 0; c < 6; c++) acc[c][0] = acc[c][1] = splat(b1[c]);
-        for (int ki = 0; ki < 5; ki++) {
+        for (int ki = 0; ki < 5; ki++)
             for (int kj = 0; kj < 5; kj++) {
                 const float *row = xs + (kj * XP_H + i + ki) * XP_W;
                 v16 lo = load16(row), hi = load16(row + 16);
@@ -150,14 +153,24 @@ static void forward_one(const float *x, const float *w1, const float *b1, const 
                     acc[c][1] += w * hi;
                 }
             }
-        }
         for (int c = 0; c < 6; c++) {
-            float *dst = a1 + (c * 28 + i) * A1_W;
-            store16(dst, activate(acc[c][0], act));
-            store16(dst + 16, activate(acc[c][1], act));
+            store16(z + (c * 28 + i) * A1_W, acc[c][0]);
+            store16(z + (c * 28 + i) * A1_W + 16, acc[c][1]);
         }
     }
-    /* pool1 */
+}
+
+/* a1 = act(z * scale + shift) per channel (the batch norm's affine; 1 and 0 without one),
+   then 2x2 pooling into p1. z may be a1. */
+static void act_pool1(const float *z, const float *scale, const float *shift, float *a1,
+                      float *p1, int act, int pool) {
+    for (int c = 0; c < 6; c++)
+        for (int i = 0; i < 28; i++) {
+            const float *src = z + (c * 28 + i) * A1_W;
+            float *dst = a1 + (c * 28 + i) * A1_W;
+            store16(dst, activate(load16(src) * scale[c] + shift[c], act));
+            store16(dst + 16, activate(load16(src + 16) * scale[c] + shift[c], act));
+        }
     for (int c = 0; c < 6; c++)
         for (int i = 0; i < 14; i++) {
             const float *r0 = a1 + (c * 28 + 2 * i) * A1_W, *r1 = r0 + A1_W;
@@ -165,7 +178,10 @@ static void forward_one(const float *x, const float *w1, const float *b1, const 
                 p1[(c * 14 + i) * 14 + j] =
                     pool4(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1], pool);
         }
-    /* conv2 + activation, channels last: one 16-wide vector of output channels per pixel. */
+}
+
+/* conv2 before its activation, channels last: z2[pixel][16], one vector per pixel. */
+static void conv2_raw(const float *p1, const float *w2t, const float *b2, float *z2) {
     v16 bias2 = load16(b2);
     for (int i = 0; i < 10; i++) {
         v16 acc[10];
@@ -178,9 +194,16 @@ static void forward_one(const float *x, const float *w1, const float *b1, const 
                     for (int j = 0; j < 10; j++) acc[j] += w * row[j + kj];
                 }
             }
-        for (int j = 0; j < 10; j++) store16(a2 + (i * 10 + j) * 16, activate(acc[j], act));
+        for (int j = 0; j < 10; j++) store16(z2 + (i * 10 + j) * 16, acc[j]);
     }
-    /* pool2, written back in PyTorch's (C, H, W) order for the dense layers. */
+}
+
+/* a2 = act(z2 * scale + shift), then 2x2 pooling written in PyTorch's (C, H, W) order for
+   the dense layers. z2 may be a2. */
+static void act_pool2(const float *z2, v16 scale, v16 shift, float *a2, float *out, int act,
+                      int pool) {
+    for (int p = 0; p < 100; p++)
+        store16(a2 + p * 16, activate(load16(z2 + p * 16) * scale + shift, act));
     for (int i = 0; i < 5; i++)
         for (int j = 0; j < 5; j++) {
             const float *q = a2 + ((2 * i) * 10 + 2 * j) * 16;
@@ -198,26 +221,177 @@ static void forward_one(const float *x, const float *w1, const float *b1, const 
         }
 }
 
+/* Lanes 0..11 of a row's second vector are columns 16..27; 12..15 are spare. */
+static inline v16 hi_mask(void) {
+    v16 m;
+    for (int k = 0; k < 16; k++) m[k] = k < 12 ? 1.0f : 0.0f;
+    return m;
+}
+
+/* Per-channel sums of z and z^2 over one image's conv1 map (columns < 28 only). */
+static void stats1(const float *z, double *sum, double *sq) {
+    v16 mask = hi_mask();
+    for (int c = 0; c < 6; c++) {
+        v16 s = splat(0.0f), q = splat(0.0f);
+        for (int i = 0; i < 28; i++) {
+            v16 lo = load16(z + (c * 28 + i) * A1_W);
+            v16 hi = load16(z + (c * 28 + i) * A1_W + 16) * mask;
+            s += lo + hi;
+            q += lo * lo + hi * hi;
+        }
+        sum[c] += hsum(s);
+        sq[c] += hsum(q);
+    }
+}
+
+static void stats2(const float *z2, double *sum, double *sq) {
+    v16 s = splat(0.0f), q = splat(0.0f);
+    for (int p = 0; p < 100; p++) {
+        v16 v = load16(z2 + p * 16);
+        s += v;
+        q += v * v;
+    }
+    for (int c = 0; c < 16; c++) {
+        sum[c] += s[c];
+        sq[c] += q[c];
+    }
+}
+
 static void transpose_w2(const float *w2, float *w2t) {  /* [16][150] -> [150][16] */
     for (int co = 0; co < 16; co++)
         for (int k = 0; k < 150; k++) w2t[k * 16 + co] = w2[co * 150 + k];
 }
 
+/* ---- batch norm ----
+   bn (BN_FLOATS): gamma1[6] beta1[6] gamma2[16] beta2[16] mean1[6] var1[6] mean2[16]
+   var2[16] eps. Training (BN_BATCH): the forward pass writes the batch's mean and biased
+   variance there; the backward pass reads them. Inference (BN_GIVEN): they are the running
+   statistics, read. */
+enum { BN_NONE = 0, BN_BATCH = 1, BN_GIVEN = 2 };
+#define BN_GAMMA1 0
+#define BN_BETA1 6
+#define BN_GAMMA2 12
+#define BN_BETA2 28
+#define BN_MEAN1 44
+#define BN_VAR1 50
+#define BN_MEAN2 56
+#define BN_VAR2 72
+#define BN_EPS 88
+#define BN_FLOATS 89
+#define GRAD_BN (6 + 6 + 16 + 16)  /* dgamma1 dbeta1 dgamma2 dbeta2, after the conv grads */
+#define MAX_PARTS 256
+
+int lenet5_bn_floats(void) { return BN_FLOATS; }
+
+/* scale = gamma / sqrt(var + eps), shift = beta - mean * scale: the affine the batch norm is,
+   once its statistics are known; identity without batch norm. */
+static void bn_affine(const float *bn, int mode, int block, float *scale, float *shift) {
+    int channels = block == 1 ? 6 : 16;
+    for (int c = 0; c < channels; c++) {
+        if (mode == BN_NONE) {
+            scale[c] = 1.0f;
+            shift[c] = 0.0f;
+            continue;
+        }
+        float gamma = bn[(block == 1 ? BN_GAMMA1 : BN_GAMMA2) + c];
+        float beta = bn[(block == 1 ? BN_BETA1 : BN_BETA2) + c];
+        float mean = bn[(block == 1 ? BN_MEAN1 : BN_MEAN2) + c];
+        float var = bn[(block == 1 ? BN_VAR1 : BN_VAR2) + c];
+        scale[c] = gamma / sqrtf(var + bn[BN_EPS]);
+        shift[c] = beta - mean * scale[c];
+    }
+}
+
+/* The batch's mean and biased variance from per-chunk sums, summed in chunk order. */
+static void bn_batch_stats(const double *sums, int parts, int channels, double count,
+                           float *mean, float *var) {
+    for (int c = 0; c < channels; c++) {
+        double s = 0.0, q = 0.0;
+        for (int k = 0; k < parts; k++) {
+            s += sums[k * 2 * channels + c];
+            q += sums[k * 2 * channels + channels + c];
+        }
+        double m = s / count, v = q / count - m * m;
+        mean[c] = (float)m;
+        var[c] = (float)(v > 0.0 ? v : 0.0);
+    }
+}
+
+static inline v16 to_v16(const float *p) { return load16(p); }
+
+/* One image through both blocks in one pass, its maps (kept in `maps`) still in L1 from one
+   layer to the next; the batch norms, if any, as the affine of known statistics. */
+static void forward_image(const float *x, const float *w1, const float *b1, const float *w2t,
+                          const float *b2, const float *scale1, const float *shift1,
+                          const float *scale2, const float *shift2, float *out, float *maps,
+                          int act, int pool) {
+    ALIGNED float xs[XS_SIZE];
+    float *a1 = maps, *p1 = maps + A1_SIZE, *a2 = maps + A1_SIZE + P1_SIZE;
+    shifted_input(x, xs);
+    conv1_raw(xs, w1, b1, a1);
+    act_pool1(a1, scale1, shift1, a1, p1, act, pool);
+    conv2_raw(p1, w2t, b2, a2);
+    act_pool2(a2, to_v16(scale2), to_v16(shift2), a2, out, act, pool);
+}
+
 /* n images: x (n,1,28,28) -> out (n,16,5,5), in `parts` parallel chunks. saved: n *
-   lenet5_saved_floats() floats, or, when save is 0, parts * lenet5_saved_floats() floats
-   of scratch. */
+   lenet5_saved_floats(bn_mode == BN_BATCH) floats, or, when save is 0 (and not BN_BATCH),
+   parts * lenet5_saved_floats(0) floats of scratch. */
 void lenet5_forward(int n, int parts, const float *x, const float *w1, const float *b1,
                     const float *w2, const float *b2, float *out, float *saved, int save,
-                    int act, int pool) {
+                    int act, int pool, int bn_mode, float *bn) {
     ALIGNED float w2t[150 * 16];
+    float scale1[6], shift1[6];
+    ALIGNED float scale2[16], shift2[16];
     transpose_w2(w2, w2t);
+    if (parts > MAX_PARTS) parts = MAX_PARTS;
+
+    if (bn_mode != BN_BATCH) {  /* one pass: each image's maps stay in L1 between layers */
+        bn_affine(bn, bn_mode, 1, scale1, shift1);
+        bn_affine(bn, bn_mode, 2, scale2, shift2);
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+        for (int k = 0; k < parts; k++)
+            for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++)
+                forward_image(x + (long)b * 784, w1, b1, w2t, b2, scale1, shift1, scale2, shift2,
+                              out + (long)b * 400, saved + (long)(save ? b : k) * SAVED_SIZE,
+                              act, pool);
+        return;
+    }
+    /* Batch statistics couple the images: three passes with a reduction between them. */
+    double sums1[MAX_PARTS][12], sums2[MAX_PARTS][32];
+    memset(sums1, 0, sizeof(double) * 12 * parts);
+    memset(sums2, 0, sizeof(double) * 32 * parts);
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
-        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++)
-            forward_one(x + (long)b * 784, w1, b1, w2t, b2, out + (long)b * 400,
-                        save ? saved + (long)b * SAVED_SIZE : saved + (long)k * SAVED_SIZE,
-                        act, pool);
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            ALIGNED float xs[XS_SIZE];
+            shifted_input(x + (long)b * 784, xs);
+            float *z1 = saved + (long)b * SAVED_SIZE_BN + Z1_OFFSET;
+            conv1_raw(xs, w1, b1, z1);
+            stats1(z1, sums1[k], sums1[k] + 6);
+        }
+    bn_batch_stats(&sums1[0][0], parts, 6, (double)n * 784, bn + BN_MEAN1, bn + BN_VAR1);
+    bn_affine(bn, bn_mode, 1, scale1, shift1);
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; k++)
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            float *m = saved + (long)b * SAVED_SIZE_BN;
+            act_pool1(m + Z1_OFFSET, scale1, shift1, m, m + A1_SIZE, act, pool);
+            conv2_raw(m + A1_SIZE, w2t, b2, m + Z2_OFFSET);
+            stats2(m + Z2_OFFSET, sums2[k], sums2[k] + 16);
+        }
+    bn_batch_stats(&sums2[0][0], parts, 16, (double)n * 100, bn + BN_MEAN2, bn + BN_VAR2);
+    bn_affine(bn, bn_mode, 2, scale2, shift2);
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; k++)
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            float *m = saved + (long)b * SAVED_SIZE_BN;
+            act_pool2(m + Z2_OFFSET, to_v16(scale2), to_v16(shift2), m + A1_SIZE + P1_SIZE,
+                      out + (long)b * 400, act, pool);
+        }
 }
+
+/* ---- backward stages, one image each ---- */
 
 /* Gradient at each position of a 2x2 window given the pooled gradient g; d0 and d1 (rows
    2i and 2i+1 of the map's gradient, A1_W apart) start zeroed. For max pooling, m is the
@@ -255,16 +429,9 @@ static void conv1_weight_grad(const float *dy, const float *xs, float *gw) {
     }
 }
 
-static void backward_one(const float *x, const float *w1, const float *w2, const float *saved,
-                         const float *gout, float *gw1, float *gb1, v16 *gw2t, v16 *gb2,
-                         int act, int pool) {
-    (void)w1;
-    ALIGNED float xs[XS_SIZE];
-    const float *a1 = saved, *p1 = saved + A1_SIZE, *a2 = saved + A1_SIZE + P1_SIZE;
-    shifted_input(x, xs);
-
-    /* pool2 and activation backward -> dy2 [100][16] */
-    v16 dy2[100];
+/* pool2 and activation backward: the gradient at conv2's (normalised) output, dy2[100]. */
+static void act_pool2_backward(const float *gout, const float *a2, v16 *dy2, int act,
+                               int pool) {
     for (int i = 0; i < 5; i++)
         for (int j = 0; j < 5; j++) {
             v16 g;
@@ -287,9 +454,13 @@ static void backward_one(const float *x, const float *w1, const float *w2, const
                     dy2[pix[k]] = select16(win == k, g, splat(0.0f)) * activation_slope(a[k], act);
             }
         }
-    for (int p = 0; p < 100; p++) *gb2 += dy2[p];
+}
 
-    /* conv2 weight gradient: gw2t[ci,ki,kj][co] += sum over pixels dy2 * p1 */
+/* conv2 backward from dz2 (gradient at its raw output): bias and weight gradients added to
+   gb2 and gw2t ([150] vectors of 16 output channels), input gradient into dp1[6][14][16]. */
+static void conv2_backward(const v16 *dz2, const float *p1, const float *w2, v16 *gw2t,
+                           v16 *gb2, float *dp1) {
+    for (int p = 0; p < 100; p++) *gb2 += dz2[p];
     for (int ci = 0; ci < 6; ci++)
         for (int ki = 0; ki < 5; ki++) {
             v16 *g = gw2t + (ci * 5 + ki) * 5;
@@ -297,21 +468,19 @@ static void backward_one(const float *x, const float *w1, const float *w2, const
             for (int i = 0; i < 10; i++) {
                 const float *row = p1 + (ci * 14 + i + ki) * 14;
                 for (int j = 0; j < 10; j++) {
-                    v16 d = dy2[i * 10 + j];
+                    v16 d = dz2[i * 10 + j];
                     for (int kj = 0; kj < 5; kj++) acc[kj] += d * row[j + kj];
                 }
             }
             for (int kj = 0; kj < 5; kj++) g[kj] = acc[kj];
         }
-
-    /* conv2 input gradient (a transposed convolution), vectorised along each 14-wide row:
-       dp1[ci][y][x] = sum_{co,ki,kj} w2[co][ci][ki][kj] * dy2[co][y-ki][x-kj] */
-    ALIGNED float dyc[16 * 10 * DYC_W];
-    memset(dyc, 0, sizeof dyc);
+    /* the input gradient is a transposed convolution, vectorised along each 14-wide row:
+       dp1[ci][y][x] = sum_{co,ki,kj} w2[co][ci][ki][kj] * dz2[co][y-ki][x-kj] */
+    ALIGNED float dzc[16 * 10 * DYC_W];
+    memset(dzc, 0, sizeof dzc);
     for (int p = 0; p < 100; p++)
         for (int co = 0; co < 16; co++)
-            dyc[(co * 10 + p / 10) * DYC_W + 4 + p % 10] = dy2[p][co];
-    ALIGNED float dp1[6 * 14 * 16];
+            dzc[(co * 10 + p / 10) * DYC_W + 4 + p % 10] = dz2[p][co];
     for (int y = 0; y < 14; y++) {
         v16 acc[6];
         for (int ci = 0; ci < 6; ci++) acc[ci] = splat(0.0f);
@@ -319,7 +488,7 @@ static void backward_one(const float *x, const float *w1, const float *w2, const
             int r = y - ki;
             if (r < 0 || r > 9) continue;
             for (int co = 0; co < 16; co++) {
-                const float *row = dyc + (co * 10 + r) * DYC_W + 4;
+                const float *row = dzc + (co * 10 + r) * DYC_W + 4;
                 for (int kj = 0; kj < 5; kj++) {
                     v16 v = load16(row - kj);
                     for (int ci = 0; ci < 6; ci++)
@@ -329,57 +498,199 @@ static void backward_one(const float *x, const float *w1, const float *w2, const
         }
         for (int ci = 0; ci < 6; ci++) store16(dp1 + (ci * 14 + y) * 16, acc[ci]);
     }
+}
 
-    /* pool1 and activation backward, then conv1 weight gradient, one channel at a time */
-    ALIGNED float dy1[28 * A1_W];
+/* pool1 and activation backward: the gradient at conv1's (normalised) output,
+   dy1[6][28][32], spare columns 0. */
+static void act_pool1_backward(const float *dp1, const float *a1, const float *p1, float *dy1,
+                               int act, int pool) {
+    memset(dy1, 0, sizeof(float) * A1_SIZE);
     for (int c = 0; c < 6; c++) {
-        memset(dy1, 0, sizeof dy1);
+        float *d = dy1 + c * 28 * A1_W;
         for (int i = 0; i < 14; i++) {
             const float *r0 = a1 + (c * 28 + 2 * i) * A1_W, *r1 = r0 + A1_W;
             for (int j = 0; j < 14; j++)
                 unpool4(dp1[(c * 14 + i) * 16 + j], p1[(c * 14 + i) * 14 + j], r0, r1, j,
-                        dy1 + 2 * i * A1_W, pool);
+                        d + 2 * i * A1_W, pool);
         }
-        v16 bias_acc = splat(0.0f);
         for (int i = 0; i < 28; i++) {
             const float *arow = a1 + (c * 28 + i) * A1_W;
-            float *d = dy1 + i * A1_W;
-            v16 lo = load16(d) * activation_slope(load16(arow), act);
-            v16 hi = load16(d + 16) * activation_slope(load16(arow + 16), act);
-            store16(d, lo);
-            store16(d + 16, hi);  /* columns 28..31 stay 0: their dy1 was 0 */
-            bias_acc += lo + hi;
+            float *row = d + i * A1_W;
+            store16(row, load16(row) * activation_slope(load16(arow), act));
+            store16(row + 16, load16(row + 16) * activation_slope(load16(arow + 16), act));
         }
-        gb1[c] += hsum(bias_acc);
-        conv1_weight_grad(dy1, xs, gw1 + c * 25);
     }
 }
 
-static void backward_chunk(int start, int stop, const float *x, const float *w1,
-                           const float *w2, const float *saved, const float *gout, float *grads,
-                           int act, int pool) {
-    v16 gw2t[150], gbias2 = splat(0.0f);
-    float *gw1 = grads, *gb1 = grads + 150, *gw2 = grads + 156, *gb2 = grads + 2556;
-    memset(gw2t, 0, sizeof gw2t);
-    memset(grads, 0, 156 * sizeof(float));
-    for (int b = start; b < stop; b++)
-        backward_one(x + (long)b * 784, w1, w2, saved + (long)b * SAVED_SIZE, gout + (long)b * 400,
-                     gw1, gb1, gw2t, &gbias2, act, pool);
-    for (int co = 0; co < 16; co++) {
-        gb2[co] = gbias2[co];
-        for (int k = 0; k < 150; k++) gw2[co * 150 + k] = gw2t[k][co];
+/* conv1's bias and weight gradients from dz1 (gradient at its raw output), added to gb1, gw1. */
+static void conv1_backward(const float *dz1, const float *xs, float *gw1, float *gb1) {
+    for (int c = 0; c < 6; c++) {
+        const float *d = dz1 + c * 28 * A1_W;
+        v16 s = splat(0.0f);
+        for (int i = 0; i < 28; i++) s += load16(d + i * A1_W) + load16(d + i * A1_W + 16);
+        gb1[c] += hsum(s);
+        conv1_weight_grad(d, xs, gw1 + c * 25);
     }
 }
 
-/* Backward of lenet5_forward given gout (n,16,5,5): chunk k's gradients of conv1's weight
+/* Backward of lenet5_forward given gout (n,16,5,5). Chunk k's gradients of conv1's weight
    (6,1,5,5) and bias (6) and conv2's weight (16,6,5,5) and bias (16) are written, in that
-   order, to row k of grads (parts rows of GRAD_FLOATS). */
-void lenet5_backward(int n, int parts, const float *x, const float *w1, const float *w2,
-                     const float *saved, const float *gout, float *grads, int act, int pool) {
+   order, to row k of grads (parts rows of GRAD_FLOATS), then the batch norm's dgamma1,
+   dbeta1, dgamma2, dbeta2 (row 0 holds them whole; other rows 0). With BN_BATCH, scratch
+   holds n * (A1_SIZE + A2_SIZE) floats. */
+void lenet5_backward(int n, int parts, const float *x, const float *w2, const float *saved, const float *gout, float *grads, int act, int pool,
+                     int bn_mode, const float *bn, float *scratch) {
+    if (parts > MAX_PARTS) parts = MAX_PARTS;
+    memset(grads, 0, sizeof(float) * GRAD_FLOATS * parts);
+    int stride = bn_mode == BN_BATCH ? SAVED_SIZE_BN : SAVED_SIZE;
+
+    if (bn_mode != BN_BATCH) {
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
-    for (int k = 0; k < parts; k++)
-        backward_chunk(chunk_start(n, parts, k), chunk_start(n, parts, k + 1), x, w1, w2, saved,
-                       gout, grads + (long)k * GRAD_FLOATS, act, pool);
+        for (int k = 0; k < parts; k++) {
+            float *row = grads + (long)k * GRAD_FLOATS;
+            v16 gw2t[150], gb2 = splat(0.0f);
+            memset(gw2t, 0, sizeof gw2t);
+            for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+                ALIGNED float xs[XS_SIZE], dp1[6 * 14 * 16], dy1[A1_SIZE];
+                v16 dy2[100];
+                const float *m = saved + (long)b * stride;
+                act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
+                conv2_backward(dy2, m + A1_SIZE, w2, gw2t, &gb2, dp1);
+                act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
+                shifted_input(x + (long)b * 784, xs);
+                conv1_backward(dy1, xs, row, row + 150);
+            }
+            for (int co = 0; co < 16; co++) {
+                row[2556 + co] = gb2[co];
+                for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j][co];
+            }
+        }
+        return;
+    }
+
+    /* Batch norm over the batch: dz = gamma*rstd * (dy - mean(dy) - xhat * mean(dy*xhat)),
+       so each block needs the batch's sums of dy and dy*xhat before it can go on. */
+    const float eps = bn[BN_EPS];
+    float rstd1[6], rstd2v[16];
+    for (int c = 0; c < 6; c++) rstd1[c] = 1.0f / sqrtf(bn[BN_VAR1 + c] + eps);
+    for (int c = 0; c < 16; c++) rstd2v[c] = 1.0f / sqrtf(bn[BN_VAR2 + c] + eps);
+    v16 rstd2 = load16(rstd2v), mean2 = load16(bn + BN_MEAN2), gamma2 = load16(bn + BN_GAMMA2);
+    double s2[MAX_PARTS][32], s1[MAX_PARTS][12];
+    memset(s2, 0, sizeof(double) * 32 * parts);
+    memset(s1, 0, sizeof(double) * 12 * parts);
+    const long scratch_stride = A1_SIZE + A2_SIZE;
+
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; k++) {
+        v16 sdy = splat(0.0f), sdyx = splat(0.0f);
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            const float *m = saved + (long)b * stride;
+            v16 *dy2 = (v16 *)(void *)(scratch + b * scratch_stride + A1_SIZE);
+            act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
+            for (int p = 0; p < 100; p++) {
+                v16 xhat = (load16(m + Z2_OFFSET + p * 16) - mean2) * rstd2;
+                sdy += dy2[p];
+                sdyx += dy2[p] * xhat;
+            }
+        }
+        for (int c = 0; c < 16; c++) {
+            s2[k][c] = sdy[c];
+            s2[k][16 + c] = sdyx[c];
+        }
+    }
+    ALIGNED float dbeta2[16], dgamma2[16];
+    for (int c = 0; c < 16; c++) {
+        double a = 0.0, g = 0.0;
+        for (int k = 0; k < parts; k++) {
+            a += s2[k][c];
+            g += s2[k][16 + c];
+        }
+        dbeta2[c] = (float)a;
+        dgamma2[c] = (float)g;
+    }
+    const float inv2 = 1.0f / (100.0f * n), inv1 = 1.0f / (784.0f * n);
+    v16 mdy2 = load16(dbeta2) * inv2, mdyx2 = load16(dgamma2) * inv2;
+
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; k++) {
+        float *row = grads + (long)k * GRAD_FLOATS;
+        v16 gw2t[150], gb2 = splat(0.0f), mask = hi_mask();
+        memset(gw2t, 0, sizeof gw2t);
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            ALIGNED float dp1[6 * 14 * 16];
+            const float *m = saved + (long)b * stride;
+            float *dy1 = scratch + b * scratch_stride;
+            v16 *dz2 = (v16 *)(void *)(dy1 + A1_SIZE);
+            for (int p = 0; p < 100; p++) {
+                v16 xhat = (load16(m + Z2_OFFSET + p * 16) - mean2) * rstd2;
+                dz2[p] = gamma2 * rstd2 * (dz2[p] - mdy2 - xhat * mdyx2);
+            }
+            conv2_backward(dz2, m + A1_SIZE, w2, gw2t, &gb2, dp1);
+            act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
+            for (int c = 0; c < 6; c++) {
+                v16 sdy = splat(0.0f), sdyx = splat(0.0f);
+                float mean = bn[BN_MEAN1 + c];
+                for (int i = 0; i < 28; i++) {
+                    const float *z = m + Z1_OFFSET + (c * 28 + i) * A1_W;
+                    const float *d = dy1 + (c * 28 + i) * A1_W;
+                    v16 lo = load16(d), hi = load16(d + 16);  /* spare lanes are 0 */
+                    sdy += lo + hi;
+                    sdyx += lo * ((load16(z) - mean) * rstd1[c])
+                          + hi * ((load16(z + 16) - mean) * rstd1[c]) * mask;
+                }
+                s1[k][c] += hsum(sdy);
+                s1[k][6 + c] += hsum(sdyx);
+            }
+        }
+        for (int co = 0; co < 16; co++) {
+            row[2556 + co] = gb2[co];
+            for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j][co];
+        }
+    }
+    float dbeta1[6], dgamma1[6];
+    for (int c = 0; c < 6; c++) {
+        double a = 0.0, g = 0.0;
+        for (int k = 0; k < parts; k++) {
+            a += s1[k][c];
+            g += s1[k][6 + c];
+        }
+        dbeta1[c] = (float)a;
+        dgamma1[c] = (float)g;
+    }
+
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; k++) {
+        float *row = grads + (long)k * GRAD_FLOATS;
+        v16 mask = hi_mask();
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            ALIGNED float xs[XS_SIZE];
+            const float *m = saved + (long)b * stride;
+            float *dz1 = scratch + b * scratch_stride;
+            for (int c = 0; c < 6; c++) {
+                float mean = bn[BN_MEAN1 + c], f = bn[BN_GAMMA1 + c] * rstd1[c];
+                float mdy = dbeta1[c] * inv1, mdyx = dgamma1[c] * inv1;
+                for (int i = 0; i < 28; i++) {
+                    const float *z = m + Z1_OFFSET + (c * 28 + i) * A1_W;
+                    float *d = dz1 + (c * 28 + i) * A1_W;
+                    v16 xlo = (load16(z) - mean) * rstd1[c];
+                    v16 xhi = (load16(z + 16) - mean) * rstd1[c];
+                    store16(d, f * (load16(d) - mdy - xlo * mdyx));
+                    store16(d + 16, f * (load16(d + 16) - mdy - xhi * mdyx) * mask);
+                }
+            }
+            shifted_input(x + (long)b * 784, xs);
+            conv1_backward(dz1, xs, row, row + 150);
+        }
+    }
+    float *bn_grads = grads + 2572;
+    for (int c = 0; c < 6; c++) {
+        bn_grads[c] = dgamma1[c];
+        bn_grads[6 + c] = dbeta1[c];
+    }
+    for (int c = 0; c < 16; c++) {
+        bn_grads[12 + c] = dgamma2[c];
+        bn_grads[28 + c] = dbeta2[c];
+    }
 }
 
 /* y = W x + b for one example, W (out, in) row-major; then the activation unless last. */
@@ -410,7 +721,7 @@ static void dense(const float *w, const float *b, const float *x, float *y, int 
    images: n uint8 28x28 images (scaled by 1/255 here) if x8 is not NULL, else x (floats).
    The dense layers: sizes[0] = 400 inputs, then n_dense outputs sizes[1..n_dense], each
    layer's weights (out, in) and bias, activation after all but the last.
-   scratch: lenet5_saved_floats() + 2 * (largest size) floats. */
+   scratch: lenet5_saved_floats(0) + 2 * (largest size) floats. */
 void lenet5_logits(int n, const unsigned char *x8, const float *x, const float *w1,
                    const float *b1, const float *w2, const float *b2, int n_dense,
                    const int *sizes, const float *const *weights, const float *const *biases,
@@ -418,6 +729,10 @@ void lenet5_logits(int n, const unsigned char *x8, const float *x, const float *
     ALIGNED float w2t[150 * 16];
     ALIGNED float image[784];
     transpose_w2(w2, w2t);
+    float scale1[6], shift1[6];
+    ALIGNED float scale2[16], shift2[16];
+    bn_affine(NULL, BN_NONE, 1, scale1, shift1);
+    bn_affine(NULL, BN_NONE, 2, scale2, shift2);
     int widest = 0;
     for (int k = 0; k <= n_dense; k++) widest = sizes[k] > widest ? sizes[k] : widest;
     float *maps = scratch, *h0 = scratch + SAVED_SIZE, *h1 = h0 + widest;
@@ -427,7 +742,7 @@ void lenet5_logits(int n, const unsigned char *x8, const float *x, const float *
             for (int i = 0; i < 784; i++) image[i] = x8[(long)b * 784 + i] * (1.0f / 255.0f);
             in = image;
         }
-        forward_one(in, w1, b1, w2t, b2, h0, maps, act, pool);
+        forward_image(in, w1, b1, w2t, b2, scale1, shift1, scale2, shift2, h0, maps, act, pool);
         for (int k = 0; k < n_dense; k++) {
             int last = k == n_dense - 1;
             dense(weights[k], biases[k], h0, last ? logits + (long)b * sizes[n_dense] : h1,

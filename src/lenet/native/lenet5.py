@@ -25,10 +25,14 @@ ACTIVATIONS = {"sigmoid": 0, "relu": 1}
 POOLS = {"avg": 0, "max": 1}
 INPUT_SHAPE = (1, 28, 28)
 OUTPUT_SHAPE = (16, 5, 5)
-GRAD_SIZES = (150, 6, 2400, 16)  # conv1 weight, conv1 bias, conv2 weight, conv2 bias
+# conv1 weight, conv1 bias, conv2 weight, conv2 bias; then the batch norms' gamma1, beta1,
+# gamma2, beta2 (zero without batch norm)
+GRAD_SIZES = (150, 6, 2400, 16, 6, 6, 16, 16)
 GRAD_FLOATS = sum(GRAD_SIZES)
+BN_NONE, BN_BATCH, BN_GIVEN = 0, 1, 2  # no batch norm; batch statistics; running statistics
+SCRATCH_FLOATS = 6 * 28 * 32 + 100 * 16  # per image, for the batch norms' backward
 MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _float_p = ctypes.c_void_p
 
@@ -42,12 +46,14 @@ def library() -> ctypes.CDLL | None:
     if lib.lenet5_abi_version() != ABI_VERSION:
         return None
     lib.lenet5_saved_floats.restype = ctypes.c_int
+    lib.lenet5_saved_floats.argtypes = [ctypes.c_int]
     lib.lenet5_parallel.restype = ctypes.c_int
     ints = [ctypes.c_int, ctypes.c_int]
     lib.lenet5_forward.restype = None
-    lib.lenet5_forward.argtypes = [*ints, *[_float_p] * 7, *[ctypes.c_int] * 3]
+    lib.lenet5_forward.argtypes = [*ints, *[_float_p] * 7, *[ctypes.c_int] * 4, _float_p]
     lib.lenet5_backward.restype = None
-    lib.lenet5_backward.argtypes = [*ints, *[_float_p] * 6, *ints]
+    lib.lenet5_backward.argtypes = [*ints, *[_float_p] * 5, *[ctypes.c_int] * 3, _float_p,
+                                    _float_p]
     lib.lenet5_logits.restype = None
     lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 6, ctypes.c_int, *[_float_p] * 5,
                                   *ints]
@@ -77,43 +83,88 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
+def _bn_buffer(bn1: nn.BatchNorm2d, bn2: nn.BatchNorm2d, mode: int) -> torch.Tensor:
+    """The kernel's batch norm block: gamma1 beta1 gamma2 beta2 mean1 var1 mean2 var2 eps
+    (the statistics are the running ones for BN_GIVEN, filled in by the kernel for
+    BN_BATCH)."""
+    parts = [bn1.weight, bn1.bias, bn2.weight, bn2.bias]
+    if mode == BN_GIVEN:
+        parts += [bn1.running_mean, bn1.running_var, bn2.running_mean, bn2.running_var]
+    else:
+        parts += [bn1.weight.new_zeros(44)]
+    eps = bn1.weight.new_tensor([bn1.eps])
+    return torch.cat([t.detach().float().reshape(-1) for t in parts] + [eps])
+
+
 class _ConvBlocks(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, activation, pool):
+    def forward(ctx, x, w1, b1, w2, b2, gamma1, beta1, gamma2, beta2, bn, activation, pool,
+                bn_mode):
         lib = library()
         x, w1, b1, w2, b2 = (t.detach().contiguous() for t in (x, w1, b1, w2, b2))
         n = x.shape[0]
         parts = _parts(lib, n)
-        save = any(ctx.needs_input_grad[1:5])
+        save = any(ctx.needs_input_grad[1:9])
         out = x.new_empty((n, *OUTPUT_SHAPE))
-        saved = x.new_empty(((n if save else parts), lib.lenet5_saved_floats()))
-        codes = ACTIVATIONS[activation], POOLS[pool]
+        per_image = lib.lenet5_saved_floats(int(bn_mode == BN_BATCH))
+        saved = x.new_empty(((n if save or bn_mode == BN_BATCH else parts), per_image))
+        bn = bn if bn is not None else x.new_zeros(1)
+        codes = ACTIVATIONS[activation], POOLS[pool], bn_mode
         lib.lenet5_forward(n, parts, _ptr(x), _ptr(w1), _ptr(b1), _ptr(w2), _ptr(b2), _ptr(out),
-                           _ptr(saved), int(save), *codes)
+                           _ptr(saved), int(save), *codes, _ptr(bn))
         if save:
-            ctx.save_for_backward(x, w1, w2, saved)
+            ctx.save_for_backward(x, w2, saved, bn)
             ctx.codes = codes
-        return out
+        stats = bn[44:88].clone()  # the batch's means and variances, for the running ones
+        ctx.mark_non_differentiable(stats)
+        return out, stats
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_stats):
         lib = library()
-        x, w1, w2, saved = ctx.saved_tensors
+        x, w2, saved, bn = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        parts = _parts(lib, x.shape[0])
+        n = x.shape[0]
+        parts = _parts(lib, n)
         grads = x.new_empty((parts, GRAD_FLOATS))
-        lib.lenet5_backward(x.shape[0], parts, _ptr(x), _ptr(w1), _ptr(w2), _ptr(saved),
-                            _ptr(grad_out), _ptr(grads), *ctx.codes)
+        scratch = x.new_empty((n, SCRATCH_FLOATS) if ctx.codes[2] == BN_BATCH else 1)
+        lib.lenet5_backward(n, parts, _ptr(x), _ptr(w2), _ptr(saved), _ptr(grad_out),
+                            _ptr(grads), *ctx.codes, _ptr(bn), _ptr(scratch))
         total = grads[0] if parts == 1 else grads.sum(0)
-        gw1, gb1, gw2, gb2 = total.split(GRAD_SIZES)
-        return (None, gw1.view(6, 1, 5, 5), gb1, gw2.view(16, 6, 5, 5), gb2, None, None)
+        gw1, gb1, gw2, gb2, gg1, gbe1, gg2, gbe2 = total.split(GRAD_SIZES)
+        bn_grads = (gg1, gbe1, gg2, gbe2) if ctx.codes[2] == BN_BATCH else (None,) * 4
+        return (None, gw1.view(6, 1, 5, 5), gb1, gw2.view(16, 6, 5, 5), gb2, *bn_grads,
+                None, None, None, None)
 
 
-def conv_blocks(x: torch.Tensor, conv1: torch.nn.Conv2d, conv2: torch.nn.Conv2d,
-                activation: str, pool: str) -> torch.Tensor:
-    """(B, 1, 28, 28) float32 CPU -> (B, 16, 5, 5): LeNet-5's two conv blocks, fused."""
-    return _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
-                             activation, pool)
+def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation: str,
+                pool: str, bn1: nn.BatchNorm2d | None = None,
+                bn2: nn.BatchNorm2d | None = None) -> torch.Tensor:
+    """(B, 1, 28, 28) float32 CPU -> (B, 16, 5, 5): LeNet-5's two conv blocks, fused, with a
+    batch norm after each convolution if given (batch statistics in training mode, the
+    running ones otherwise; the running ones are updated as PyTorch does)."""
+    if bn1 is None:
+        out, _ = _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
+                                   None, None, None, None, None, activation, pool, BN_NONE)
+        return out
+    mode = BN_BATCH if bn1.training else BN_GIVEN
+    out, stats = _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
+                                   bn1.weight, bn1.bias, bn2.weight, bn2.bias,
+                                   _bn_buffer(bn1, bn2, mode), activation, pool, mode)
+    if mode == BN_BATCH:
+        _update_running_stats(bn1, stats[:6], stats[6:12], x.shape[0] * 784)
+        _update_running_stats(bn2, stats[12:28], stats[28:44], x.shape[0] * 100)
+    return out
+
+
+@torch.no_grad()
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
+                          count: int) -> None:
+    """As nn.BatchNorm2d does in training: momentum average, unbiased variance."""
+    bn.num_batches_tracked.add_(1)
+    bn.running_mean.mul_(1 - bn.momentum).add_(mean, alpha=bn.momentum)
+    bn.running_var.mul_(1 - bn.momentum).add_(var * (count / max(count - 1, 1)),
+                                              alpha=bn.momentum)
 
 
 class WholeNetwork:
@@ -141,7 +192,7 @@ class WholeNetwork:
         self._weights = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[0::2]))
         self._biases = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[1::2]))
         self._n_dense = len(linears)
-        self._scratch = np.zeros(lib.lenet5_saved_floats() + 2 * max(sizes), np.float32)
+        self._scratch = np.zeros(lib.lenet5_saved_floats(0) + 2 * max(sizes), np.float32)
         self._logits = np.zeros(sizes[-1], np.float32)
         self._codes = ACTIVATIONS[activation], POOLS[pool]
         self._conv = [t.data_ptr() for t in self._tensors[:4]]
