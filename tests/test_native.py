@@ -188,3 +188,28 @@ def test_native_single_image_path_matches_pytorch(name, settings, native):
         np.testing.assert_allclose(fast.logits_one(image), logits, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="28, 28"):
         fast.logits_one(images[0][:20])
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-modern"])
+def test_batch_norm_blocks_train_like_pytorchs(name):
+    config = with_settings(MODELS[name], {"batch_norm": "true"})
+    plain = build_model(config, seed=0)
+    fast = prepare_model(build_model(config, seed=0), CPU)
+    assert isinstance(fast, FusedSequential) and fast.fused[2]
+    x, y = torch.rand(40, 1, 28, 28), torch.arange(40) % 10
+    for model in (plain, fast):
+        optim = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+        for _ in range(4):
+            optim.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optim.step()
+    # weights, biases, batch norm parameters and running statistics all follow PyTorch
+    for (key, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=key)
+    plain.eval()
+    fast.eval()
+    with torch.no_grad():  # eval mode: the running statistics, fused
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    # eval mode with gradients (frozen batch norm, fine-tuning): PyTorch's layers
+    fast(x).sum().backward()
+    assert fast.conv1.weight.grad is not None

@@ -106,3 +106,15 @@ def test_benchmark_measurements_on_small_data(tmp_path, isolated_sources):
                                     data.test.images, calls=20, batch=64)
     assert 0 < speed.median_ms <= speed.p99_ms and speed.batch_images_per_sec > 0
     assert measure.TRAIN_FLOP_PER_EXAMPLE == 2_263_920
+
+
+def test_time_to_accuracy_watches_the_epoch_table(tmp_path, isolated_sources):
+    write_dataset(tmp_path / "d", n_train=400, n_test=100)
+    reached = measure.time_to_accuracy(["--dataset", str(tmp_path / "d"), "--model",
+                                        "lenet5-modern", "--optimizer", "adam", "--lr", "0.01",
+                                        "--batch-size", "20", "--epochs", "8"], target=0.5)
+    assert reached.accuracy >= 0.5 and 1 <= reached.epochs < 8
+    assert 0 < reached.seconds <= reached.command_seconds
+    assert measure._epoch_accuracy("    2      0.3534     0.8722     0.3314    0.8782"
+                                    "       20,050       3.0") == 0.8782
+    assert measure._epoch_accuracy("epoch  train loss  train acc  test loss  test acc") == -1

@@ -8,6 +8,7 @@ pieces themselves stay pure.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
 import time
@@ -103,6 +104,7 @@ def resume(run_dir: str | Path, *, console: Console | None = None,
 def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, console: Console,
          stop: StopRequest | None) -> RunResult:
     started = time.perf_counter()  # elapsed times include data loading and set-up
+    _import_in_background()
     device = pick_device(config.device)
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -219,6 +221,25 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
     console.print(f"results in {run.path}: {RunDir.METRICS}, {RunDir.CURVES}, "
                   f"{checkpoint.FILENAME}, {RunDir.RESULTS}")
     return RunResult(run.path, history, True, speed, device_name, final)
+
+
+# Slow first imports that a run needs later: torch's optimizers import torch._dynamo at the
+# first optimizer (about 2 s), and the curves at the end need matplotlib (about 1 s).
+LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
+def _import_in_background() -> None:
+    """Start those imports on a thread: data loading (zlib, MD5, numpy: the GIL released)
+    and training (kernels without the GIL) overlap them, instead of waiting for them. An
+    import that fails here fails again where it is needed, with its real error."""
+    def run() -> None:
+        for name in LATER_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except Exception:  # reported where the module is used
+                return
+
+    threading.Thread(target=run, name="lenet-imports", daemon=True).start()
 
 
 def _model_config(config: TrainConfig, classes: tuple[str, ...], image_size: tuple[int, int],

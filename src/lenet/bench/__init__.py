@@ -92,7 +92,8 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
             "loading included")
         reached = measure.time_to_accuracy(["--recipe", "fast"])
         seconds = f"{reached.seconds:.1f} s" if reached.seconds else "not reached"
-        say(f"  {' '.join(reached.command)}: {seconds} ({reached.epochs} epochs, test accuracy "
+        say(f"  {' '.join(reached.command)}: 0.90 printed after {seconds}; the whole command "
+            f"{reached.command_seconds:.1f} s ({reached.epochs} epochs, test accuracy "
             f"{reached.accuracy:.4f}; target <= 15 s)")
         report["time_to_0.90"] = asdict(reached)
 
