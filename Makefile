@@ -31,7 +31,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 bench: data
-	$(BIN)/python benchmarks/train_speed.py $(ARGS)
+	$(BIN)/lenet bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -213,3 +213,17 @@ def test_batch_norm_blocks_train_like_pytorchs(name):
     # eval mode with gradients (frozen batch norm, fine-tuning): PyTorch's layers
     fast(x).sum().backward()
     assert fast.conv1.weight.grad is not None
+
+
+def test_native_single_images_from_many_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lenet.inference import Predictor
+
+    predictor = Predictor(build_model(MODELS["lenet5"], seed=2), [str(k) for k in range(10)],
+                          backend="native")
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8).numpy()
+    want = predictor.logits(images).numpy()
+    with ThreadPoolExecutor(4) as pool:  # the kernel runs without the GIL
+        got = list(pool.map(predictor.logits_one, list(images) * 4))
+    np.testing.assert_allclose(np.stack(got), np.concatenate([want] * 4), rtol=1e-4, atol=1e-5)

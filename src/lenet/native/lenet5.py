@@ -13,6 +13,7 @@ not depend on timing (they do on the thread count, as PyTorch's own do).
 from __future__ import annotations
 
 import ctypes
+import threading
 from functools import cache
 
 import numpy as np
@@ -192,8 +193,9 @@ class WholeNetwork:
         self._weights = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[0::2]))
         self._biases = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[1::2]))
         self._n_dense = len(linears)
-        self._scratch = np.zeros(lib.lenet5_saved_floats(0) + 2 * max(sizes), np.float32)
-        self._logits = np.zeros(sizes[-1], np.float32)
+        self._scratch_floats = lib.lenet5_saved_floats(0) + 2 * max(sizes)
+        self._classes = sizes[-1]
+        self._buffers = threading.local()  # the kernel runs without the GIL: one set a thread
         self._codes = ACTIVATIONS[activation], POOLS[pool]
         self._conv = [t.data_ptr() for t in self._tensors[:4]]
 
@@ -223,8 +225,12 @@ class WholeNetwork:
         image = np.ascontiguousarray(image, dtype=np.uint8)
         if image.shape != INPUT_SHAPE[1:]:
             raise ValueError(f"images must be {INPUT_SHAPE[1:]}, got {image.shape}")
+        buffers = self._buffers
+        if not hasattr(buffers, "scratch"):
+            buffers.scratch = np.zeros(self._scratch_floats, np.float32)
+        logits = np.empty(self._classes, np.float32)
         self._lib.lenet5_logits(1, image.ctypes.data, None, *self._conv, self._n_dense,
                                 ctypes.addressof(self._sizes), ctypes.addressof(self._weights),
-                                ctypes.addressof(self._biases), self._logits.ctypes.data,
-                                self._scratch.ctypes.data, *self._codes)
-        return self._logits.copy()
+                                ctypes.addressof(self._biases), logits.ctypes.data,
+                                buffers.scratch.ctypes.data, *self._codes)
+        return logits
