@@ -25,8 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
         p.add_argument("--data-dir", metavar="DIR", help="where the run's dataset is")
         p.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="inference engine: auto takes ONNX Runtime on the CPU when "
-                            "installed [auto]")
+                       help="inference engine: auto takes lenet's native kernel where it "
+                            "runs (LeNet-5 on the CPU), else ONNX Runtime on the CPU when "
+                            "installed, else PyTorch [auto]")
         return p
 
     p = run_parser("evaluate", "loss, accuracy, per-class metrics and a confusion matrix")
