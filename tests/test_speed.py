@@ -102,6 +102,7 @@ def test_benchmark_measurements_on_small_data(tmp_path, isolated_sources):
     assert measure.matmul_gflops(torch.float32, n=128, seconds=0.05) > 0
     config = TrainConfig(dataset=str(tmp_path / "d"), batch_size=32, device="cpu")
     assert measure.steps_per_second(data, config, steps=5) > 0
+    assert measure.steps_per_second(data, config.replace(precision="fp16"), steps=5) > 0
     speed = measure.inference_speed(Predictor(build_model(MODELS["lenet5"]), list("abcdefghij")),
                                     data.test.images, calls=20, batch=64)
     assert 0 < speed.median_ms <= speed.p99_ms and speed.batch_images_per_sec > 0
@@ -118,3 +119,33 @@ def test_time_to_accuracy_watches_the_epoch_table(tmp_path, isolated_sources):
     assert measure._epoch_accuracy("    2      0.3534     0.8722     0.3314    0.8782"
                                     "       20,050       3.0") == 0.8782
     assert measure._epoch_accuracy("epoch  train loss  train acc  test loss  test acc") == -1
+
+
+def test_fp16_training_scales_the_loss_and_resumes_exactly(synthetic, tmp_path, monkeypatch):
+    import functools
+
+    from conftest import StopAfter
+
+    from lenet import checkpoint
+
+    # grow the loss scale every 4 steps (not 2,000), so that its state changes in this short
+    # run and a resume that lost it would differ
+    monkeypatch.setattr(torch.amp, "GradScaler",
+                        functools.partial(torch.amp.GradScaler, growth_interval=4))
+
+    def config(name):
+        return TrainConfig(dataset="synthetic", model="lenet5-modern", epochs=3, batch_size=20,
+                           optimizer="adam", lr=0.01, device="cpu", precision="fp16",
+                           out_dir=str(tmp_path), name=name)
+
+    full = runner.train(config("full"), console=QUIET)
+    assert full.history[-1]["test_acc"] > 0.5
+    scaler = checkpoint.load(full.run_dir)["scaler_state"]
+    assert scaler["scale"] != 65536.0  # it moved (grew, or backed off after overflows)
+    cut = runner.train(config("cut"), console=QUIET, stop=StopAfter(13))
+    assert not cut.completed
+    resumed = runner.resume(cut.run_dir, console=QUIET)
+    for a, b in zip(checkpoint.load(full.run_dir)["model_state"].values(),
+                    checkpoint.load(resumed.run_dir)["model_state"].values(), strict=True):
+        assert torch.equal(a, b)
+    assert checkpoint.load(resumed.run_dir)["scaler_state"] == scaler

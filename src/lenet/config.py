@@ -20,7 +20,7 @@ from .models import MODELS
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "one-cycle")
 AUGMENTATIONS = (None, "flip", "shift", "flip+shift")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 # Named recipes: option values that `--recipe NAME` sets before any explicit option.
@@ -63,7 +63,7 @@ class TrainConfig:
     val_split: float | None = None  # hold out this fraction of train instead of using test
     resize: tuple[int, int] | None = None
     augment: str | None = None  # "flip", "shift" or "flip+shift", applied per batch
-    precision: str = "fp32"  # "bf16": autocast matmuls and convolutions (AMX, tensor cores)
+    precision: str = "fp32"  # "bf16"/"fp16": autocast matmuls and convolutions (tensor cores)
     target_accuracy: float | None = None  # stop after the first epoch that reaches it
     eval_batch_size: int = 1024
     # Where and how to run: recorded, but they do not change what is computed.

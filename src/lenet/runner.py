@@ -32,7 +32,7 @@ from .plots import plot_curves
 from .rundir import RunDir, environment
 from .training import EpochTotals, EvalResult, NonFiniteLossError, evaluate, train_one_epoch
 
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Options that may differ when a run is resumed: where it runs, not what it computes.
 RESUMABLE_OVERRIDES = {"device", "threads", "data_dir", "epochs"}
 
@@ -117,12 +117,15 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
     model = prepare_model(build_model(model_config), device)
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(loaders.train))
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     history: list[dict[str, Any]] = []
     start_epoch, totals = 0, None
     if payload is not None:
         model.load_state_dict(payload["model_state"])
         optimizer.load_state_dict(payload["optimizer_state"])
         scheduler.load_state_dict(payload["scheduler_state"])
+        if scaler is not None and payload.get("scaler_state"):
+            scaler.load_state_dict(payload["scaler_state"])
         history, start_epoch = payload["history"], payload["epoch"]
         totals = _totals_from(payload.get("partial"), device)
         checkpoint.restore_rng(payload["rng"])
@@ -152,6 +155,7 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
             "epoch": epoch, "partial": _partial_state(partial), "history": history,
             "classes": list(dataset.classes), "dataset": dataset.spec.name,
             "rng": checkpoint.capture_rng(),
+            "scaler_state": scaler.state_dict() if scaler is not None else None,
         })
 
     board = _tensorboard(run) if config.tensorboard else None
@@ -170,7 +174,8 @@ def _run(config: TrainConfig, run: RunDir, payload: dict[str, Any] | None, conso
                 totals = train_one_epoch(model, loaders.train, optimizer, scheduler, epoch=epoch,
                                          clip_grad=config.clip_grad, totals=totals,
                                          should_stop=stop, on_progress=show,
-                                         autocast_dtype=AUTOCAST[config.precision])
+                                         autocast_dtype=AUTOCAST[config.precision],
+                                         scaler=scaler)
             except NonFiniteLossError as e:
                 _finish_plot(run, history, loaders.eval_name, config)
                 kept = (f"the last good checkpoint (after epoch {len(history)}) is kept in "

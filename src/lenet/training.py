@@ -90,15 +90,20 @@ def train_one_epoch(
     on_progress: Callable[[EpochTotals], None] | None = None,
     progress_every: int = 25,
     autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochTotals:
     """Train for one epoch (or its remainder, when `totals` come from an interrupted one).
 
     Stops early, after a whole step, when `should_stop()` is true; the caller
     tells a finished epoch by `totals.steps == len(batches)`. Raises
     NonFiniteLossError when the loss becomes NaN or infinite. `autocast_dtype`
-    (e.g. torch.bfloat16) runs the forward pass under autocast.
+    (e.g. torch.bfloat16) runs the forward pass under autocast; float16 also
+    scales the loss so that small gradients survive (pass the run's `scaler` to
+    keep its scale across epochs; a fresh one is made otherwise).
     """
     device = next(model.parameters()).device
+    if autocast_dtype == torch.float16 and scaler is None:
+        scaler = torch.amp.GradScaler(device.type)
     autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                               enabled=autocast_dtype is not None)
     totals = totals or EpochTotals.zeros(device)
@@ -110,10 +115,18 @@ def train_one_epoch(
             logits = model(x)  # (B, classes)
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            if clip_grad is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            optimizer.step()
+        else:  # float16: scaled loss; a step whose gradients overflowed is skipped
+            scaler.scale(loss).backward()
+            if clip_grad is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
         if scheduler is not None:
             scheduler.step()
         totals.add(loss, logits, y)

@@ -122,10 +122,14 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
         say("\n6. GPU training speed, lenet5")
         gpu = []
         for batch in (512, 2048, 8192):
-            config = TrainConfig(batch_size=batch, lr=0.1 * batch / 128, device="cuda")
-            speed = measure.steps_per_second(data, config, steps=200)
-            gpu.append({"batch_size": batch, "examples_per_sec": speed})
-            say(f"  batch {batch:>5}: {speed:,.0f} ex/s (target >= 1,000,000)")
+            for precision in ("fp32", "bf16", "fp16"):
+                config = TrainConfig(batch_size=batch, lr=0.1 * batch / 128, device="cuda",
+                                     precision=precision)
+                speed = measure.steps_per_second(data, config, steps=200)
+                gpu.append({"batch_size": batch, "precision": precision,
+                            "examples_per_sec": speed})
+                say(f"  batch {batch:>5} {precision}: {speed:,.0f} ex/s "
+                    "(target >= 1,000,000)")
         report["gpu"] = gpu
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -53,7 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     recipe.add_argument("--augment", choices=[a for a in AUGMENTATIONS if a],
                         help="random left-right flips and/or shifts of up to 2 pixels [off]")
     recipe.add_argument("--precision", choices=PRECISIONS,
-                        help=f"bf16 runs convolutions and matmuls in bfloat16 [{d.precision}]")
+                        help="autocast: bf16 or fp16 (with loss scaling) for convolutions "
+                             "and matmuls, for GPUs; on a CPU both run PyTorch's kernels "
+                             f"instead of the fused one, slower for LeNet-5 [{d.precision}]")
     recipe.add_argument("--target-accuracy", type=fraction, metavar="ACC",
                         help="stop after the first epoch whose test (or val) accuracy reaches "
                              "ACC [off]")
