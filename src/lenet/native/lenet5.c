@@ -302,16 +302,28 @@ static void bn_affine(const float *bn, int mode, int block, float *scale, float 
     }
 }
 
-/* The batch's mean and biased variance from per-chunk sums, summed in chunk order. */
+/* Totals over the chunks, in chunk order, of per-chunk sums laid out [part][2][channels]:
+   first[c] and second[c] sum the two halves. */
+static void chunk_totals(const double *sums, int parts, int channels, double *first,
+                         double *second) {
+    for (int c = 0; c < channels; c++) {
+        double a = 0.0, b = 0.0;
+        for (int k = 0; k < parts; k++) {
+            a += sums[k * 2 * channels + c];
+            b += sums[k * 2 * channels + channels + c];
+        }
+        first[c] = a;
+        second[c] = b;
+    }
+}
+
+/* The batch's mean and biased variance from per-chunk sums of z and z^2. */
 static void bn_batch_stats(const double *sums, int parts, int channels, double count,
                            float *mean, float *var) {
+    double s[16], q[16];
+    chunk_totals(sums, parts, channels, s, q);
     for (int c = 0; c < channels; c++) {
-        double s = 0.0, q = 0.0;
-        for (int k = 0; k < parts; k++) {
-            s += sums[k * 2 * channels + c];
-            q += sums[k * 2 * channels + channels + c];
-        }
-        double m = s / count, v = q / count - m * m;
+        double m = s[c] / count, v = q[c] / count - m * m;
         mean[c] = (float)m;
         var[c] = (float)(v > 0.0 ? v : 0.0);
     }
@@ -533,6 +545,15 @@ static void conv1_backward(const float *dz1, const float *xs, float *gw1, float 
     }
 }
 
+/* A chunk's conv2 gradients into its row of grads, in PyTorch's layouts: the weight
+   (16,6,5,5) from the channels-last accumulators, then the bias. */
+static void store_conv2_grads(const v16 *gw2t, v16 gb2, float *row) {
+    for (int co = 0; co < 16; co++) {
+        row[2556 + co] = gb2[co];
+        for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j][co];
+    }
+}
+
 /* Backward of lenet5_forward given gout (n,16,5,5). Chunk k's gradients of conv1's weight
    (6,1,5,5) and bias (6) and conv2's weight (16,6,5,5) and bias (16) are written, in that
    order, to row k of grads (parts rows of GRAD_FLOATS), then the batch norm's dgamma1,
@@ -560,10 +581,7 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                 shifted_input(x + (long)b * 784, xs);
                 conv1_backward(dy1, xs, row, row + 150);
             }
-            for (int co = 0; co < 16; co++) {
-                row[2556 + co] = gb2[co];
-                for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j][co];
-            }
+            store_conv2_grads(gw2t, gb2, row);
         }
         return;
     }
@@ -598,15 +616,12 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
             s2[k][16 + c] = sdyx[c];
         }
     }
+    double sum_dy2[16], sum_dyx2[16];
+    chunk_totals(&s2[0][0], parts, 16, sum_dy2, sum_dyx2);
     ALIGNED float dbeta2[16], dgamma2[16];
     for (int c = 0; c < 16; c++) {
-        double a = 0.0, g = 0.0;
-        for (int k = 0; k < parts; k++) {
-            a += s2[k][c];
-            g += s2[k][16 + c];
-        }
-        dbeta2[c] = (float)a;
-        dgamma2[c] = (float)g;
+        dbeta2[c] = (float)sum_dy2[c];
+        dgamma2[c] = (float)sum_dyx2[c];
     }
     const float inv2 = 1.0f / (100.0f * n), inv1 = 1.0f / (784.0f * n);
     v16 mdy2 = load16(dbeta2) * inv2, mdyx2 = load16(dgamma2) * inv2;
@@ -642,20 +657,14 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                 s1[k][6 + c] += hsum(sdyx);
             }
         }
-        for (int co = 0; co < 16; co++) {
-            row[2556 + co] = gb2[co];
-            for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j][co];
-        }
+        store_conv2_grads(gw2t, gb2, row);
     }
+    double sum_dy1[6], sum_dyx1[6];
+    chunk_totals(&s1[0][0], parts, 6, sum_dy1, sum_dyx1);
     float dbeta1[6], dgamma1[6];
     for (int c = 0; c < 6; c++) {
-        double a = 0.0, g = 0.0;
-        for (int k = 0; k < parts; k++) {
-            a += s1[k][c];
-            g += s1[k][6 + c];
-        }
-        dbeta1[c] = (float)a;
-        dgamma1[c] = (float)g;
+        dbeta1[c] = (float)sum_dy1[c];
+        dgamma1[c] = (float)sum_dyx1[c];
     }
 
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
