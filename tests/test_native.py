@@ -227,3 +227,13 @@ def test_native_single_images_from_many_threads():
     with ThreadPoolExecutor(4) as pool:  # the kernel runs without the GIL
         got = list(pool.map(predictor.logits_one, list(images) * 4))
     np.testing.assert_allclose(np.stack(got), np.concatenate([want] * 4), rtol=1e-4, atol=1e-5)
+
+
+def test_empty_batches_and_mismatched_norms_use_pytorchs_layers():
+    config = with_settings(MODELS["lenet5-modern"], {"batch_norm": "true"})
+    model = prepare_model(build_model(config, seed=0), CPU)
+    assert model(torch.empty(0, 1, 28, 28)).shape == (0, 10)
+    assert torch.isfinite(model.bn1.running_mean).all()  # no statistics from no images
+    model = build_model(config, seed=0)
+    model.bn2.eps = 1e-3  # the kernel takes one eps for both
+    assert fused_conv_blocks(list(model)) is None

@@ -92,7 +92,8 @@ def fused_conv_blocks(layers: list[nn.Module]) -> tuple[str, str, bool] | None:
     if (activation is None or pool is None or type(act2) is not type(act1)
             or pool_kind(pool2) != pool or not _same_kind(pool1, pool2)
             or not (conv_ok(conv1, 1, 6, 2) and conv_ok(conv2, 6, 16, 0))
-            or not (bn_ok(bn1, 6) and bn_ok(bn2, 16))):
+            or not (bn_ok(bn1, 6) and bn_ok(bn2, 16))
+            or (batch_norm and bn1.eps != bn2.eps)):  # the kernel takes one eps
         return None
     return activation, pool, batch_norm
 
@@ -113,6 +114,7 @@ class FusedSequential(nn.Sequential):
                                  and torch.is_grad_enabled()
                                  and any(p.requires_grad for m in head for p in m.parameters()))
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+                and x.shape[0] > 0  # an empty batch has no batch statistics
                 and tuple(x.shape[1:]) == lenet5.INPUT_SHAPE and not x.requires_grad
                 and all(t.device.type == "cpu" and t.dtype == torch.float32
                         for m in head for t in [*m.parameters(), *m.buffers()]

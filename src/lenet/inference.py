@@ -5,8 +5,8 @@ Inputs are images as the datasets store them: uint8 (N, 28, 28) or
 the same network:
 
 - "native": LeNet-5 (sigmoid or ReLU, average or max pooling) on the CPU: one
-  image goes through lenet's compiled kernel end to end (~5x lower latency than
-  ONNX Runtime), batches through PyTorch with the fused conv kernel;
+  image goes through lenet's compiled kernel end to end (about 2x lower latency
+  than ONNX Runtime), batches through PyTorch with the fused conv kernel;
 - "torch": PyTorch alone (eval mode, `inference_mode`, nothing rebuilt per call;
   batches still use the fused conv kernel where the model has it);
 - "onnxruntime": the model exported in memory once;
@@ -86,8 +86,9 @@ def _onnxruntime_available() -> bool:
 
 class Predictor:
     """`model` stays as built (hooks, export); PyTorch inference runs a copy laid out for
-    speed (lenet.fastpath). `precision="bf16"` trades exactness for throughput (PyTorch
-    only: about 2.4x more images/s for LeNet-5 on a CPU with AMX)."""
+    speed (lenet.fastpath). `precision="bf16"` runs PyTorch's bfloat16 kernels (PyTorch
+    only; for LeNet-5 on the CPU about 2x fewer images/s than fp32 with the fused kernel,
+    but faster for models the kernel does not cover on CPUs with AMX)."""
 
     def __init__(self, model: LeNet, classes: list[str], device: torch.device | str = "cpu",
                  *, backend: str = "auto", precision: str = "fp32",

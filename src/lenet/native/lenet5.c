@@ -44,7 +44,7 @@ enum { POOL_AVG = 0, POOL_MAX = 1 };
                                         transposed convolution */
 
 int lenet5_saved_floats(int batch_norm) { return batch_norm ? SAVED_SIZE_BN : SAVED_SIZE; }
-int lenet5_abi_version(void) { return 4; }
+int lenet5_abi_version(void) { return 5; }
 
 int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) */
 #ifdef _OPENMP
@@ -282,6 +282,7 @@ enum { BN_NONE = 0, BN_BATCH = 1, BN_GIVEN = 2 };
 #define MAX_PARTS 256
 
 int lenet5_bn_floats(void) { return BN_FLOATS; }
+int lenet5_max_parts(void) { return MAX_PARTS; }  /* callers size their buffers by it */
 
 /* scale = gamma / sqrt(var + eps), shift = beta - mean * scale: the affine the batch norm is,
    once its statistics are known; identity without batch norm. */

@@ -33,7 +33,7 @@ GRAD_FLOATS = sum(GRAD_SIZES)
 BN_NONE, BN_BATCH, BN_GIVEN = 0, 1, 2  # no batch norm; batch statistics; running statistics
 SCRATCH_FLOATS = 6 * 28 * 32 + 100 * 16  # per image, for the batch norms' backward
 MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _float_p = ctypes.c_void_p
 
@@ -49,6 +49,7 @@ def library() -> ctypes.CDLL | None:
     lib.lenet5_saved_floats.restype = ctypes.c_int
     lib.lenet5_saved_floats.argtypes = [ctypes.c_int]
     lib.lenet5_parallel.restype = ctypes.c_int
+    lib.lenet5_max_parts.restype = ctypes.c_int
     ints = [ctypes.c_int, ctypes.c_int]
     lib.lenet5_forward.restype = None
     lib.lenet5_forward.argtypes = [*ints, *[_float_p] * 7, *[ctypes.c_int] * 4, _float_p]
@@ -74,10 +75,11 @@ def describe() -> str:
 
 
 def _parts(lib: ctypes.CDLL, n: int) -> int:
-    """Parallel chunks for n images: PyTorch's thread count, at least MIN_CHUNK images each."""
+    """Parallel chunks for n images: PyTorch's thread count, at least MIN_CHUNK images each,
+    at most what the kernel's per-chunk buffers hold."""
     if not lib.lenet5_parallel():
         return 1
-    return max(1, min(torch.get_num_threads(), n // MIN_CHUNK))
+    return max(1, min(torch.get_num_threads(), n // MIN_CHUNK, lib.lenet5_max_parts()))
 
 
 def _ptr(t: torch.Tensor) -> int:
