@@ -170,12 +170,20 @@ def test_no_compiler_means_pytorchs_kernels_with_one_warning(tmp_path, monkeypat
 
 @pytest.mark.parametrize("name,settings,native", [
     ("lenet5", {}, True), ("lenet5-modern", {}, True), ("lenet5", {"dense": "200"}, True),
-    ("lenet5", {"dense": ""}, True), ("lenet5", {"dropout": "0.5"}, False),
-    ("lenet5", {"channels": "6,32"}, False)])
+    ("lenet5", {"dense": ""}, True), ("lenet5", {"dropout": "0.5"}, True),
+    ("lenet5-modern", {"batch_norm": "true"}, True), ("lenet5", {"batch_norm": "true"}, True),
+    ("lenet5", {"channels": "6,32"}, False), ("lenet5", {"activation": "tanh"}, False)])
 def test_native_single_image_path_matches_pytorch(name, settings, native):
     from lenet.inference import Predictor
 
     model = build_model(with_settings(MODELS[name], settings), seed=1)
+    with torch.no_grad():  # batch norms with statistics and affines that are not identities
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
     images = torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8).numpy()
     predictor = Predictor(model, [str(k) for k in range(10)], backend="torch")
     want = predictor.logits(images).numpy()

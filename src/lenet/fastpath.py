@@ -170,9 +170,9 @@ def native_network(model: nn.Module) -> lenet5.WholeNetwork | None:
     """The whole of a prepared LeNet-5 (conv blocks fused, then dense layers) as one native
     call for single images, or None where the model or the machine does not allow it."""
     seq = model if isinstance(model, nn.Sequential) else getattr(model, "net", None)
-    if not isinstance(seq, FusedSequential) or seq.fused[2]:  # batch norm: not there yet
+    if not isinstance(seq, FusedSequential):
         return None
-    return lenet5.WholeNetwork.of(list(seq), *seq.fused[:2])
+    return lenet5.WholeNetwork.of(list(seq), *seq.fused)
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:

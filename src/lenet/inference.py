@@ -4,7 +4,8 @@ Inputs are images as the datasets store them: uint8 (N, 28, 28) or
 (28, 28), or float tensors (N, 1, 28, 28) already in [0, 1]. Engines that run
 the same network:
 
-- "native": LeNet-5 (sigmoid or ReLU, average or max pooling) on the CPU: one
+- "native": LeNet-5 (sigmoid or ReLU, average or max pooling, with or without
+  batch norm or dropout) on the CPU: one
   image goes through lenet's compiled kernel end to end (about 2x lower latency
   than ONNX Runtime), batches through PyTorch with the fused conv kernel;
 - "torch": PyTorch alone (eval mode, `inference_mode`, nothing rebuilt per call;
@@ -109,8 +110,9 @@ class Predictor:
             raise ConfigError(f"the {backend} backend runs fp32 only")
         if backend == "native" and self._native is None:
             raise ConfigError("the native backend runs LeNet-5 (sigmoid or ReLU, average or max "
-                              "pooling, 28x28) on the CPU with lenet's compiled kernel; "
-                              "this model, device or machine cannot: use torch")
+                              "pooling, 28x28, batch norm and dropout allowed) on the CPU "
+                              "with lenet's compiled kernel; this model, device or machine "
+                              "cannot: use torch")
         self.backend, self.precision = backend, precision
         self.classes = list(classes)
         self.source = source

@@ -44,7 +44,7 @@ enum { POOL_AVG = 0, POOL_MAX = 1 };
                                         transposed convolution */
 
 int lenet5_saved_floats(int batch_norm) { return batch_norm ? SAVED_SIZE_BN : SAVED_SIZE; }
-int lenet5_abi_version(void) { return 5; }
+int lenet5_abi_version(void) { return 6; }
 
 int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) */
 #ifdef _OPENMP
@@ -750,19 +750,21 @@ static void dense(const float *w, const float *b, const float *x, float *y, int 
    path for one image, with no framework between the caller and the arithmetic.
    images: n uint8 28x28 images (scaled by 1/255 here) if x8 is not NULL, else x (floats).
    The dense layers: sizes[0] = 400 inputs, then n_dense outputs sizes[1..n_dense], each
-   layer's weights (out, in) and bias, activation after all but the last.
+   layer's weights (out, in) and bias, activation after all but the last. bn_mode is
+   BN_NONE or BN_GIVEN (the conv blocks' batch norms with their running statistics).
    scratch: lenet5_saved_floats(0) + 2 * (largest size) floats. */
 void lenet5_logits(int n, const unsigned char *x8, const float *x, const float *w1,
                    const float *b1, const float *w2, const float *b2, int n_dense,
                    const int *sizes, const float *const *weights, const float *const *biases,
-                   float *logits, float *scratch, int act, int pool) {
+                   float *logits, float *scratch, int act, int pool, int bn_mode,
+                   const float *bn) {
     ALIGNED float w2t[150 * 16];
     ALIGNED float image[784];
     transpose_w2(w2, w2t);
     float scale1[6], shift1[6];
     ALIGNED float scale2[16], shift2[16];
-    bn_affine(NULL, BN_NONE, 1, scale1, shift1);
-    bn_affine(NULL, BN_NONE, 2, scale2, shift2);
+    bn_affine(bn, bn_mode, 1, scale1, shift1);
+    bn_affine(bn, bn_mode, 2, scale2, shift2);
     int widest = 0;
     for (int k = 0; k <= n_dense; k++) widest = sizes[k] > widest ? sizes[k] : widest;
     float *maps = scratch, *h0 = scratch + SAVED_SIZE, *h1 = h0 + widest;

@@ -33,7 +33,7 @@ GRAD_FLOATS = sum(GRAD_SIZES)
 BN_NONE, BN_BATCH, BN_GIVEN = 0, 1, 2  # no batch norm; batch statistics; running statistics
 SCRATCH_FLOATS = 6 * 28 * 32 + 100 * 16  # per image, for the batch norms' backward
 MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 _float_p = ctypes.c_void_p
 
@@ -58,7 +58,7 @@ def library() -> ctypes.CDLL | None:
                                     _float_p]
     lib.lenet5_logits.restype = None
     lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 6, ctypes.c_int, *[_float_p] * 5,
-                                  *ints]
+                                  *[ctypes.c_int] * 3, _float_p]
     return lib
 
 
@@ -174,53 +174,48 @@ class WholeNetwork:
     """LeNet-5's whole forward pass for one uint8 image in the native kernel: the
     low-latency path of `lenet predict` (no framework call between image and logits).
 
-    Built from a model whose first six layers are the fused conv blocks (`activation`,
-    `pool`) and whose rest is Flatten, then Linear layers with that same activation
-    between them. Holds its own copy of the weights: a snapshot, as the Predictor's
-    fast model is.
+    Built from an eval-mode model whose first layers are the fused conv blocks
+    (`activation`, `pool`, with or without batch norm) and whose rest is Flatten, then
+    Linear layers with that same activation between them; a BatchNorm1d after a Linear is
+    folded into it and Dropout is skipped, as both are in eval mode. Holds its own copy of
+    the weights and statistics: a snapshot, as the Predictor's fast model is.
     """
 
-    def __init__(self, lib: ctypes.CDLL, layers: list[nn.Module], activation: str,
+    def __init__(self, lib: ctypes.CDLL, head: list[nn.Module],
+                 dense: list[tuple[torch.Tensor, torch.Tensor]], activation: str,
                  pool: str) -> None:
         self._lib = lib
-        conv1, conv2 = layers[0], layers[3]
-        linears = [m for m in layers[7:] if isinstance(m, nn.Linear)]
+        conv1, conv2 = head[0], head[4 if len(head) == 8 else 3]
         self._tensors = [t.detach().float().contiguous().clone() for t in
                          (conv1.weight, conv1.bias, conv2.weight, conv2.bias)]
-        self._tensors += [t.detach().float().contiguous().clone() for m in linears
-                          for t in (m.weight, m.bias)]
-        sizes = [400, *(m.out_features for m in linears)]
+        self._bn_mode = BN_GIVEN if len(head) == 8 else BN_NONE
+        self._bn = (_bn_buffer(head[1], head[5], BN_GIVEN) if self._bn_mode == BN_GIVEN
+                    else torch.zeros(1))
+        self._dense = [t.float().contiguous() for pair in dense for t in pair]
+        sizes = [400, *(w.shape[0] for w, _ in dense)]
         self._sizes = (ctypes.c_int * len(sizes))(*sizes)
-        dense = self._tensors[4:]
-        self._weights = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[0::2]))
-        self._biases = (ctypes.c_void_p * len(linears))(*(t.data_ptr() for t in dense[1::2]))
-        self._n_dense = len(linears)
+        self._weights = (ctypes.c_void_p * len(dense))(*(t.data_ptr() for t in self._dense[0::2]))
+        self._biases = (ctypes.c_void_p * len(dense))(*(t.data_ptr() for t in self._dense[1::2]))
+        self._n_dense = len(dense)
         self._scratch_floats = lib.lenet5_saved_floats(0) + 2 * max(sizes)
         self._classes = sizes[-1]
         self._buffers = threading.local()  # the kernel runs without the GIL: one set a thread
-        self._codes = ACTIVATIONS[activation], POOLS[pool]
-        self._conv = [t.data_ptr() for t in self._tensors[:4]]
+        self._codes = ACTIVATIONS[activation], POOLS[pool], self._bn_mode
+        self._conv = [t.data_ptr() for t in self._tensors]
 
     @classmethod
-    def of(cls, layers: list[nn.Module], activation: str, pool: str) -> WholeNetwork | None:
-        """For `layers` (after the conv blocks: Flatten, Linear, act, ..., Linear) or None."""
+    def of(cls, layers: list[nn.Module], activation: str, pool: str,
+           batch_norm: bool = False) -> WholeNetwork | None:
+        """For `layers` (the conv blocks, then Flatten, Linear, [BatchNorm1d], act, [Dropout],
+        ..., Linear), or None when they are anything else."""
         lib = library()
-        act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
-        rest = layers[6:]
+        head, rest = layers[:8 if batch_norm else 6], layers[8 if batch_norm else 6:]
         if lib is None or not rest or type(rest[0]) is not nn.Flatten:
             return None
-        expected_in = 400
-        for k, layer in enumerate(rest[1:]):
-            want = nn.Linear if k % 2 == 0 else act
-            if type(layer) is not want:
-                return None
-            if want is nn.Linear:
-                if layer.in_features != expected_in or layer.bias is None:
-                    return None
-                expected_in = layer.out_features
-        if type(rest[-1]) is not nn.Linear:
+        dense = _dense_stack(rest[1:], {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation])
+        if dense is None or dense[0][0].shape[1] != 400:
             return None
-        return cls(lib, layers, activation, pool)
+        return cls(lib, head, dense, activation, pool)
 
     def logits_one(self, image: np.ndarray) -> np.ndarray:
         """Logits of one uint8 (28, 28) image."""
@@ -234,5 +229,39 @@ class WholeNetwork:
         self._lib.lenet5_logits(1, image.ctypes.data, None, *self._conv, self._n_dense,
                                 ctypes.addressof(self._sizes), ctypes.addressof(self._weights),
                                 ctypes.addressof(self._biases), logits.ctypes.data,
-                                buffers.scratch.ctypes.data, *self._codes)
+                                buffers.scratch.ctypes.data, *self._codes, _ptr(self._bn))
         return logits
+
+
+@torch.no_grad()
+def _dense_stack(layers: list[nn.Module],
+                 act: type[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """(weight, bias) per Linear of `layers` as eval mode computes them (a following
+    BatchNorm1d folded in, Dropout skipped), if they are Linear [BatchNorm1d] act [Dropout]
+    repeated, then a last Linear; else None."""
+    dense: list[tuple[torch.Tensor, torch.Tensor]] = []
+    k = 0
+    while k < len(layers):
+        linear = layers[k]
+        if type(linear) is not nn.Linear or linear.bias is None:
+            return None
+        if dense and dense[-1][0].shape[0] != linear.in_features:
+            return None
+        weight, bias = linear.weight.detach().clone(), linear.bias.detach().clone()
+        k += 1
+        if k < len(layers) and type(layers[k]) is nn.BatchNorm1d:
+            norm = layers[k]
+            if not norm.track_running_stats or not norm.affine:
+                return None
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            weight, bias = weight * scale[:, None], (bias - norm.running_mean) * scale + norm.bias
+            k += 1
+        dense.append((weight, bias))
+        if k == len(layers):
+            return dense  # the last Linear: the logits
+        if type(layers[k]) is not act:
+            return None
+        k += 1
+        if k < len(layers) and type(layers[k]) is nn.Dropout:
+            k += 1
+    return None  # ended on an activation: no output layer
