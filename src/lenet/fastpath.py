@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.onnx import is_in_onnx_export  # imported once: the attribute path costs 10 us
 
 from .models import LeNet
 from .native import lenet5
@@ -107,26 +108,38 @@ class FusedSequential(nn.Sequential):
     def _head(self) -> list[nn.Module]:
         return list(self)[:8 if self.fused[2] else 6]
 
+    @staticmethod
+    def _kernel_tensors(head: list[nn.Module]) -> list[torch.Tensor]:
+        """What the kernel reads: the convolutions' and batch norms' weights and statistics
+        (looked up each time: `.to()` replaces buffers)."""
+        convs = (head[0], head[4]) if len(head) == 8 else (head[0], head[3])
+        tensors = [t for conv in convs for t in (conv.weight, conv.bias)]
+        for norm in (head[1], head[5]) if len(head) == 8 else ():
+            tensors += [norm.weight, norm.bias, norm.running_mean, norm.running_var]
+        return tensors
+
     def _can_fuse(self, x: torch.Tensor) -> bool:
+        """Whether this forward may run in the kernel (checked every call: 20-30 us)."""
         head = self._head()
+        batch_norm = self.fused[2]
+        if batch_norm and head[1].training != head[5].training:
+            return False
         # With batch norm in eval mode the kernel has no backward (batch statistics only).
-        frozen_norm_with_grad = (self.fused[2] and not head[1].training
+        frozen_norm_with_grad = (batch_norm and not head[1].training
                                  and torch.is_grad_enabled()
                                  and any(p.requires_grad for m in head for p in m.parameters()))
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
                 and x.shape[0] > 0  # an empty batch has no batch statistics
                 and tuple(x.shape[1:]) == lenet5.INPUT_SHAPE and not x.requires_grad
                 and all(t.device.type == "cpu" and t.dtype == torch.float32
-                        for m in head for t in [*m.parameters(), *m.buffers()]
-                        if t.is_floating_point())
+                        for t in self._kernel_tensors(head))
                 and not frozen_norm_with_grad
-                and (not self.fused[2] or head[1].training == head[5].training)
                 and not torch.is_autocast_enabled("cpu")
                 and not any(m._forward_hooks or m._forward_pre_hooks for m in head)
                 and not (nn.modules.module._global_forward_hooks
                          or nn.modules.module._global_forward_pre_hooks)
                 and not (torch.jit.is_tracing() or torch.jit.is_scripting()
-                         or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+                         or is_in_onnx_export() or torch.compiler.is_compiling())
                 and lenet5.available())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
