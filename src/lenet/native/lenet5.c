@@ -44,7 +44,7 @@ enum { POOL_AVG = 0, POOL_MAX = 1 };
                                         transposed convolution */
 
 int lenet5_saved_floats(int batch_norm) { return batch_norm ? SAVED_SIZE_BN : SAVED_SIZE; }
-int lenet5_abi_version(void) { return 6; }
+int lenet5_abi_version(void) { return 7; }
 
 int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) */
 #ifdef _OPENMP
@@ -263,7 +263,7 @@ static void transpose_w2(const float *w2, float *w2t) {  /* [16][150] -> [150][1
 }
 
 /* ---- batch norm ----
-   bn (BN_FLOATS): gamma1[6] beta1[6] gamma2[16] beta2[16] mean1[6] var1[6] mean2[16]
+   bn (89 floats): gamma1[6] beta1[6] gamma2[16] beta2[16] mean1[6] var1[6] mean2[16]
    var2[16] eps. Training (BN_BATCH): the forward pass writes the batch's mean and biased
    variance there; the backward pass reads them. Inference (BN_GIVEN): they are the running
    statistics, read. */
@@ -277,11 +277,8 @@ enum { BN_NONE = 0, BN_BATCH = 1, BN_GIVEN = 2 };
 #define BN_MEAN2 56
 #define BN_VAR2 72
 #define BN_EPS 88
-#define BN_FLOATS 89
-#define GRAD_BN (6 + 6 + 16 + 16)  /* dgamma1 dbeta1 dgamma2 dbeta2, after the conv grads */
 #define MAX_PARTS 256
 
-int lenet5_bn_floats(void) { return BN_FLOATS; }
 int lenet5_max_parts(void) { return MAX_PARTS; }  /* callers size their buffers by it */
 
 /* scale = gamma / sqrt(var + eps), shift = beta - mean * scale: the affine the batch norm is,
@@ -330,8 +327,6 @@ static void bn_batch_stats(const double *sums, int parts, int channels, double c
     }
 }
 
-static inline v16 to_v16(const float *p) { return load16(p); }
-
 /* One image through both blocks in one pass, its maps (kept in `maps`) still in L1 from one
    layer to the next; the batch norms, if any, as the affine of known statistics. */
 static void forward_image(const float *x, const float *w1, const float *b1, const float *w2t,
@@ -344,7 +339,7 @@ static void forward_image(const float *x, const float *w1, const float *b1, cons
     conv1_raw(xs, w1, b1, a1);
     act_pool1(a1, scale1, shift1, a1, p1, act, pool);
     conv2_raw(p1, w2t, b2, a2);
-    act_pool2(a2, to_v16(scale2), to_v16(shift2), a2, out, act, pool);
+    act_pool2(a2, load16(scale2), load16(shift2), a2, out, act, pool);
 }
 
 /* n images: x (n,1,28,28) -> out (n,16,5,5), in `parts` parallel chunks. saved: n *
@@ -399,7 +394,7 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
     for (int k = 0; k < parts; k++)
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             float *m = saved + (long)b * SAVED_SIZE_BN;
-            act_pool2(m + Z2_OFFSET, to_v16(scale2), to_v16(shift2), m + A1_SIZE + P1_SIZE,
+            act_pool2(m + Z2_OFFSET, load16(scale2), load16(shift2), m + A1_SIZE + P1_SIZE,
                       out + (long)b * 400, act, pool);
         }
 }
@@ -748,12 +743,12 @@ static void dense(const float *w, const float *b, const float *x, float *y, int 
 
 /* Logits of n images through the whole network, on the calling thread: the low-latency
    path for one image, with no framework between the caller and the arithmetic.
-   images: n uint8 28x28 images (scaled by 1/255 here) if x8 is not NULL, else x (floats).
+   images: n uint8 28x28 images, scaled by 1/255 here as the datasets are.
    The dense layers: sizes[0] = 400 inputs, then n_dense outputs sizes[1..n_dense], each
    layer's weights (out, in) and bias, activation after all but the last. bn_mode is
    BN_NONE or BN_GIVEN (the conv blocks' batch norms with their running statistics).
    scratch: lenet5_saved_floats(0) + 2 * (largest size) floats. */
-void lenet5_logits(int n, const unsigned char *x8, const float *x, const float *w1,
+void lenet5_logits(int n, const unsigned char *x8, const float *w1,
                    const float *b1, const float *w2, const float *b2, int n_dense,
                    const int *sizes, const float *const *weights, const float *const *biases,
                    float *logits, float *scratch, int act, int pool, int bn_mode,
@@ -769,12 +764,8 @@ void lenet5_logits(int n, const unsigned char *x8, const float *x, const float *
     for (int k = 0; k <= n_dense; k++) widest = sizes[k] > widest ? sizes[k] : widest;
     float *maps = scratch, *h0 = scratch + SAVED_SIZE, *h1 = h0 + widest;
     for (int b = 0; b < n; b++) {
-        const float *in = x + (long)b * 784;
-        if (x8) {
-            for (int i = 0; i < 784; i++) image[i] = x8[(long)b * 784 + i] * (1.0f / 255.0f);
-            in = image;
-        }
-        forward_image(in, w1, b1, w2t, b2, scale1, shift1, scale2, shift2, h0, maps, act, pool);
+        for (int i = 0; i < 784; i++) image[i] = x8[(long)b * 784 + i] * (1.0f / 255.0f);
+        forward_image(image, w1, b1, w2t, b2, scale1, shift1, scale2, shift2, h0, maps, act, pool);
         for (int k = 0; k < n_dense; k++) {
             int last = k == n_dense - 1;
             dense(weights[k], biases[k], h0, last ? logits + (long)b * sizes[n_dense] : h1,

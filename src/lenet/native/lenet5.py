@@ -33,7 +33,7 @@ GRAD_FLOATS = sum(GRAD_SIZES)
 BN_NONE, BN_BATCH, BN_GIVEN = 0, 1, 2  # no batch norm; batch statistics; running statistics
 SCRATCH_FLOATS = 6 * 28 * 32 + 100 * 16  # per image, for the batch norms' backward
 MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 _float_p = ctypes.c_void_p
 
@@ -57,7 +57,7 @@ def library() -> ctypes.CDLL | None:
     lib.lenet5_backward.argtypes = [*ints, *[_float_p] * 5, *[ctypes.c_int] * 3, _float_p,
                                     _float_p]
     lib.lenet5_logits.restype = None
-    lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 6, ctypes.c_int, *[_float_p] * 5,
+    lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 5, ctypes.c_int, *[_float_p] * 5,
                                   *[ctypes.c_int] * 3, _float_p]
     return lib
 
@@ -226,7 +226,7 @@ class WholeNetwork:
         if not hasattr(buffers, "scratch"):
             buffers.scratch = np.zeros(self._scratch_floats, np.float32)
         logits = np.empty(self._classes, np.float32)
-        self._lib.lenet5_logits(1, image.ctypes.data, None, *self._conv, self._n_dense,
+        self._lib.lenet5_logits(1, image.ctypes.data, *self._conv, self._n_dense,
                                 ctypes.addressof(self._sizes), ctypes.addressof(self._weights),
                                 ctypes.addressof(self._biases), logits.ctypes.data,
                                 buffers.scratch.ctypes.data, *self._codes, _ptr(self._bn))
