@@ -137,3 +137,14 @@ def test_batches_reshuffle_on_each_iteration_like_a_dataloader():
 def test_show_images_writes_a_figure(plots_dir):
     axes = d2l.show_images(torch.rand(4, 28, 28), 1, 4, titles=list("abcd"))
     assert len(axes) == 4 and len(list(plots_dir.glob("*.png"))) == 1
+
+
+def test_progress_board_without_labels_plots_its_points(plots_dir):
+    board = d2l.ProgressBoard()  # no xlabel: the book's code fails here at the first plot
+    for x in range(4):
+        board.draw(x, torch.tensor(float(x)), "loss", every_n=2)
+    board.finish()
+    axes = board.fig.axes[0]
+    assert axes.get_xlabel() == "x"
+    assert [list(line.get_ydata()) for line in axes.get_lines()] == [[0.5, 2.5]]
+    assert len(list(plots_dir.glob("*.png"))) == 1

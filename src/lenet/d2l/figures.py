@@ -167,9 +167,9 @@ class ProgressBoard(HyperParameters):
             axes.set_xlim(self.xlim)
         if self.ylim:
             axes.set_ylim(self.ylim)
-        if not self.xlabel:
-            self.xlabel = self.x
-        axes.set_xlabel(self.xlabel)
+        # The book writes `self.xlabel = self.x` here, an attribute nothing sets: a board
+        # made without an x label would fail at its first plot. Its points are (x, y).
+        axes.set_xlabel(self.xlabel or "x")
         axes.set_ylabel(self.ylabel)
         axes.set_xscale(self.xscale)
         axes.set_yscale(self.yscale)
