@@ -4,8 +4,16 @@
  * 2x2/2 pool, conv 16@5x5, 2x2/2 pool -> 16x5x5. Activation: sigmoid or ReLU;
  * pooling: average or max. oneDNN spends most of LeNet's step on these tiny
  * maps and on separate activation/pool passes over memory; here one image goes
- * through both blocks while its maps stay in L1. Vectors are GCC/Clang vector
- * extensions (16 floats), so the compiler maps them to AVX-512, AVX2 or NEON.
+ * through both blocks while its maps stay in L1.
+ *
+ * Vectors are GCC/Clang vector extensions of VW floats, VW chosen at build time
+ * from the target's ISA: 16 (AVX-512), 8 (AVX/AVX2), 4 (SSE, NEON), 1 (plain C).
+ * A vector wider than the ISA's registers is not an option: GCC keeps such a
+ * vector on the stack and runs AVX2 code 8x slower than with 8-float vectors.
+ * The maps' layouts do not depend on VW (rows of 32 floats, 16 channels per
+ * conv2 pixel); each loop walks them VW floats at a time, and the register
+ * blocking (how many accumulators a loop keeps) is sized so that it fits a
+ * 16-register file at every width.
  *
  * A batch is split into `parts` contiguous chunks run in parallel with OpenMP.
  * Built with -fopenmp after PyTorch is loaded, this binds to PyTorch's own
@@ -16,12 +24,33 @@
  */
 #include <math.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
 #endif
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef int v16i __attribute__((vector_size(64)));
+#if defined(LENET_VW)            /* forced, for tests of the other widths */
+#define VW LENET_VW
+#elif defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#elif defined(__SSE2__) || defined(__ARM_NEON)
+#define VW 4
+#else
+#define VW 1
+#endif
+#if VW != 1 && VW != 4 && VW != 8 && VW != 16
+#error "LENET_VW must be 1, 4, 8 or 16"
+#endif
+
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+typedef int vi __attribute__((vector_size(VW * sizeof(int))));
+#define NV (16 / VW)  /* vectors per 16 floats: a conv2 pixel's channels, a dp1 row */
+#define NR (32 / VW)  /* vectors per 32-float map row */
+/* conv2 output pixels per register block: NV vectors each, at most 10 accumulators */
+#define C2_PIX (VW == 16 ? 10 : VW == 8 ? 5 : VW == 4 ? 2 : 1)
 
 enum { ACT_SIGMOID = 0, ACT_RELU = 1 };
 enum { POOL_AVG = 0, POOL_MAX = 1 };
@@ -45,6 +74,7 @@ enum { POOL_AVG = 0, POOL_MAX = 1 };
 
 int lenet5_saved_floats(int batch_norm) { return batch_norm ? SAVED_SIZE_BN : SAVED_SIZE; }
 int lenet5_abi_version(void) { return 7; }
+int lenet5_vector_width(void) { return VW; }  /* floats per vector in this build */
 
 int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) */
 #ifdef _OPENMP
@@ -58,56 +88,76 @@ int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) 
 
 static inline int chunk_start(int n, int parts, int k) { return (int)((long)n * k / parts); }
 
-static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-static inline v16 splat(float x) { return (v16){0} + x; }
-static inline v16 select16(v16i m, v16 a, v16 b) {
-    return (v16)((m & (v16i)a) | (~m & (v16i)b));
+static inline vf loadv(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void storev(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf splat(float x) { return (vf){0} + x; }
+static inline vf selectv(vi m, vf a, vf b) {
+    return (vf)((m & (vi)a) | (~m & (vi)b));
 }
-static inline float hsum(v16 v) {
+static inline float hsum(vf v) {
     float s = 0.0f;
-    for (int k = 0; k < 16; k++) s += v[k];
+    for (int k = 0; k < VW; k++) s += v[k];
     return s;
 }
 
+/* 1 in the lanes of a row's vector v that hold real columns (< 28), 0 in the spare ones. */
+static inline vf col_mask(int v) {
+    vf m;
+    for (int k = 0; k < VW; k++) m[k] = v * VW + k < 28 ? 1.0f : 0.0f;
+    return m;
+}
+/* Only a row's last vectors reach the spare columns 28..31. */
+#define HAS_SPARE(v) (((v) + 1) * VW > 28)
+
 /* exp(x) to ~1 ulp (Cephes' expf), vectorised; NaN stays NaN. */
-static inline v16 vexp(v16 x) {
-    x = select16(x > 88.3762626647949f, splat(88.3762626647949f), x);
-    x = select16(x < -87.3365447504f, splat(-87.3365447504f), x);
-    v16 t = x * 1.44269504088896341f + 0.5f;
-    v16i n = __builtin_convertvector(t, v16i);
-    n += (v16i)(__builtin_convertvector(n, v16) > t);  /* truncation -> floor */
-    v16 nf = __builtin_convertvector(n, v16);
-    v16 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-    v16 p = splat(1.9875691500e-4f);
+static inline vf vexp(vf x) {
+    x = selectv(x > 88.3762626647949f, splat(88.3762626647949f), x);
+    x = selectv(x < -87.3365447504f, splat(-87.3365447504f), x);
+    vf t = x * 1.44269504088896341f + 0.5f;
+    vi n = __builtin_convertvector(t, vi);
+    n += (vi)(__builtin_convertvector(n, vf) > t);  /* truncation -> floor */
+    vf nf = __builtin_convertvector(n, vf);
+    vf r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    v16 y = p * r * r + r + 1.0f;
-    return y * (v16)((n + 127) << 23);
+    vf y = p * r * r + r + 1.0f;
+    return y * (vf)((n + 127) << 23);
 }
 
-/* 1/d for d >= 1: a 14-bit estimate and one Newton step (~1 ulp) where AVX-512 has one;
-   a division is several times slower. */
-static inline v16 reciprocal(v16 d) {
-#if defined(__AVX512F__)
-    v16 r = (v16)_mm512_rcp14_ps((__m512)d);
+/* 1/d for d >= 1: the ISA's estimate and Newton steps (~1 ulp) where it has one; a
+   division is several times slower. */
+static inline vf reciprocal(vf d) {
+#if VW == 16 && defined(__AVX512F__)
+    vf r = (vf)_mm512_rcp14_ps((__m512)d);  /* 14 bits */
     return r * (2.0f - d * r);
+#elif VW == 8 && defined(__AVX__)
+    vf r = (vf)_mm256_rcp_ps((__m256)d);  /* 12 bits: one step gives ~23 */
+    return r * (2.0f - d * r);
+#elif VW == 4 && defined(__SSE2__)
+    vf r = (vf)_mm_rcp_ps((__m128)d);
+    return r * (2.0f - d * r);
+#elif VW == 4 && defined(__ARM_NEON)
+    float32x4_t e = vrecpeq_f32((float32x4_t)d);  /* 8 bits: two steps */
+    e = vmulq_f32(vrecpsq_f32((float32x4_t)d, e), e);
+    e = vmulq_f32(vrecpsq_f32((float32x4_t)d, e), e);
+    return (vf)e;
 #else
     return 1.0f / d;
 #endif
 }
 
-static inline v16 activate(v16 x, int act) {
-    if (act == ACT_RELU) return select16(x > 0.0f, x, splat(0.0f));
+static inline vf activate(vf x, int act) {
+    if (act == ACT_RELU) return selectv(x > 0.0f, x, splat(0.0f));
     return reciprocal(1.0f + vexp(-x));
 }
 
 /* d(activation)/d(input), from the activation's output. */
-static inline v16 activation_slope(v16 a, int act) {
-    if (act == ACT_RELU) return select16(a > 0.0f, splat(1.0f), splat(0.0f));
+static inline vf activation_slope(vf a, int act) {
+    if (act == ACT_RELU) return selectv(a > 0.0f, splat(1.0f), splat(0.0f));
     return a * (1.0f - a);
 }
 
@@ -119,10 +169,9 @@ static void shifted_input(const float *x, float *xs) {
     memset(padded, 0, sizeof padded);
     for (int i = 0; i < 28; i++) memcpy(padded + (i + 2) * 48 + 2, x + i * 28, 28 * sizeof(float));
     for (int kj = 0; kj < 5; kj++)
-        for (int r = 0; r < XP_H; r++) {
-            store16(xs + (kj * XP_H + r) * XP_W, load16(padded + r * 48 + kj));
-            store16(xs + (kj * XP_H + r) * XP_W + 16, load16(padded + r * 48 + kj + 16));
-        }
+        for (int r = 0; r < XP_H; r++)
+            for (int v = 0; v < NR; v++)
+                storev(xs + (kj * XP_H + r) * XP_W + v * VW, loadv(padded + r * 48 + kj + v * VW));
 }
 
 /* Pooled value of a 2x2 window; for max, the first maximum in row-major order (as PyTorch). */
@@ -137,27 +186,28 @@ static inline float pool4(float a, float b, float c, float d, int pool) {
 
 /* ---- forward stages, one image each ---- */
 
-/* conv1 before its activation: z[c][i][0..31] (columns 28..31 are spare lanes). Each output
-   row is two 16-wide vectors, all 6 channels at once. */
+/* conv1 before its activation: z[c][i][0..31] (columns 28..31 are spare lanes). A block of
+   two vectors of a row, all 6 channels at once: 12 accumulators at any width. */
 static void conv1_raw(const float *xs, const float *w1, const float *b1, float *z) {
-    for (int i = 0; i < 28; i++) {
-        v16 acc[6][2];
-        for (int c = 0; c < 6; c++) acc[c][0] = acc[c][1] = splat(b1[c]);
-        for (int ki = 0; ki < 5; ki++)
-            for (int kj = 0; kj < 5; kj++) {
-                const float *row = xs + (kj * XP_H + i + ki) * XP_W;
-                v16 lo = load16(row), hi = load16(row + 16);
-                for (int c = 0; c < 6; c++) {
-                    float w = w1[c * 25 + ki * 5 + kj];
-                    acc[c][0] += w * lo;
-                    acc[c][1] += w * hi;
+    for (int i = 0; i < 28; i++)
+        for (int v = 0; v < NR; v += 2) {
+            vf acc[6][2];
+            for (int c = 0; c < 6; c++) acc[c][0] = acc[c][1] = splat(b1[c]);
+            for (int ki = 0; ki < 5; ki++)
+                for (int kj = 0; kj < 5; kj++) {
+                    const float *row = xs + (kj * XP_H + i + ki) * XP_W + v * VW;
+                    vf lo = loadv(row), hi = loadv(row + VW);
+                    for (int c = 0; c < 6; c++) {
+                        float w = w1[c * 25 + ki * 5 + kj];
+                        acc[c][0] += w * lo;
+                        acc[c][1] += w * hi;
+                    }
                 }
+            for (int c = 0; c < 6; c++) {
+                storev(z + (c * 28 + i) * A1_W + v * VW, acc[c][0]);
+                storev(z + (c * 28 + i) * A1_W + (v + 1) * VW, acc[c][1]);
             }
-        for (int c = 0; c < 6; c++) {
-            store16(z + (c * 28 + i) * A1_W, acc[c][0]);
-            store16(z + (c * 28 + i) * A1_W + 16, acc[c][1]);
         }
-    }
 }
 
 /* a1 = act(z * scale + shift) per channel (the batch norm's affine; 1 and 0 without one),
@@ -168,8 +218,8 @@ static void act_pool1(const float *z, const float *scale, const float *shift, fl
         for (int i = 0; i < 28; i++) {
             const float *src = z + (c * 28 + i) * A1_W;
             float *dst = a1 + (c * 28 + i) * A1_W;
-            store16(dst, activate(load16(src) * scale[c] + shift[c], act));
-            store16(dst + 16, activate(load16(src + 16) * scale[c] + shift[c], act));
+            for (int v = 0; v < NR; v++)
+                storev(dst + v * VW, activate(loadv(src + v * VW) * scale[c] + shift[c], act));
         }
     for (int c = 0; c < 6; c++)
         for (int i = 0; i < 14; i++) {
@@ -180,80 +230,88 @@ static void act_pool1(const float *z, const float *scale, const float *shift, fl
         }
 }
 
-/* conv2 before its activation, channels last: z2[pixel][16], one vector per pixel. */
+/* conv2 before its activation, channels last: z2[pixel][16]. A block of C2_PIX pixels of a
+   row, NV vectors each (10 accumulators at any width), shares each weight load. */
 static void conv2_raw(const float *p1, const float *w2t, const float *b2, float *z2) {
-    v16 bias2 = load16(b2);
-    for (int i = 0; i < 10; i++) {
-        v16 acc[10];
-        for (int j = 0; j < 10; j++) acc[j] = bias2;
-        for (int ci = 0; ci < 6; ci++)
-            for (int ki = 0; ki < 5; ki++) {
-                const float *row = p1 + (ci * 14 + i + ki) * 14;
-                for (int kj = 0; kj < 5; kj++) {
-                    v16 w = load16(w2t + ((ci * 5 + ki) * 5 + kj) * 16);
-                    for (int j = 0; j < 10; j++) acc[j] += w * row[j + kj];
+    for (int i = 0; i < 10; i++)
+        for (int j0 = 0; j0 < 10; j0 += C2_PIX) {
+            vf acc[C2_PIX][NV];
+            for (int j = 0; j < C2_PIX; j++)
+                for (int h = 0; h < NV; h++) acc[j][h] = loadv(b2 + h * VW);
+            for (int ci = 0; ci < 6; ci++)
+                for (int ki = 0; ki < 5; ki++) {
+                    const float *row = p1 + (ci * 14 + i + ki) * 14 + j0;
+                    for (int kj = 0; kj < 5; kj++) {
+                        vf w[NV];
+                        for (int h = 0; h < NV; h++)
+                            w[h] = loadv(w2t + ((ci * 5 + ki) * 5 + kj) * 16 + h * VW);
+                        for (int j = 0; j < C2_PIX; j++) {
+                            float x = row[j + kj];
+                            for (int h = 0; h < NV; h++) acc[j][h] += w[h] * x;
+                        }
+                    }
                 }
-            }
-        for (int j = 0; j < 10; j++) store16(z2 + (i * 10 + j) * 16, acc[j]);
-    }
-}
-
-/* a2 = act(z2 * scale + shift), then 2x2 pooling written in PyTorch's (C, H, W) order for
-   the dense layers. z2 may be a2. */
-static void act_pool2(const float *z2, v16 scale, v16 shift, float *a2, float *out, int act,
-                      int pool) {
-    for (int p = 0; p < 100; p++)
-        store16(a2 + p * 16, activate(load16(z2 + p * 16) * scale + shift, act));
-    for (int i = 0; i < 5; i++)
-        for (int j = 0; j < 5; j++) {
-            const float *q = a2 + ((2 * i) * 10 + 2 * j) * 16;
-            v16 a = load16(q), b = load16(q + 16), c = load16(q + 160), d = load16(q + 176);
-            v16 m;
-            if (pool == POOL_AVG) {
-                m = 0.25f * (a + b + c + d);
-            } else {
-                m = a;
-                m = select16(b > m, b, m);
-                m = select16(c > m, c, m);
-                m = select16(d > m, d, m);
-            }
-            for (int co = 0; co < 16; co++) out[co * 25 + i * 5 + j] = m[co];
+            for (int j = 0; j < C2_PIX; j++)
+                for (int h = 0; h < NV; h++)
+                    storev(z2 + (i * 10 + j0 + j) * 16 + h * VW, acc[j][h]);
         }
 }
 
-/* Lanes 0..11 of a row's second vector are columns 16..27; 12..15 are spare. */
-static inline v16 hi_mask(void) {
-    v16 m;
-    for (int k = 0; k < 16; k++) m[k] = k < 12 ? 1.0f : 0.0f;
-    return m;
+/* a2 = act(z2 * scale + shift) per channel, then 2x2 pooling written in PyTorch's (C, H, W)
+   order for the dense layers. z2 may be a2. */
+static void act_pool2(const float *z2, const float *scale, const float *shift, float *a2,
+                      float *out, int act, int pool) {
+    for (int p = 0; p < 100; p++)
+        for (int h = 0; h < NV; h++)
+            storev(a2 + p * 16 + h * VW,
+                   activate(loadv(z2 + p * 16 + h * VW) * loadv(scale + h * VW)
+                            + loadv(shift + h * VW), act));
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 5; j++)
+            for (int h = 0; h < NV; h++) {
+                const float *q = a2 + ((2 * i) * 10 + 2 * j) * 16 + h * VW;
+                vf a = loadv(q), b = loadv(q + 16), c = loadv(q + 160), d = loadv(q + 176);
+                vf m;
+                if (pool == POOL_AVG) {
+                    m = 0.25f * (a + b + c + d);
+                } else {
+                    m = a;
+                    m = selectv(b > m, b, m);
+                    m = selectv(c > m, c, m);
+                    m = selectv(d > m, d, m);
+                }
+                for (int k = 0; k < VW; k++) out[(h * VW + k) * 25 + i * 5 + j] = m[k];
+            }
 }
 
 /* Per-channel sums of z and z^2 over one image's conv1 map (columns < 28 only). */
 static void stats1(const float *z, double *sum, double *sq) {
-    v16 mask = hi_mask();
     for (int c = 0; c < 6; c++) {
-        v16 s = splat(0.0f), q = splat(0.0f);
-        for (int i = 0; i < 28; i++) {
-            v16 lo = load16(z + (c * 28 + i) * A1_W);
-            v16 hi = load16(z + (c * 28 + i) * A1_W + 16) * mask;
-            s += lo + hi;
-            q += lo * lo + hi * hi;
-        }
+        vf s = splat(0.0f), q = splat(0.0f);
+        for (int i = 0; i < 28; i++)
+            for (int v = 0; v < NR; v++) {
+                vf x = loadv(z + (c * 28 + i) * A1_W + v * VW);
+                if (HAS_SPARE(v)) x *= col_mask(v);
+                s += x;
+                q += x * x;
+            }
         sum[c] += hsum(s);
         sq[c] += hsum(q);
     }
 }
 
 static void stats2(const float *z2, double *sum, double *sq) {
-    v16 s = splat(0.0f), q = splat(0.0f);
-    for (int p = 0; p < 100; p++) {
-        v16 v = load16(z2 + p * 16);
-        s += v;
-        q += v * v;
-    }
-    for (int c = 0; c < 16; c++) {
-        sum[c] += s[c];
-        sq[c] += q[c];
+    for (int h = 0; h < NV; h++) {
+        vf s = splat(0.0f), q = splat(0.0f);
+        for (int p = 0; p < 100; p++) {
+            vf v = loadv(z2 + p * 16 + h * VW);
+            s += v;
+            q += v * v;
+        }
+        for (int k = 0; k < VW; k++) {
+            sum[h * VW + k] += s[k];
+            sq[h * VW + k] += q[k];
+        }
     }
 }
 
@@ -339,7 +397,7 @@ static void forward_image(const float *x, const float *w1, const float *b1, cons
     conv1_raw(xs, w1, b1, a1);
     act_pool1(a1, scale1, shift1, a1, p1, act, pool);
     conv2_raw(p1, w2t, b2, a2);
-    act_pool2(a2, load16(scale2), load16(shift2), a2, out, act, pool);
+    act_pool2(a2, scale2, shift2, a2, out, act, pool);
 }
 
 /* n images: x (n,1,28,28) -> out (n,16,5,5), in `parts` parallel chunks. saved: n *
@@ -394,7 +452,7 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
     for (int k = 0; k < parts; k++)
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             float *m = saved + (long)b * SAVED_SIZE_BN;
-            act_pool2(m + Z2_OFFSET, load16(scale2), load16(shift2), m + A1_SIZE + P1_SIZE,
+            act_pool2(m + Z2_OFFSET, scale2, shift2, m + A1_SIZE + P1_SIZE,
                       out + (long)b * 400, act, pool);
         }
 }
@@ -419,81 +477,93 @@ static inline void unpool4(float g, float m, const float *r0, const float *r1, i
 }
 
 /* gw[ki][kj] += sum_{i,j} dy[i][j] * padded[i+ki][j+kj] for one conv1 channel: one pass
-   over the rows per ki, with ten independent accumulators (few enough to stay in
-   registers, enough to hide the FMA latency). */
+   over the rows per ki and block of two vectors, with ten independent accumulators (few
+   enough to stay in registers, enough to hide the FMA latency). */
 static void conv1_weight_grad(const float *dy, const float *xs, float *gw) {
     for (int ki = 0; ki < 5; ki++) {
-        v16 lo_acc[5], hi_acc[5];
+        vf lo_acc[5], hi_acc[5];
         for (int kj = 0; kj < 5; kj++) lo_acc[kj] = hi_acc[kj] = splat(0.0f);
-        for (int i = 0; i < 28; i++) {
-            v16 lo = load16(dy + i * A1_W), hi = load16(dy + i * A1_W + 16);
-            for (int kj = 0; kj < 5; kj++) {
-                const float *row = xs + (kj * XP_H + i + ki) * XP_W;
-                lo_acc[kj] += lo * load16(row);
-                hi_acc[kj] += hi * load16(row + 16);
+        for (int v = 0; v < NR; v += 2)
+            for (int i = 0; i < 28; i++) {
+                vf lo = loadv(dy + i * A1_W + v * VW), hi = loadv(dy + i * A1_W + (v + 1) * VW);
+                for (int kj = 0; kj < 5; kj++) {
+                    const float *row = xs + (kj * XP_H + i + ki) * XP_W + v * VW;
+                    lo_acc[kj] += lo * loadv(row);
+                    hi_acc[kj] += hi * loadv(row + VW);
+                }
             }
-        }
         for (int kj = 0; kj < 5; kj++) gw[ki * 5 + kj] += hsum(lo_acc[kj] + hi_acc[kj]);
     }
 }
 
-/* pool2 and activation backward: the gradient at conv2's (normalised) output, dy2[100]. */
-static void act_pool2_backward(const float *gout, const float *a2, v16 *dy2, int act,
+/* pool2 and activation backward: the gradient at conv2's (normalised) output,
+   dy2[100][16]. */
+static void act_pool2_backward(const float *gout, const float *a2, float *dy2, int act,
                                int pool) {
     for (int i = 0; i < 5; i++)
         for (int j = 0; j < 5; j++) {
-            v16 g;
-            for (int co = 0; co < 16; co++) g[co] = gout[co * 25 + i * 5 + j];
             int pix[4] = {(2 * i) * 10 + 2 * j, (2 * i) * 10 + 2 * j + 1,
                           (2 * i + 1) * 10 + 2 * j, (2 * i + 1) * 10 + 2 * j + 1};
-            v16 a[4];
-            for (int k = 0; k < 4; k++) a[k] = load16(a2 + pix[k] * 16);
-            if (pool == POOL_AVG) {
-                for (int k = 0; k < 4; k++) dy2[pix[k]] = 0.25f * g * activation_slope(a[k], act);
-            } else {
-                v16 m = a[0];
-                v16i win = (v16i){0};
-                for (int k = 1; k < 4; k++) {
-                    v16i better = a[k] > m;
-                    m = select16(better, a[k], m);
-                    win = (better & k) | (~better & win);
+            for (int h = 0; h < NV; h++) {
+                vf g;
+                for (int k = 0; k < VW; k++) g[k] = gout[(h * VW + k) * 25 + i * 5 + j];
+                vf a[4];
+                for (int k = 0; k < 4; k++) a[k] = loadv(a2 + pix[k] * 16 + h * VW);
+                if (pool == POOL_AVG) {
+                    for (int k = 0; k < 4; k++)
+                        storev(dy2 + pix[k] * 16 + h * VW,
+                               0.25f * g * activation_slope(a[k], act));
+                } else {
+                    vf m = a[0];
+                    vi win = (vi){0};
+                    for (int k = 1; k < 4; k++) {
+                        vi better = a[k] > m;
+                        m = selectv(better, a[k], m);
+                        win = (better & k) | (~better & win);
+                    }
+                    for (int k = 0; k < 4; k++)
+                        storev(dy2 + pix[k] * 16 + h * VW,
+                               selectv(win == k, g, splat(0.0f)) * activation_slope(a[k], act));
                 }
-                for (int k = 0; k < 4; k++)
-                    dy2[pix[k]] = select16(win == k, g, splat(0.0f)) * activation_slope(a[k], act);
             }
         }
 }
 
-/* conv2 backward from dz2 (gradient at its raw output): bias and weight gradients added to
-   gb2 and gw2t ([150] vectors of 16 output channels), input gradient into dp1[6][14][16]. */
-static void conv2_backward(const v16 *dz2, const float *p1, const float *w2, v16 *gw2t,
-                           v16 *gb2, float *dp1) {
-    for (int p = 0; p < 100; p++) *gb2 += dz2[p];
+/* conv2 backward from dz2 ([100][16], gradient at its raw output): bias and weight gradients
+   added to gb2[16] and gw2t ([150][16], channels last), input gradient into dp1[6][14][16]. */
+static void conv2_backward(const float *dz2, const float *p1, const float *w2, float *gw2t,
+                           float *gb2, float *dp1) {
+    for (int h = 0; h < NV; h++) {
+        vf s = loadv(gb2 + h * VW);
+        for (int p = 0; p < 100; p++) s += loadv(dz2 + p * 16 + h * VW);
+        storev(gb2 + h * VW, s);
+    }
     /* weight gradient: kernel rows ki and ki+1 together, ten accumulators sharing each dz2
        load (five chains left the FMA units waiting; measured 1.3x faster) */
     for (int ci = 0; ci < 6; ci++)
-        for (int ki = 0; ki < 5; ki += 2) {
-            int rows = ki + 1 < 5 ? 2 : 1;
-            v16 *g = gw2t + (ci * 5 + ki) * 5;
-            v16 a[5], b[5];
-            for (int kj = 0; kj < 5; kj++) {
-                a[kj] = g[kj];
-                b[kj] = rows == 2 ? g[5 + kj] : splat(0.0f);
-            }
-            for (int i = 0; i < 10; i++) {
-                const float *r0 = p1 + (ci * 14 + i + ki) * 14, *r1 = r0 + 14;
-                for (int j = 0; j < 10; j++) {
-                    v16 d = dz2[i * 10 + j];
-                    for (int kj = 0; kj < 5; kj++) a[kj] += d * r0[j + kj];
-                    if (rows == 2)
-                        for (int kj = 0; kj < 5; kj++) b[kj] += d * r1[j + kj];
+        for (int ki = 0; ki < 5; ki += 2)
+            for (int h = 0; h < NV; h++) {
+                int rows = ki + 1 < 5 ? 2 : 1;
+                float *g = gw2t + (ci * 5 + ki) * 5 * 16 + h * VW;
+                vf a[5], b[5];
+                for (int kj = 0; kj < 5; kj++) {
+                    a[kj] = loadv(g + kj * 16);
+                    b[kj] = rows == 2 ? loadv(g + (5 + kj) * 16) : splat(0.0f);
+                }
+                for (int i = 0; i < 10; i++) {
+                    const float *r0 = p1 + (ci * 14 + i + ki) * 14, *r1 = r0 + 14;
+                    for (int j = 0; j < 10; j++) {
+                        vf d = loadv(dz2 + (i * 10 + j) * 16 + h * VW);
+                        for (int kj = 0; kj < 5; kj++) a[kj] += d * r0[j + kj];
+                        if (rows == 2)
+                            for (int kj = 0; kj < 5; kj++) b[kj] += d * r1[j + kj];
+                    }
+                }
+                for (int kj = 0; kj < 5; kj++) {
+                    storev(g + kj * 16, a[kj]);
+                    if (rows == 2) storev(g + (5 + kj) * 16, b[kj]);
                 }
             }
-            for (int kj = 0; kj < 5; kj++) {
-                g[kj] = a[kj];
-                if (rows == 2) g[5 + kj] = b[kj];
-            }
-        }
     /* the input gradient is a transposed convolution, vectorised along each 14-wide row:
        dp1[ci][y][x] = sum_{co,ki,kj} w2[co][ci][ki][kj] * dz2[co][y-ki][x-kj]. Output rows
        y and y+1 together share every weight broadcast (1.2x); dz rows -1 and 10 are zero
@@ -502,30 +572,31 @@ static void conv2_backward(const v16 *dz2, const float *p1, const float *w2, v16
     memset(dzc, 0, sizeof dzc);
     for (int p = 0; p < 100; p++)
         for (int co = 0; co < 16; co++)
-            dzc[(co * 12 + p / 10 + 1) * DYC_W + 4 + p % 10] = dz2[p][co];
-    for (int y = 0; y < 14; y += 2) {
-        v16 a[6], b[6];
-        for (int ci = 0; ci < 6; ci++) a[ci] = b[ci] = splat(0.0f);
-        for (int ki = 0; ki < 5; ki++) {
-            int r = y - ki;  /* the dz row of output row y; r + 1 is row y + 1's */
-            if (r < -1 || r > 9) continue;
-            for (int co = 0; co < 16; co++) {
-                const float *row = dzc + (co * 12 + r + 1) * DYC_W + 4;
-                for (int kj = 0; kj < 5; kj++) {
-                    v16 v0 = load16(row - kj), v1 = load16(row + DYC_W - kj);
-                    for (int ci = 0; ci < 6; ci++) {
-                        float w = w2[((co * 6 + ci) * 5 + ki) * 5 + kj];
-                        a[ci] += w * v0;
-                        b[ci] += w * v1;
+            dzc[(co * 12 + p / 10 + 1) * DYC_W + 4 + p % 10] = dz2[p * 16 + co];
+    for (int y = 0; y < 14; y += 2)
+        for (int h = 0; h < NV; h++) {
+            vf a[6], b[6];
+            for (int ci = 0; ci < 6; ci++) a[ci] = b[ci] = splat(0.0f);
+            for (int ki = 0; ki < 5; ki++) {
+                int r = y - ki;  /* the dz row of output row y; r + 1 is row y + 1's */
+                if (r < -1 || r > 9) continue;
+                for (int co = 0; co < 16; co++) {
+                    const float *row = dzc + (co * 12 + r + 1) * DYC_W + 4 + h * VW;
+                    for (int kj = 0; kj < 5; kj++) {
+                        vf v0 = loadv(row - kj), v1 = loadv(row + DYC_W - kj);
+                        for (int ci = 0; ci < 6; ci++) {
+                            float w = w2[((co * 6 + ci) * 5 + ki) * 5 + kj];
+                            a[ci] += w * v0;
+                            b[ci] += w * v1;
+                        }
                     }
                 }
             }
+            for (int ci = 0; ci < 6; ci++) {
+                storev(dp1 + (ci * 14 + y) * 16 + h * VW, a[ci]);
+                storev(dp1 + (ci * 14 + y + 1) * 16 + h * VW, b[ci]);
+            }
         }
-        for (int ci = 0; ci < 6; ci++) {
-            store16(dp1 + (ci * 14 + y) * 16, a[ci]);
-            store16(dp1 + (ci * 14 + y + 1) * 16, b[ci]);
-        }
-    }
 }
 
 /* pool1 and activation backward: the gradient at conv1's (normalised) output,
@@ -544,8 +615,9 @@ static void act_pool1_backward(const float *dp1, const float *a1, const float *p
         for (int i = 0; i < 28; i++) {
             const float *arow = a1 + (c * 28 + i) * A1_W;
             float *row = d + i * A1_W;
-            store16(row, load16(row) * activation_slope(load16(arow), act));
-            store16(row + 16, load16(row + 16) * activation_slope(load16(arow + 16), act));
+            for (int v = 0; v < NR; v++)
+                storev(row + v * VW,
+                       loadv(row + v * VW) * activation_slope(loadv(arow + v * VW), act));
         }
     }
 }
@@ -554,8 +626,9 @@ static void act_pool1_backward(const float *dp1, const float *a1, const float *p
 static void conv1_backward(const float *dz1, const float *xs, float *gw1, float *gb1) {
     for (int c = 0; c < 6; c++) {
         const float *d = dz1 + c * 28 * A1_W;
-        v16 s = splat(0.0f);
-        for (int i = 0; i < 28; i++) s += load16(d + i * A1_W) + load16(d + i * A1_W + 16);
+        vf s = splat(0.0f);
+        for (int i = 0; i < 28; i++)
+            for (int v = 0; v < NR; v++) s += loadv(d + i * A1_W + v * VW);
         gb1[c] += hsum(s);
         conv1_weight_grad(d, xs, gw1 + c * 25);
     }
@@ -563,10 +636,10 @@ static void conv1_backward(const float *dz1, const float *xs, float *gw1, float 
 
 /* A chunk's conv2 gradients into its row of grads, in PyTorch's layouts: the weight
    (16,6,5,5) from the channels-last accumulators, then the bias. */
-static void store_conv2_grads(const v16 *gw2t, v16 gb2, float *row) {
+static void store_conv2_grads(const float *gw2t, const float *gb2, float *row) {
     for (int co = 0; co < 16; co++) {
         row[2556 + co] = gb2[co];
-        for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j][co];
+        for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j * 16 + co];
     }
 }
 
@@ -575,8 +648,9 @@ static void store_conv2_grads(const v16 *gw2t, v16 gb2, float *row) {
    order, to row k of grads (parts rows of GRAD_FLOATS), then the batch norm's dgamma1,
    dbeta1, dgamma2, dbeta2 (row 0 holds them whole; other rows 0). With BN_BATCH, scratch
    holds n * (A1_SIZE + A2_SIZE) floats. */
-void lenet5_backward(int n, int parts, const float *x, const float *w2, const float *saved, const float *gout, float *grads, int act, int pool,
-                     int bn_mode, const float *bn, float *scratch) {
+void lenet5_backward(int n, int parts, const float *x, const float *w2, const float *saved,
+                     const float *gout, float *grads, int act, int pool, int bn_mode,
+                     const float *bn, float *scratch) {
     if (parts > MAX_PARTS) parts = MAX_PARTS;
     memset(grads, 0, sizeof(float) * GRAD_FLOATS * parts);
     int stride = bn_mode == BN_BATCH ? SAVED_SIZE_BN : SAVED_SIZE;
@@ -585,14 +659,14 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
         for (int k = 0; k < parts; k++) {
             float *row = grads + (long)k * GRAD_FLOATS;
-            v16 gw2t[150], gb2 = splat(0.0f);
+            ALIGNED float gw2t[150 * 16], gb2[16];
             memset(gw2t, 0, sizeof gw2t);
+            memset(gb2, 0, sizeof gb2);
             for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
-                ALIGNED float xs[XS_SIZE], dp1[6 * 14 * 16], dy1[A1_SIZE];
-                v16 dy2[100];
+                ALIGNED float xs[XS_SIZE], dp1[6 * 14 * 16], dy1[A1_SIZE], dy2[100 * 16];
                 const float *m = saved + (long)b * stride;
                 act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
-                conv2_backward(dy2, m + A1_SIZE, w2, gw2t, &gb2, dp1);
+                conv2_backward(dy2, m + A1_SIZE, w2, gw2t, gb2, dp1);
                 act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
                 shifted_input(x + (long)b * 784, xs);
                 conv1_backward(dy1, xs, row, row + 150);
@@ -605,10 +679,14 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
     /* Batch norm over the batch: dz = gamma*rstd * (dy - mean(dy) - xhat * mean(dy*xhat)),
        so each block needs the batch's sums of dy and dy*xhat before it can go on. */
     const float eps = bn[BN_EPS];
-    float rstd1[6], rstd2v[16];
+    float rstd1[6];
+    ALIGNED float rstd2[16], mean2[16], gamma2[16];
     for (int c = 0; c < 6; c++) rstd1[c] = 1.0f / sqrtf(bn[BN_VAR1 + c] + eps);
-    for (int c = 0; c < 16; c++) rstd2v[c] = 1.0f / sqrtf(bn[BN_VAR2 + c] + eps);
-    v16 rstd2 = load16(rstd2v), mean2 = load16(bn + BN_MEAN2), gamma2 = load16(bn + BN_GAMMA2);
+    for (int c = 0; c < 16; c++) {
+        rstd2[c] = 1.0f / sqrtf(bn[BN_VAR2 + c] + eps);
+        mean2[c] = bn[BN_MEAN2 + c];
+        gamma2[c] = bn[BN_GAMMA2 + c];
+    }
     double s2[MAX_PARTS][32], s1[MAX_PARTS][12];
     memset(s2, 0, sizeof(double) * 32 * parts);
     memset(s1, 0, sizeof(double) * 12 * parts);
@@ -616,58 +694,74 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
 
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++) {
-        v16 sdy = splat(0.0f), sdyx = splat(0.0f);
+        vf sdy[NV], sdyx[NV];
+        for (int h = 0; h < NV; h++) sdy[h] = sdyx[h] = splat(0.0f);
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             const float *m = saved + (long)b * stride;
-            v16 *dy2 = (v16 *)(void *)(scratch + b * scratch_stride + A1_SIZE);
+            float *dy2 = scratch + b * scratch_stride + A1_SIZE;
             act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
-            for (int p = 0; p < 100; p++) {
-                v16 xhat = (load16(m + Z2_OFFSET + p * 16) - mean2) * rstd2;
-                sdy += dy2[p];
-                sdyx += dy2[p] * xhat;
+            for (int p = 0; p < 100; p++)
+                for (int h = 0; h < NV; h++) {
+                    vf xhat = (loadv(m + Z2_OFFSET + p * 16 + h * VW) - loadv(mean2 + h * VW))
+                              * loadv(rstd2 + h * VW);
+                    vf d = loadv(dy2 + p * 16 + h * VW);
+                    sdy[h] += d;
+                    sdyx[h] += d * xhat;
+                }
+        }
+        for (int h = 0; h < NV; h++)
+            for (int l = 0; l < VW; l++) {
+                s2[k][h * VW + l] = sdy[h][l];
+                s2[k][16 + h * VW + l] = sdyx[h][l];
             }
-        }
-        for (int c = 0; c < 16; c++) {
-            s2[k][c] = sdy[c];
-            s2[k][16 + c] = sdyx[c];
-        }
     }
     double sum_dy2[16], sum_dyx2[16];
     chunk_totals(&s2[0][0], parts, 16, sum_dy2, sum_dyx2);
-    ALIGNED float dbeta2[16], dgamma2[16];
+    ALIGNED float dbeta2[16], dgamma2[16], mdy2[16], mdyx2[16];
+    const float inv2 = 1.0f / (100.0f * n), inv1 = 1.0f / (784.0f * n);
     for (int c = 0; c < 16; c++) {
         dbeta2[c] = (float)sum_dy2[c];
         dgamma2[c] = (float)sum_dyx2[c];
+        mdy2[c] = dbeta2[c] * inv2;
+        mdyx2[c] = dgamma2[c] * inv2;
     }
-    const float inv2 = 1.0f / (100.0f * n), inv1 = 1.0f / (784.0f * n);
-    v16 mdy2 = load16(dbeta2) * inv2, mdyx2 = load16(dgamma2) * inv2;
 
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++) {
         float *row = grads + (long)k * GRAD_FLOATS;
-        v16 gw2t[150], gb2 = splat(0.0f), mask = hi_mask();
+        ALIGNED float gw2t[150 * 16], gb2[16];
         memset(gw2t, 0, sizeof gw2t);
+        memset(gb2, 0, sizeof gb2);
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             ALIGNED float dp1[6 * 14 * 16];
             const float *m = saved + (long)b * stride;
             float *dy1 = scratch + b * scratch_stride;
-            v16 *dz2 = (v16 *)(void *)(dy1 + A1_SIZE);
-            for (int p = 0; p < 100; p++) {
-                v16 xhat = (load16(m + Z2_OFFSET + p * 16) - mean2) * rstd2;
-                dz2[p] = gamma2 * rstd2 * (dz2[p] - mdy2 - xhat * mdyx2);
-            }
-            conv2_backward(dz2, m + A1_SIZE, w2, gw2t, &gb2, dp1);
+            float *dz2 = dy1 + A1_SIZE;
+            for (int p = 0; p < 100; p++)
+                for (int h = 0; h < NV; h++) {
+                    int o = h * VW;
+                    vf xhat = (loadv(m + Z2_OFFSET + p * 16 + o) - loadv(mean2 + o))
+                              * loadv(rstd2 + o);
+                    storev(dz2 + p * 16 + o,
+                           loadv(gamma2 + o) * loadv(rstd2 + o)
+                           * (loadv(dz2 + p * 16 + o) - loadv(mdy2 + o)
+                              - xhat * loadv(mdyx2 + o)));
+                }
+            conv2_backward(dz2, m + A1_SIZE, w2, gw2t, gb2, dp1);
             act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
             for (int c = 0; c < 6; c++) {
-                v16 sdy = splat(0.0f), sdyx = splat(0.0f);
+                vf sdy = splat(0.0f), sdyx = splat(0.0f);
                 float mean = bn[BN_MEAN1 + c];
                 for (int i = 0; i < 28; i++) {
                     const float *z = m + Z1_OFFSET + (c * 28 + i) * A1_W;
                     const float *d = dy1 + (c * 28 + i) * A1_W;
-                    v16 lo = load16(d), hi = load16(d + 16);  /* spare lanes are 0 */
-                    sdy += lo + hi;
-                    sdyx += lo * ((load16(z) - mean) * rstd1[c])
-                          + hi * ((load16(z + 16) - mean) * rstd1[c]) * mask;
+                    for (int v = 0; v < NR; v++) {
+                        vf dv = loadv(d + v * VW);  /* spare lanes are 0 */
+                        vf t = dv * ((loadv(z + v * VW) - mean) * rstd1[c]);
+                        if (HAS_SPARE(v)) t *= col_mask(v);
+                        sdy += dv;
+                        sdyx += t;
+                    }
                 }
                 s1[k][c] += hsum(sdy);
                 s1[k][6 + c] += hsum(sdyx);
@@ -686,7 +780,6 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++) {
         float *row = grads + (long)k * GRAD_FLOATS;
-        v16 mask = hi_mask();
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             ALIGNED float xs[XS_SIZE];
             const float *m = saved + (long)b * stride;
@@ -697,10 +790,12 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                 for (int i = 0; i < 28; i++) {
                     const float *z = m + Z1_OFFSET + (c * 28 + i) * A1_W;
                     float *d = dz1 + (c * 28 + i) * A1_W;
-                    v16 xlo = (load16(z) - mean) * rstd1[c];
-                    v16 xhi = (load16(z + 16) - mean) * rstd1[c];
-                    store16(d, f * (load16(d) - mdy - xlo * mdyx));
-                    store16(d + 16, f * (load16(d + 16) - mdy - xhi * mdyx) * mask);
+                    for (int v = 0; v < NR; v++) {
+                        vf xhat = (loadv(z + v * VW) - mean) * rstd1[c];
+                        vf g = f * (loadv(d + v * VW) - mdy - xhat * mdyx);
+                        if (HAS_SPARE(v)) g *= col_mask(v);  /* spare columns stay 0 */
+                        storev(d + v * VW, g);
+                    }
                 }
             }
             shifted_input(x + (long)b * 784, xs);
@@ -723,20 +818,20 @@ static void dense(const float *w, const float *b, const float *x, float *y, int 
                   int act, int last) {
     for (int o = 0; o < out; o++) {
         const float *row = w + (long)o * in;
-        v16 acc = splat(0.0f);
+        vf acc = splat(0.0f);
         int i = 0;
-        for (; i + 16 <= in; i += 16) acc += load16(row + i) * load16(x + i);
+        for (; i + VW <= in; i += VW) acc += loadv(row + i) * loadv(x + i);
         float s = b[o] + hsum(acc);
         for (; i < in; i++) s += row[i] * x[i];
         y[o] = s;
     }
     if (last) return;
     int o = 0;
-    for (; o + 16 <= out; o += 16) store16(y + o, activate(load16(y + o), act));
+    for (; o + VW <= out; o += VW) storev(y + o, activate(loadv(y + o), act));
     if (o < out) {  /* the tail through a zero-padded vector */
-        ALIGNED float tail[16] = {0};
+        ALIGNED float tail[VW] = {0};
         memcpy(tail, y + o, (out - o) * sizeof(float));
-        v16 t = activate(load16(tail), act);
+        vf t = activate(loadv(tail), act);
         memcpy(y + o, &t, (out - o) * sizeof(float));
     }
 }
