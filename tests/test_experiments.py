@@ -15,7 +15,8 @@ from lenet.config import TrainConfig
 from lenet.console import Console
 from lenet.errors import ConfigError
 from lenet.loader import Batches, augment_batch
-from lenet.models import MODELS, ModelConfig, build_model, parse_settings, with_settings
+from lenet.model_settings import ModelSettings, parse_settings
+from lenet.models import MODELS, ModelConfig, build_model, with_settings
 from lenet.sweep import load_spec, run_sweep
 
 QUIET = Console(progress=False)
@@ -42,11 +43,16 @@ def test_every_exercise_knob():
 @pytest.mark.parametrize("items, message", [
     (["colour=red"], "--set colour: unknown setting"),
     (["activation"], "expected KEY=VALUE"),
-    (["channels=a,b"], "--set channels=a,b: not a valid value"),
-    (["batch_norm=maybe"], "not a valid value"),
+    (["channels=a,b"], "--set channels=a,b: expected a whole number, separated by commas"),
+    (["batch_norm=maybe"], "--set batch_norm=maybe: expected true or false"),
+    (["dropout=high"], "--set dropout=high: expected a number"),
+    (["dropout=1.5"], "--set dropout=1.5: must be below 1.0"),
+    (["channels=0,16"], "--set channels=0,16: must be at least 1"),
+    (["activation=swish"], "expected one of sigmoid, relu, tanh, gelu, silu"),
+    (["padding=2,0,1"], "--set padding=2,0,1: 3 values for 2 convolution layers"),
     (["kernel=29", "padding=0"], "conv1: 29x29 kernel is larger than its padded input 28x28"),
     (["channels=6,16,32,64,128"], "pool5: 2x2 pooling of a 1x1 map"),
-    (["kernel=5,5,5"], "kernel_sizes has 3 entries but channels has 2"),
+    (["kernel=5,5,5"], "--set kernel=5,5,5: 3 values for 2 convolution layers"),
 ])
 def test_invalid_settings_are_caught_before_training(items, message):
     with pytest.raises(ConfigError, match=message):
@@ -178,7 +184,7 @@ def test_sweep_spec_expansion(tmp_path):
     name, out, runs = load_spec(spec)
     assert name == "t" and out == tmp_path / "out" / "t"
     assert [r.name for r in runs] == ["activation=sigmoid", "activation=relu", "wide"]
-    assert runs[2].config.model_settings == {"activation": "relu", "channels": "12,24"}
+    assert runs[2].config.model_settings == ModelSettings(activation="relu", channels=(12, 24))
     assert runs[0].config.epochs == 2 and runs[0].config.out_dir == str(out)
     bad = tmp_path / "bad.toml"
     bad.write_text('[base]\nepochz = 3\n[grid]\nlr = [0.1]\n')

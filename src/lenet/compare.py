@@ -14,7 +14,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from .datasets import evaluation_split
 from .errors import LenetError
+from .model_settings import ModelSettings
 from .models import LeNet, ModelConfig
 from .rundir import RunDir, read_metrics
 from .summary import summarize
@@ -48,9 +50,9 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     train, model_config = record["train"], ModelConfig.from_dict(record["model"])
     shape = (1, model_config.in_channels, *model_config.input_size)
     macs = sum(row.macs for row in summarize(LeNet(model_config), shape))
-    eval_name = "val" if train.get("val_split") else "test"
+    eval_name = evaluation_split(train.get("val_split"))
     accuracies = [row[f"{eval_name}_acc"] for row in history]
-    settings = " ".join(f"{k}={v}" for k, v in (train.get("model_settings") or {}).items())
+    settings = " ".join(ModelSettings.from_dict(train.get("model_settings") or {}).to_args())
     return RunSummary(
         name=run.path.name, path=str(run.path), model=train["model"], settings=settings,
         parameters=record["parameters"], macs=macs, epochs=len(history), eval_name=eval_name,
@@ -127,8 +129,10 @@ def plot_curves(run_dirs: list[str | Path], path: str | Path, title: str = "") -
     fig = Figure(figsize=(12, 4.8), dpi=110)
     acc_ax, loss_ax = fig.subplots(1, 2)
     for i, run_dir in enumerate(run_dirs):
-        history = read_metrics(RunDir(run_dir).file(RunDir.METRICS))
-        eval_key = "val_acc" if "val_acc" in history[0] else "test_acc"
+        run = RunDir(run_dir)
+        history = read_metrics(run.file(RunDir.METRICS))
+        split = evaluation_split(run.read_json(RunDir.CONFIG)["train"].get("val_split"))
+        eval_key = f"{split}_acc"
         epochs = [r["epoch"] for r in history]
         style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3],
                  "label": f"{i + 1}. {Path(run_dir).name}"}

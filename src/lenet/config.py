@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS
+from .datasets import DATASETS, evaluation_split
 from .errors import ConfigError
-from .models import MODELS
+from .model_settings import ModelSettings
+from .models import MODELS, ModelConfig, resolve_model_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "one-cycle")
@@ -34,7 +35,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # with batch norm (all in the fused native kernel), batch 192, a 2-epoch one-cycle
     # schedule: 0.9029-0.9066 over seeds 0-3, about 12 s for the whole command
     # (lenet bench, part 4).
-    "fast": {"model": "lenet5-modern", "model_settings": {"batch_norm": "true"},
+    "fast": {"model": "lenet5-modern", "model_settings": ModelSettings(batch_norm=True),
              "batch_size": 192, "lr": 0.3, "momentum": 0.9, "nesterov": True,
              "schedule": "one-cycle", "epochs": 2},
     # The best under 100,000 parameters: 0.928 test accuracy in 20 epochs.
@@ -44,28 +45,50 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+class _FromRecipe:
+    def __repr__(self) -> str:
+        return "<the recipe's value>"
+
+
+FROM_RECIPE: Any = _FromRecipe()  # a recipe option not given: the named recipe decides
+UNCHANGED = ModelSettings()  # the model variant as registered
+
+
+def recipe_option(book: Any) -> Any:
+    """A field that `--recipe` may set: the recipe's value when it names one, else `book`."""
+    return field(default=FROM_RECIPE, metadata={"book": book})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """What a run computes (the recipe) and where it runs.
+
+    `TrainConfig(recipe="fast", epochs=5)` is the fast recipe's values with 5
+    epochs; options not given come from the recipe, then from the book's (the
+    values in `recipe_option(...)`). Model settings are changes on top of the
+    recipe's; a mapping (as JSON stores them, or `--set` text) is parsed.
+    """
+
     recipe: str = "book"  # the named recipe these options started from
-    model: str = "lenet5"
-    model_settings: dict[str, str] = field(default_factory=dict)  # --set KEY=VALUE
-    dataset: str = "fashion-mnist"  # a known name, or a directory of IDX files
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    clip_grad: float | None = None  # max global gradient norm
-    seed: int = 0
-    val_split: float | None = None  # hold out this fraction of train instead of using test
-    resize: tuple[int, int] | None = None
-    augment: str | None = None  # "flip", "shift" or "flip+shift", applied per batch
-    precision: str = "fp32"  # "bf16"/"fp16": autocast matmuls and convolutions (tensor cores)
-    target_accuracy: float | None = None  # stop after the first epoch that reaches it
-    eval_batch_size: int = 1024
+    model: str = recipe_option("lenet5")
+    model_settings: ModelSettings = recipe_option(UNCHANGED)  # noqa: RUF009 (a field())
+    dataset: str = recipe_option("fashion-mnist")  # a known name, or a directory of IDX files
+    epochs: int = recipe_option(10)
+    batch_size: int = recipe_option(128)
+    lr: float = recipe_option(0.1)
+    optimizer: str = recipe_option("sgd")
+    momentum: float = recipe_option(0.0)
+    nesterov: bool = recipe_option(False)
+    weight_decay: float = recipe_option(0.0)
+    schedule: str = recipe_option("constant")
+    clip_grad: float | None = recipe_option(None)  # max global gradient norm
+    seed: int = recipe_option(0)
+    val_split: float | None = recipe_option(None)  # hold out this fraction of train, not test
+    resize: tuple[int, int] | None = recipe_option(None)
+    augment: str | None = recipe_option(None)  # "flip", "shift" or "flip+shift", per batch
+    precision: str = recipe_option("fp32")  # "bf16"/"fp16": autocast convolutions and matmuls
+    target_accuracy: float | None = recipe_option(None)  # stop after the first epoch reaching it
+    eval_batch_size: int = recipe_option(1024)
     # Where and how to run: recorded, but they do not change what is computed.
     device: str = "auto"
     threads: int | None = None
@@ -81,7 +104,19 @@ class TrainConfig:
 
         need(self.recipe in RECIPES,
              f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}")
+        recipe = RECIPES[self.recipe]
+        for f in fields(self):
+            if getattr(self, f.name) is FROM_RECIPE:
+                object.__setattr__(self, f.name, recipe.get(f.name, f.metadata["book"]))
+        settings = self.model_settings
+        if not isinstance(settings, ModelSettings):
+            settings = ModelSettings.from_dict(settings)
+        base = recipe.get("model_settings", UNCHANGED)
+        object.__setattr__(self, "model_settings", base.updated(settings))
         need(self.model in MODELS, f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        # A wrong number of per-layer values is refused now, before any data is read; the
+        # shapes are checked when the data's image size is known (model_config).
+        self.model_settings.layers(MODELS[self.model])
         need(self.dataset in DATASETS or Path(self.dataset).is_dir(),
              f"unknown dataset {self.dataset!r}: not one of {', '.join(DATASETS)} "
              "and not a directory of IDX files")
@@ -116,27 +151,30 @@ class TrainConfig:
 
     @classmethod
     def from_recipe(cls, recipe: str = "book", **options: Any) -> TrainConfig:
-        """The recipe's values, then `options` on top."""
-        if recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-        values = {**RECIPES[recipe], **options}
-        settings = {**RECIPES[recipe].get("model_settings", {}),
-                    **options.get("model_settings", {})}
-        return cls(recipe=recipe, **{**values, "model_settings": settings})
+        """The recipe's values, then `options` on top (the same as `TrainConfig(recipe, ...)`)."""
+        return cls(recipe=recipe, **options)
 
     @property
     def eval_name(self) -> str:
-        return "val" if self.val_split else "test"
+        """The split evaluated after each epoch: "test", or "val" with --val-split."""
+        return evaluation_split(self.val_split)
+
+    def model_config(self, *, num_classes: int | None = None,
+                     image_size: tuple[int, int] | None = None) -> ModelConfig:
+        """The model this config trains, sized for data with `num_classes` classes and
+        images of `image_size` (or --resize's size)."""
+        return resolve_model_config(self.model, self.model_settings, num_classes=num_classes,
+                                    input_size=self.resize or image_size)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "model_settings": self.model_settings.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """A config from `to_dict`'s form (config.json, checkpoints), older runs' included."""
         known = {f.name for f in fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        values["model_settings"] = dict(values.get("model_settings") or {})
-        return cls(**values)
+        return cls(**{**values, "model_settings": dict(values.get("model_settings") or {})})
 
     def replace(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)

@@ -18,6 +18,13 @@ from .errors import DataError
 SPLITS = ("train", "test")
 
 
+def evaluation_split(val_split: float | None) -> str:
+    """The name of the split a run evaluates on: "test" (the official test split, as the
+    book), or "val" when a fraction of train is held out. Metrics are named after it
+    (`test_acc`, `val_acc`)."""
+    return "val" if val_split else "test"
+
+
 @dataclass(frozen=True)
 class IDXFile:
     """One file of a dataset, with the digests that identify its content."""

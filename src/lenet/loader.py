@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .datasets import evaluation_split
 from .errors import ConfigError
 from .sources import Dataset, Split
 
@@ -129,21 +130,20 @@ def holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 class Loaders:
     train: Batches
     eval: Batches
-    eval_name: str  # "test" (the official test split, as the book) or "val"
+    eval_name: str  # datasets.evaluation_split: "test" (as the book) or "val"
 
 
 def make_loaders(dataset: Dataset, device: torch.device, *, batch_size: int, seed: int = 0,
                  val_split: float | None = None, resize: tuple[int, int] | None = None,
                  augment: str | None = None, eval_batch_size: int = 1024) -> Loaders:
     """Training batches (shuffled per epoch) and evaluation batches (in order)."""
-    train, evaluation, eval_name = dataset.train, dataset.test, "test"
+    train, evaluation = dataset.train, dataset.test
     if val_split:
         train, evaluation = holdout(dataset.train, val_split, seed)
-        eval_name = "val"
     return Loaders(
         Batches(*to_tensors(train, device), batch_size=batch_size, shuffle=True, seed=seed,
                 resize=resize, augment=augment),
         Batches(*to_tensors(evaluation, device), batch_size=eval_batch_size, shuffle=False,
                 resize=resize),
-        eval_name,
+        evaluation_split(val_split),
     )

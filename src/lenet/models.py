@@ -10,24 +10,25 @@ activation hooks and initialisation walk them by name.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+from .model_settings import Activation, Init, ModelSettings, Pool
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
 }
-POOLS: dict[str, type[nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
-INITS = ("xavier", "kaiming", "default")
+POOLS: dict[Pool, type[nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+INITS: tuple[Init, ...] = get_args(Init)
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ class ModelConfig:
     channels: tuple[int, ...] = (6, 16)
     kernel_sizes: tuple[int, ...] = (5, 5)
     paddings: tuple[int, ...] = (2, 0)
-    activation: str = "sigmoid"
-    pool: str = "avg"
+    activation: Activation = "sigmoid"
+    pool: Pool = "avg"
     pool_size: int = 2
     dense: tuple[int, ...] = (120, 84)
     num_classes: int = 10
@@ -51,7 +52,7 @@ class ModelConfig:
     input_size: tuple[int, int] = (28, 28)
     batch_norm: bool = False
     dropout: float = 0.0
-    init: str = "xavier"  # the book's init_cnn: Xavier-uniform weights
+    init: Init = "xavier"  # the book's init_cnn: Xavier-uniform weights
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -186,79 +187,22 @@ MODELS: dict[str, ModelConfig] = {
 }
 
 
-# `--set KEY=VALUE` names -> ModelConfig fields (aliases for the chapter's exercise words).
-SETTABLE = {
-    "activation": "activation", "pool": "pool", "pool_size": "pool_size",
-    "channels": "channels", "kernel": "kernel_sizes", "kernels": "kernel_sizes",
-    "kernel_sizes": "kernel_sizes", "padding": "paddings", "paddings": "paddings",
-    "dense": "dense", "batch_norm": "batch_norm", "bn": "batch_norm", "dropout": "dropout",
-    "init": "init", "classes": "num_classes", "num_classes": "num_classes",
-}
-PER_LAYER = ("kernel_sizes", "paddings")
+def with_settings(config: ModelConfig,
+                  settings: ModelSettings | Mapping[str, Any]) -> ModelConfig:
+    """`config` changed by model settings (typed, or `{key: text}` as `--set` gives them)."""
+    if not isinstance(settings, ModelSettings):
+        settings = ModelSettings.from_dict(settings)
+    return settings.apply(config)
 
 
-def _parse_value(field: str, text: str) -> Any:
-    """A `--set` value as the type of `field`."""
-    text = text.strip()
-    try:
-        if field in ("channels", "dense", "kernel_sizes"):
-            return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-        if field == "paddings":
-            return tuple(v.strip() if v.strip() == "same" else int(v)
-                         for v in text.split(",") if v.strip())
-        if field in ("pool_size", "num_classes"):
-            return int(text)
-        if field == "dropout":
-            return float(text)
-        if field == "batch_norm":
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes", "on")
-    except ValueError:
-        raise ConfigError(f"--set {field}={text}: not a valid value") from None
-    return text
-
-
-def with_settings(config: ModelConfig, settings: Mapping[str, str]) -> ModelConfig:
-    """`config` changed by `--set KEY=VALUE` settings; per-layer values are broadcast.
-
-    A single kernel or padding applies to every convolution. When the number of
-    convolutions changes and no padding is given, each uses 'same' padding
-    (kernel // 2), so the maps keep their size until pooling.
-    """
-    values: dict[str, Any] = {}
-    for key, text in settings.items():
-        field = SETTABLE.get(key.strip().lower().replace("-", "_"))
-        if field is None:
-            raise ConfigError(f"--set {key}: unknown setting; choose from {', '.join(SETTABLE)}")
-        values[field] = _parse_value(field, text)
-    n = len(values.get("channels", config.channels))
-    kernels = values.get("kernel_sizes", config.kernel_sizes)
-    if len(kernels) == 1 or (n != len(config.channels) and "kernel_sizes" not in values):
-        kernels = (kernels[0],) * n
-    if "paddings" in values:
-        paddings = values["paddings"]
-        if len(paddings) == 1:
-            paddings = paddings * n
-    elif n != len(config.channels) or "kernel_sizes" in values:
-        paddings = ("same",) * n
-    else:
-        paddings = config.paddings
-    paddings = tuple(k // 2 if p == "same" else p for p, k in zip(paddings, kernels,
-                                                                   strict=False))
-    values.update(kernel_sizes=tuple(kernels), paddings=paddings)
-    return ModelConfig.from_dict({**config.to_dict(), **values})
-
-
-def parse_settings(items: Iterable[str]) -> dict[str, str]:
-    """['activation=relu', 'channels=16,32'] -> {'activation': 'relu', ...}."""
-    settings = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set activation=relu")
-        settings[key.strip()] = value
-    return settings
+def resolve_model_config(name: str, settings: ModelSettings | None = None, *,
+                         num_classes: int | None = None,
+                         input_size: tuple[int, int] | None = None) -> ModelConfig:
+    """The one place a model's configuration is resolved: the registered variant `name`,
+    changed by `settings`, then sized for the data (its classes and image size)."""
+    sized = {"num_classes": num_classes, "input_size": tuple(input_size) if input_size else None}
+    return (settings or ModelSettings()).apply(
+        get_model_config(name), **{k: v for k, v in sized.items() if v is not None})
 
 
 def get_model_config(name: str) -> ModelConfig:

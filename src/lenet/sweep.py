@@ -50,6 +50,7 @@ from .compare import (
 from .config import TrainConfig
 from .device import available_cpus
 from .errors import ConfigError, LenetError
+from .model_settings import ModelSettings
 from .rundir import RunDir
 
 MEMORY_PER_WORKER = 1.2e9  # bytes: torch, a dataset copy and a LeNet, with margin
@@ -65,26 +66,28 @@ def _options(table: dict[str, Any], where: str) -> dict[str, Any]:
     """TOML options -> TrainConfig keyword arguments (set.KEY -> model_settings)."""
     known = {f.name for f in fields(TrainConfig)} - {"name", "out_dir", "model_settings"}
     options: dict[str, Any] = {}
-    settings: dict[str, str] = {}
+    settings: dict[str, Any] = {}
     for key, value in table.items():
         if key.startswith("set."):
-            settings[key[4:]] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            settings[key[4:]] = value  # typed by TOML ([16, 32], true) or text ("16,32")
         elif key.replace("-", "_") in known:
             options[key.replace("-", "_")] = tuple(value) if isinstance(value, list) else value
         else:
             raise ConfigError(f"{where}: unknown option {key!r}")
     if settings:
-        options["model_settings"] = settings
+        try:
+            options["model_settings"] = ModelSettings.from_dict(settings)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     return options
 
 
 def _merge(*option_sets: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for options in option_sets:
-        settings = {**merged.get("model_settings", {}), **options.get("model_settings", {})}
-        merged.update(options)
-        if settings:
-            merged["model_settings"] = settings
+        settings = merged.get("model_settings", ModelSettings()).updated(
+            options.get("model_settings", ModelSettings()))
+        merged.update(options, model_settings=settings)
     return merged
 
 

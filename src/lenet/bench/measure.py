@@ -27,7 +27,7 @@ from ..config import TrainConfig
 from ..fastpath import prepare_model
 from ..inference import Predictor
 from ..loader import make_loaders
-from ..models import MODELS, build_model, get_model_config, with_settings
+from ..models import MODELS, build_model
 from ..optim import build_optimizer
 from ..rundir import read_metrics
 from ..runner import AUTOCAST
@@ -78,8 +78,7 @@ def steps_per_second(data: Dataset, config: TrainConfig, steps: int = 120) -> fl
     device = torch.device(config.device if config.device != "auto" else "cpu")
     loaders = make_loaders(data, device, batch_size=config.batch_size, seed=0,
                            augment=config.augment)
-    model_config = with_settings(get_model_config(config.model), config.model_settings)
-    model = prepare_model(build_model(model_config, seed=0), device)
+    model = prepare_model(build_model(config.model_config(), seed=0), device)
     optim = build_optimizer(model.parameters(), config)
     dtype = AUTOCAST[config.precision]
     train_one_epoch(model, loaders.train, optim, should_stop=_after(10),  # warm-up

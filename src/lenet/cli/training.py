@@ -9,7 +9,8 @@ from ..config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, 
 from ..console import Console
 from ..datasets import DATASETS
 from ..device import DEVICE_CHOICES
-from ..models import MODELS, build_model, get_model_config, parse_settings, with_settings
+from ..model_settings import parse_settings, setting_names
+from ..models import MODELS, build_model, resolve_model_config
 from ..summary import format_summary, summarize
 from .args import fraction, non_negative_float, positive_float, positive_int, size_pair
 
@@ -26,8 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="start from a named recipe; other options change it [book]")
     recipe.add_argument("--model", choices=list(MODELS), help=f"model variant [{d.model}]")
     recipe.add_argument("--set", dest="model_settings", action="append", metavar="KEY=VALUE",
-                        help="change the model: activation, pool, channels, kernel, padding, "
-                             "dense, batch_norm, dropout, init, pool_size (repeatable)")
+                        help=f"change the model: {', '.join(setting_names())} (repeatable)")
     recipe.add_argument("--dataset", metavar="NAME|DIR",
                         help=f"{' or '.join(DATASETS)}, or a directory with the four IDX files "
                              f"(and optional classes.txt) [{d.dataset}]")
@@ -102,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    config = with_settings(get_model_config(args.model), parse_settings(args.model_settings))
+    config = resolve_model_config(args.model, parse_settings(args.model_settings))
     model = build_model(config, seed=0)
     shape = (1, model.config.in_channels, *model.config.input_size)
     print(f"{args.model}: input {shape}")
