@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .activations import capture
-from .errors import LenetError
-from .images import prepare_image
-from .inference import Predictor
+from ..activations import capture
+from ..errors import LenetError
+from ..images import prepare_image
+from ..inference import Predictor
 
 SCORES = ("msp", "energy")
 CALIBRATION_FILE = "ood_calibration.json"

@@ -1,0 +1,31 @@
+"""Out-of-distribution: what a trained LeNet does with inputs unlike its training data.
+
+- `detectors`: msp, energy, mahalanobis, knn, pixels, combined (scores, higher =
+  more familiar);
+- `features`: the penultimate features they read, for batches and single images;
+- `calibration`: fitting them on training images and setting thresholds on
+  held-out ones; `guard`: the fitted set, saved beside the checkpoint;
+- `probes` and `benchmark`: offline OOD sets, AUROC and FPR@95TPR;
+- `exercise`: the chapter's exercise (`lenet ood RUN`): confidence and
+  activations on test images, noise, blanks and photos.
+"""
+
+from .exercise import (
+    CALIBRATION_FILE,
+    PHOTOS,
+    SCORES,
+    GroupReport,
+    analyse,
+    cached_threshold,
+    calibrate,
+    format_reports,
+    photos,
+    plot_reports,
+    probe_groups,
+    saturation,
+    score,
+)
+
+__all__ = ["CALIBRATION_FILE", "PHOTOS", "SCORES", "GroupReport", "analyse", "cached_threshold",
+           "calibrate", "format_reports", "photos", "plot_reports", "probe_groups",
+           "saturation", "score"]

@@ -1,0 +1,244 @@
+"""Out-of-distribution detectors: each turns what a model sees into one score per image.
+
+Higher scores mean more familiar (in-distribution); an image is flagged when
+its score falls below a threshold calibrated elsewhere (lenet.ood.fit). Each
+detector reads `Inputs` (penultimate features, logits, pixels), is fitted on
+training images, and keeps its fitted state as a few numpy arrays (so it
+saves to one .npz):
+
+- `msp`: maximum softmax probability (Hendrycks & Gimpel 2017); no state.
+- `energy`: negative free energy, logsumexp of the logits (Liu et al. 2020).
+- `mahalanobis`: minus the smallest Mahalanobis distance from the features to a
+  class mean, one covariance shared by all classes (Lee et al. 2018).
+- `knn`: minus the distance from the L2-normalised features to their k-th
+  nearest neighbour among a stored subset of normalised training features
+  (Sun et al. 2022).
+- `pixels`: minus how far simple pixel statistics (dark fraction, border
+  brightness, mean, edge energy) fall outside the ranges seen in training.
+- `combined`: Mahalanobis plus k-NN, each in units of its spread on training
+  images, minus a large multiple of the pixel excess: anything with a pixel
+  statistic no training image has falls far below every threshold, the rest
+  is ranked by both feature scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import LenetError
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What detectors look at, for N images."""
+
+    features: np.ndarray  # (N, D) float32: input of the last Linear layer
+    logits: np.ndarray  # (N, classes) float32
+    pixels: np.ndarray  # (N, H, W) uint8, as the model sees them
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def take(self, rows: np.ndarray | slice) -> Inputs:
+        return Inputs(self.features[rows], self.logits[rows], self.pixels[rows])
+
+
+class Detector:
+    name = ""
+
+    def fit(self, inputs: Inputs, labels: np.ndarray) -> Detector:
+        return self
+
+    def score(self, inputs: Inputs) -> np.ndarray:
+        """(N,) float64: higher = more like the training data."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> Detector:
+        return self
+
+
+class MSP(Detector):
+    name = "msp"
+
+    def score(self, inputs: Inputs) -> np.ndarray:
+        z = inputs.logits.astype(np.float64)
+        z = z - z.max(axis=1, keepdims=True)
+        return 1.0 / np.exp(z).sum(axis=1)  # max softmax = exp(0) / sum exp(z - max)
+
+
+class Energy(Detector):
+    name = "energy"
+
+    def score(self, inputs: Inputs) -> np.ndarray:
+        z = inputs.logits.astype(np.float64)
+        top = z.max(axis=1)
+        return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+
+
+class Mahalanobis(Detector):
+    """Class means and one shared covariance; distances computed as ||(f - mean) L||^2 with
+    L the Cholesky factor of the precision, so scoring is one (D, D) product and a min."""
+
+    name = "mahalanobis"
+    RIDGE = 1e-6  # relative to the mean variance: dead ReLU units make the covariance singular
+
+    def fit(self, inputs: Inputs, labels: np.ndarray) -> Mahalanobis:
+        f = inputs.features.astype(np.float64)
+        classes = int(labels.max()) + 1
+        means = np.stack([f[labels == c].mean(axis=0) if np.any(labels == c)
+                          else np.full(f.shape[1], np.inf) for c in range(classes)])
+        centred = f - means[labels]
+        cov = centred.T @ centred / len(f)
+        cov += np.eye(len(cov)) * self.RIDGE * max(float(np.trace(cov)) / len(cov), 1e-12)
+        whiten = np.linalg.cholesky(np.linalg.inv(cov))  # precision = L L^T
+        self.whiten = whiten.astype(np.float32)  # (D, D)
+        present = np.isfinite(means[:, 0])
+        self.means = (means[present] @ whiten).astype(np.float32)  # (classes, D), whitened
+        return self
+
+    def score(self, inputs: Inputs) -> np.ndarray:
+        z = inputs.features.astype(np.float32) @ self.whiten  # (N, D)
+        d2 = ((z * z).sum(1)[:, None] - 2 * z @ self.means.T
+              + (self.means * self.means).sum(1)[None, :])  # (N, classes)
+        return -np.maximum(d2.min(axis=1), 0).astype(np.float64)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"whiten": self.whiten, "means": self.means}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> Mahalanobis:
+        self.whiten, self.means = state["whiten"], state["means"]
+        return self
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class KNN(Detector):
+    """Sun et al. keep every training feature and k = 50; a seeded subset of `bank` features
+    keeps one image's scoring to one (bank, D) product, with k scaled down alike."""
+
+    name = "knn"
+
+    def __init__(self, k: int = 10, bank: int = 5000, seed: int = 0) -> None:
+        self.k, self.bank_size, self.seed = k, bank, seed
+
+    def fit(self, inputs: Inputs, labels: np.ndarray) -> KNN:
+        rng = np.random.default_rng(self.seed)
+        rows = rng.choice(len(inputs), size=min(self.bank_size, len(inputs)), replace=False)
+        self.bank = l2_normalise(inputs.features[np.sort(rows)])  # (M, D)
+        if len(self.bank) < self.k:
+            raise LenetError(f"k-NN detector: {len(self.bank)} training features, fewer than "
+                             f"k = {self.k}")
+        return self
+
+    def score(self, inputs: Inputs, chunk: int = 1024) -> np.ndarray:
+        q = l2_normalise(inputs.features)
+        out = np.empty(len(q))
+        for i in range(0, len(q), chunk):
+            sims = q[i:i + chunk] @ self.bank.T  # (n, M) cosine similarities
+            kth = np.partition(sims, -self.k, axis=1)[:, -self.k]  # the k-th most similar
+            out[i:i + chunk] = -np.sqrt(np.maximum(2 - 2 * kth.astype(np.float64), 0))
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"bank": self.bank, "k": np.array(self.k)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> KNN:
+        self.bank, self.k = state["bank"], int(state["k"])
+        return self
+
+
+def pixel_statistics(pixels: np.ndarray) -> np.ndarray:
+    """(N, 4) per image: dark fraction, border mean, mean, mean |horizontal and vertical
+    step| (all in [0, 1]). Fashion-MNIST has a black background and a dark border; photos,
+    noise, blanks and constants all leave that range somewhere."""
+    x = pixels.reshape(len(pixels), *pixels.shape[-2:]).astype(np.float32) * np.float32(1 / 255)
+    ring = np.ones(x.shape[1:], bool)
+    ring[2:-2, 2:-2] = False  # the outer two rows and columns
+    steps = (np.abs(np.diff(x, axis=1)).mean(axis=(1, 2))
+             + np.abs(np.diff(x, axis=2)).mean(axis=(1, 2))) / 2
+    return np.stack([(x < 0.05).mean(axis=(1, 2)), x[:, ring].mean(axis=1),
+                     x.mean(axis=(1, 2)), steps], axis=1)
+
+
+class Pixels(Detector):
+    """Ranges of `pixel_statistics` over training images (the 0.05% and 99.95% quantiles);
+    the score is minus the summed excess outside them, in units of each range's width."""
+
+    name = "pixels"
+    QUANTILE = 0.0005
+
+    def fit(self, inputs: Inputs, labels: np.ndarray) -> Pixels:
+        stats = pixel_statistics(inputs.pixels)
+        self.low = np.quantile(stats, self.QUANTILE, axis=0)
+        self.high = np.quantile(stats, 1 - self.QUANTILE, axis=0)
+        return self
+
+    def score(self, inputs: Inputs) -> np.ndarray:
+        stats = pixel_statistics(inputs.pixels)
+        width = np.maximum(self.high - self.low, 1e-3)
+        excess = np.maximum(self.low - stats, 0) + np.maximum(stats - self.high, 0)
+        return -(excess / width).sum(axis=1).astype(np.float64)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"low": self.low, "high": self.high}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> Pixels:
+        self.low, self.high = state["low"], state["high"]
+        return self
+
+
+class Combined(Detector):
+    """Mahalanobis and k-NN, each in units of its spread on training images (median 0,
+    interquartile range 1), added; minus PENALTY such units per range width of pixel excess.
+    The two feature scores err on different inputs (glyphs fool k-NN more, photo textures
+    Mahalanobis more), and pixels catch what features miss (noise, blanks)."""
+
+    name = "combined"
+    PENALTY = 20.0
+    SAMPLE = 1000  # fitting images the spreads are measured on
+
+    def __init__(self, mahalanobis: Mahalanobis, knn: KNN, pixels: Pixels) -> None:
+        self.parts = (mahalanobis, knn)
+        self.pixels = pixels
+
+    def fit(self, inputs: Inputs, labels: np.ndarray) -> Combined:
+        # The parts are fitted already (they are the plain detectors); only the scales are
+        # ours. (A k-NN score of a bank image counts itself among its neighbours: a slight
+        # shift of the median, harmless for a scale.)
+        sample = inputs.take(slice(0, self.SAMPLE))
+        quartiles = [np.quantile(p.score(sample), [0.25, 0.5, 0.75]) for p in self.parts]
+        self.centre = np.array([q[1] for q in quartiles])
+        self.spread = np.array([max(q[2] - q[0], 1e-9) for q in quartiles])
+        return self
+
+    def score(self, inputs: Inputs) -> np.ndarray:
+        total = self.PENALTY * self.pixels.score(inputs)
+        for part, centre, spread in zip(self.parts, self.centre, self.spread, strict=True):
+            total += (part.score(inputs) - centre) / spread
+        return total
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"centre": self.centre, "spread": self.spread}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> Combined:
+        self.centre, self.spread = state["centre"], state["spread"]
+        return self
+
+
+def make_detectors(knn_k: int = 10, knn_bank: int = 5000, seed: int = 0) -> dict[str, Detector]:
+    """Every detector lenet knows, unfitted, by name; `combined` shares the plain detectors'
+    fitted parts, so fit it last."""
+    mahalanobis, knn, pixels = Mahalanobis(), KNN(knn_k, knn_bank, seed), Pixels()
+    return {d.name: d for d in (MSP(), Energy(), mahalanobis, knn, pixels,
+                                Combined(mahalanobis, knn, pixels))}
+
+
+DETECTORS = tuple(make_detectors())
