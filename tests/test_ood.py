@@ -2,6 +2,7 @@
 synthetic features and small models (no dataset needed)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,29 @@ def test_benchmark_table_and_figure(tmp_path):
     png = benchmark.plot_roc(b, tmp_path / "roc.png", "synthetic")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert json.dumps(b.to_dict())  # serialisable
+
+
+def test_loaders_keep_the_calibration_images_out_of_training_and_evaluation():
+    from conftest import synthetic_split
+
+    from lenet.datasets import DATASETS
+    from lenet.loader import calibration_holdout, make_loaders
+    from lenet.sources import Dataset, Split
+
+    images, labels = synthetic_split(500, seed=0)
+    images[:, 0, 0] = np.arange(500) % 256  # a tag per image, to find it again
+    images[:, 0, 1] = np.arange(500) // 256
+    test = Split(*synthetic_split(50, seed=1))
+    dataset = Dataset(DATASETS["fashion-mnist"], Split(images, labels), test, Path("."))
+    seen = {}
+    for holdout in (0, 60):
+        loaders = make_loaders(dataset, torch.device("cpu"), batch_size=64, seed=2,
+                               val_split=0.1, ood_holdout=holdout)
+        tags = set()
+        for batches in (loaders.train, loaders.eval):
+            x = torch.round(batches.images[:, 0, 0, :2] * 255).long()
+            tags |= set((x[:, 0] + 256 * x[:, 1]).tolist())
+        seen[holdout] = tags
+    held = set(calibration_holdout(500, 60, 2).tolist())
+    assert len(held) == 60 and seen[0] == set(range(500))
+    assert seen[60] == set(range(500)) - held

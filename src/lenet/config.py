@@ -89,6 +89,9 @@ class TrainConfig:
     precision: str = recipe_option("fp32")  # "bf16"/"fp16": autocast convolutions and matmuls
     target_accuracy: float | None = recipe_option(None)  # stop after the first epoch reaching it
     eval_batch_size: int = recipe_option(1024)
+    # Training images kept out of training to calibrate the OOD detectors' thresholds on
+    # (lenet.ood.calibration); 0 trains on all of them and calibrates on seen images.
+    ood_holdout: int = recipe_option(0)
     # Where and how to run: recorded, but they do not change what is computed.
     device: str = "auto"
     threads: int | None = None
@@ -146,6 +149,7 @@ class TrainConfig:
              f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         need(self.target_accuracy is None or 0 < self.target_accuracy <= 1,
              f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        need(self.ood_holdout >= 0, f"--ood-holdout must be >= 0, got {self.ood_holdout}")
         need(self.threads is None or self.threads >= 1,
              f"--threads must be >= 1, got {self.threads}")
 
@@ -174,6 +178,7 @@ class TrainConfig:
         """A config from `to_dict`'s form (config.json, checkpoints), older runs' included."""
         known = {f.name for f in fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values.setdefault("ood_holdout", 0)  # runs from before it trained on every image
         return cls(**{**values, "model_settings": dict(values.get("model_settings") or {})})
 
     def replace(self, **changes: Any) -> TrainConfig:

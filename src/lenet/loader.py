@@ -126,6 +126,24 @@ def holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
             Split(split.images[val], split.labels[val]))
 
 
+def calibration_holdout(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of the `size` training images a run keeps out of training, to calibrate
+    its out-of-distribution thresholds on (lenet.ood.calibration). A random stream of its
+    own: the choice does not depend on --val-split."""
+    if not 0 <= size < n:
+        raise ConfigError(f"cannot keep {size} of {n} training images out for OOD calibration")
+    if size == 0:
+        return np.zeros(0, np.int64)
+    return np.sort(np.random.default_rng((seed, 16)).permutation(n)[:size])
+
+
+def without(split: Split, indices: np.ndarray) -> Split:
+    """`split` less the examples at `indices`, order kept."""
+    keep = np.ones(len(split), bool)
+    keep[indices] = False
+    return Split(split.images[keep], split.labels[keep])
+
+
 @dataclass
 class Loaders:
     train: Batches
@@ -135,11 +153,15 @@ class Loaders:
 
 def make_loaders(dataset: Dataset, device: torch.device, *, batch_size: int, seed: int = 0,
                  val_split: float | None = None, resize: tuple[int, int] | None = None,
-                 augment: str | None = None, eval_batch_size: int = 1024) -> Loaders:
-    """Training batches (shuffled per epoch) and evaluation batches (in order)."""
+                 augment: str | None = None, eval_batch_size: int = 1024,
+                 ood_holdout: int = 0) -> Loaders:
+    """Training batches (shuffled per epoch) and evaluation batches (in order); the
+    `ood_holdout` images of `calibration_holdout` are in neither."""
     train, evaluation = dataset.train, dataset.test
+    if ood_holdout:  # 0 (the book's recipe): the training stream stays exactly the book's
+        train = without(train, calibration_holdout(len(train), ood_holdout, seed))
     if val_split:
-        train, evaluation = holdout(dataset.train, val_split, seed)
+        train, evaluation = holdout(train, val_split, seed)
     return Loaders(
         Batches(*to_tensors(train, device), batch_size=batch_size, shuffle=True, seed=seed,
                 resize=resize, augment=augment),

@@ -21,29 +21,18 @@ end of every `lenet train`.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..loader import calibration_holdout
 from .detectors import Inputs, make_detectors
 from .features import FeatureExtractor
-from .guard import DEFAULT, TPR, Guard, fingerprint
+from .guard import DEFAULT, TPR, Guard
 
 FIT_IMAGES = 5_000
 CALIBRATION_IMAGES = 2_000
 KNN_K, KNN_BANK = 5, 2_000
-
-
-def calibration_holdout(n: int, size: int, seed: int) -> np.ndarray:
-    """Sorted indices of the `size` training images a run keeps out of training for OOD
-    calibration (a random stream of its own: the choice does not depend on --val-split)."""
-    if not 0 <= size < n:
-        raise ConfigError(f"cannot keep {size} of {n} training images out for OOD calibration")
-    if size == 0:
-        return np.zeros(0, np.int64)
-    return np.sort(np.random.default_rng((seed, 16)).permutation(n)[:size])
 
 
 def choose_images(n: int, holdout: int, seed: int, n_fit: int = FIT_IMAGES,
@@ -96,16 +85,3 @@ def fit(extractor: FeatureExtractor, images: np.ndarray, labels: np.ndarray, *,
     }
     return Guard(detectors, calibration, record, default=default, tpr=tpr,
                  indices={"fit": fit_rows, "calibration": cal_rows})
-
-
-def fit_run(run_dir: str | Path, extractor: FeatureExtractor, payload: dict[str, Any],
-            train_images: np.ndarray, train_labels: np.ndarray) -> Guard:
-    """Fit a run's detectors (its checkpoint `payload`, its training split) and save them in
-    the run directory beside the checkpoint."""
-    config = payload.get("train_config", {})
-    guard = fit(extractor, train_images, train_labels,
-                holdout=int(config.get("ood_holdout") or 0), seed=int(config.get("seed") or 0))
-    guard.record["model"] = {"epoch": payload.get("epoch"),
-                             "fingerprint": fingerprint(payload["model_state"])}
-    guard.save(run_dir)
-    return guard

@@ -1,0 +1,123 @@
+"""A run's OOD check: its fitted detectors (RUN/ood.json, RUN/ood.npz) bound to a predictor.
+
+`OODCheck.check(images)` returns the logits and one `Verdict` per image from
+one forward pass; `check_one(image)` is the single-image, low-latency path
+(`lenet predict`, later `lenet serve`). `open_check` loads a run's detectors,
+fitting them first when the run has none (trained before lenet fitted them, or
+stopped early) or when they belong to other weights (the run trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..inference import Predictor
+from . import benchmark, calibration
+from .detectors import Inputs
+from .features import FeatureExtractor
+from .guard import Guard, MissingDetectors, Verdict, fingerprint
+from .probes import probe_sets
+
+BENCHMARK_FILES = ("ood-benchmark.md", "ood-benchmark.json", "ood-benchmark.png")
+
+
+class OODCheck:
+    def __init__(self, predictor: Predictor, guard: Guard) -> None:
+        self.predictor, self.guard = predictor, guard
+        self.extractor = FeatureExtractor(predictor)
+
+    @property
+    def default(self) -> str:
+        return self.guard.default
+
+    def inputs(self, images: Any) -> Inputs:
+        """Features, logits and uint8 pixels of `images` (uint8 (N, H, W) or (H, W))."""
+        pixels = np.asarray(images)
+        if pixels.ndim == 2:
+            pixels = pixels[None]
+        if pixels.dtype != np.uint8:  # float (N, 1, H, W) in [0, 1]
+            pixels = np.round(np.clip(pixels.reshape(len(pixels), *pixels.shape[-2:]), 0, 1)
+                              * 255).astype(np.uint8)
+        return Inputs(*self.extractor.batch(pixels), pixels)
+
+    def check(self, images: Any, detector: str | None = None,
+              tpr: float | None = None) -> tuple[torch.Tensor, list[Verdict]]:
+        """(logits (N, classes), a verdict per image) from one forward pass."""
+        x = self.inputs(images)
+        return torch.from_numpy(x.logits), self.guard.assess(x, detector, tpr)
+
+    def check_one(self, image: np.ndarray, detector: str | None = None,
+                  tpr: float | None = None) -> tuple[np.ndarray, Verdict]:
+        """(logits (classes,), verdict) of one uint8 (H, W) image."""
+        features, logits = self.extractor.one(image)
+        x = Inputs(features[None], logits[None], np.asarray(image)[None])
+        return logits, self.guard.assess(x, detector, tpr)[0]
+
+    def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every detector's scores for `images` (the benchmark's view)."""
+        return self.guard.scores(self.inputs(images))
+
+
+def fit(run_dir: str | Path, predictor: Predictor, train_images: np.ndarray,
+        train_labels: np.ndarray, train_config: dict[str, Any], epoch: int | None) -> Guard:
+    """Fit a run's detectors on its training split and save them beside its checkpoint.
+    `train_config` is the run's (TrainConfig.to_dict(): its seed and ood_holdout)."""
+    guard = calibration.fit(FeatureExtractor(predictor), train_images, train_labels,
+                            holdout=int(train_config.get("ood_holdout") or 0),
+                            seed=int(train_config.get("seed") or 0))
+    guard.record["model"] = {"epoch": epoch, "fingerprint": fingerprint(
+        predictor.model.state_dict())}
+    guard.save(run_dir)
+    return guard
+
+
+def open_check(run_dir: str | Path, predictor: Predictor, payload: dict[str, Any],
+               train_split: Callable[[], Any] | None = None,
+               note: Callable[[str], None] = lambda _: None) -> OODCheck:
+    """The run's check; when its detectors are missing or stale and `train_split` (a callable
+    giving the run's training split) is given, they are fitted and saved first."""
+    try:
+        guard = Guard.load(run_dir)
+        current = fingerprint(predictor.model.state_dict())
+        if guard.record.get("model", {}).get("fingerprint") == current:
+            return OODCheck(predictor, guard)
+        why = f"{run_dir}/ood.json belongs to other weights of this run"
+    except MissingDetectors:
+        if train_split is None:
+            raise
+        why = f"{run_dir} has no fitted OOD detectors"
+    if train_split is None:
+        raise MissingDetectors(f"{why}: refit them with: lenet ood fit {run_dir}")
+    started = time.perf_counter()
+    split = train_split()
+    guard = fit(run_dir, predictor, split.images, split.labels, payload.get("train_config", {}),
+                payload.get("epoch"))
+    note(f"{why}: fitted them on its training images in {time.perf_counter() - started:.1f} s "
+         f"({run_dir}/ood.json)")
+    return OODCheck(predictor, guard)
+
+
+def run_benchmark(check: OODCheck, test_images: np.ndarray, out_dir: str | Path, *,
+                  n: int = 500, seed: int = 0, title: str = "",
+                  conditions: dict[str, Any] | None = None) -> benchmark.Benchmark:
+    """Every detector against every offline OOD set, the test split as in-distribution;
+    writes the markdown table, the JSON and the ROC figure into `out_dir`."""
+    out_dir = Path(out_dir)
+    sets = probe_sets(test_images, n=n, seed=seed)
+    guard = check.guard
+    result = benchmark.run(check.scores, test_images, sets,
+                           {d: guard.threshold(d) for d in guard.names}, guard.tpr,
+                           {**(conditions or {}), "ood_sets_seed": seed, "n_per_random_set": n,
+                            "calibration": guard.record.get("calibration", {}).get("note")})
+    md, js, png = (out_dir / name for name in BENCHMARK_FILES)
+    md.write_text(benchmark.format_markdown(result, guard.default) + "\n")
+    js.write_text(json.dumps({**result.to_dict(), "default": guard.default}, indent=2) + "\n")
+    benchmark.plot_roc(result, png, title)
+    return result
