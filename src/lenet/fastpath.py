@@ -5,9 +5,10 @@ not by arithmetic. What `prepare_model` does there, each measured on 2 cores:
 
 - LeNet-5's two conv blocks (the book's shapes; sigmoid or ReLU; average or max
   pooling; with or without batch norm) run in one fused native kernel
-  (lenet/native) when it can be built: the same sums in another order
-  (gradients agree with PyTorch's to ~1e-5), about 2x faster per training step
-  (`lenet bench` measures it). It falls back to the layers one by one for
+  (lenet/native) when it builds cleanly and measured at least 10% faster than
+  the layers here (native/guard.py): the same sums in another order (as close
+  to a float64 reference as PyTorch's), about 2x faster per training step on
+  AVX-512 (`lenet bench` measures it). It falls back to the layers one by one for
   anything else: other shapes, autocast, input gradients, forward hooks
   (activation capture), tracing or export;
 - 2x2/stride-2 average pooling as a depthwise convolution with weights 1/4:
@@ -20,13 +21,15 @@ not by arithmetic. What `prepare_model` does there, each measured on 2 cores:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.onnx import is_in_onnx_export  # imported once: the attribute path costs 10 us
 
 from .models import LeNet
-from .native import lenet5
+from .native import guard, lenet5
 
 
 class AvgPool2d(nn.AvgPool2d):
@@ -140,7 +143,8 @@ class FusedSequential(nn.Sequential):
                          or nn.modules.module._global_forward_pre_hooks)
                 and not (torch.jit.is_tracing() or torch.jit.is_scripting()
                          or is_in_onnx_export() or torch.compiler.is_compiling())
-                and lenet5.available())
+                and lenet5.available()
+                and guard.allows(head, self.fused, x))  # measured faster here, or forced
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._can_fuse(x):
@@ -196,9 +200,33 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
             for name, child in parent.named_children():
                 if AvgPool2d.can_replace(child):
                     setattr(parent, name, AvgPool2d(2, 2))
-        if _fuse(model):
-            return model  # the fused kernel reads NCHW; the dense layers do not care
+        # The fused kernel reads NCHW copies of the weights; where it does not run (the
+        # guard said PyTorch's layers are faster, hooks, ...) the layers run as unfused.
+        _fuse(model)
         slow_in_nhwc = (nn.MaxPool2d, nn.modules.batchnorm._BatchNorm)
         if not any(isinstance(m, slow_in_nhwc) for m in model.modules()):
             model.to(memory_format=torch.channels_last)
     return model
+
+
+def native_choice(model: nn.Module, batch_size: int, precision: str = "fp32") -> dict[str, Any]:
+    """Which path trains `model`'s conv blocks at `batch_size`, and why (the guard decides
+    now if it has not yet), with the kernel's state: for a run's record."""
+    seq = model if isinstance(model, nn.Sequential) else getattr(model, "net", None)
+    device = next(model.parameters()).device
+    why = None
+    if device.type != "cpu":  # (no kernel report: nothing is built for a GPU run)
+        return {"path": "pytorch", "why": f"the kernel is for the CPU, this run is on "
+                                          f"{device.type}"}
+    if precision != "fp32":
+        why = f"precision {precision}: autocast runs PyTorch's kernels"
+    elif not lenet5.available():
+        why = f"native kernel not used: {lenet5.why_not()}"
+    elif not isinstance(seq, FusedSequential):
+        why = "the model's first layers are not LeNet-5's conv blocks as the kernel has them"
+    if why is not None:
+        return {"path": "pytorch", "why": why, "kernel": lenet5.kernel_report()}
+    decision = guard.decide(seq._head(), seq.fused, batch_size, backward=True)
+    return {"path": "fused kernel" if decision.use_kernel else "pytorch", "why": decision.why,
+            "fused_ms": decision.fused_ms, "torch_ms": decision.torch_ms,
+            "kernel": lenet5.kernel_report()}

@@ -1,36 +1,85 @@
-"""Compile a C source of this package into a shared library once per machine, and load it.
+"""Compile a C source of this package into a shared library, once per build setting, and load it.
 
-The library is built for this CPU (-march=native) and cached under
-$LENET_CACHE_DIR (default: $XDG_CACHE_HOME/lenet or ~/.cache/lenet), keyed by the
-source, the compiler command and the CPU, so a cache shared between machines
-never hands one the other's instructions. Builds are atomic: concurrent
-processes (a sweep's workers) each write a temporary file and rename it.
+The library is built for one target, `-march=$LENET_NATIVE_MARCH` (default `native`: this
+CPU), with warnings as errors: any compiler output fails the build, because a build that
+warns can run several times slower than PyTorch (GCC's psABI warning says a vector type is
+wider than the target's registers and lives on the stack). Without OpenMP (Apple clang)
+the kernel is built serial.
+
+Libraries are cached under $LENET_CACHE_DIR/native (default $XDG_CACHE_HOME/lenet or
+~/.cache/lenet), keyed by the source, the compiler's identity (`cc --version`), the
+target's feature macros (`cc -march=... -dM -E`), torch's version and C++ ABI (the library
+binds to torch's libgomp) and the flags: a cache shared between machines never hands one
+another's instructions. Beside each library lies its build log; a failed build leaves
+`<name>-<key>.failed` (its log) so that it is not retried until one of those changes.
+Files are written atomically (temporary file, then rename): a sweep's workers may build
+at once.
+
+`python -m lenet.native.build [--cross CC] [--march LEVEL]` compiles with the same flags
+and says whether it was clean (CI cross-compiles for aarch64 with it).
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import hashlib
 import os
-import platform
+import re
 import shlex
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from ..errors import ConfigError
+
 SOURCE_DIR = Path(__file__).parent
-# Fastest first: OpenMP (PyTorch's runtime, see lenet5.c), then without it, then without
-# -march=native for compilers that lack it.
-FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native"], ["-O3"])
-DISABLE_ENV = "LENET_NATIVE"
+MODE_ENV = "LENET_NATIVE"  # 1: always the kernel; 0: never; unset: the guard measures
+MARCH_ENV = "LENET_NATIVE_MARCH"
+STRICT = ("-O3", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
+OPENMP = ("-fopenmp",)
+SERIAL = ("-Wno-unknown-pragmas",)  # without OpenMP its pragmas are meant to be ignored
+_MARCH_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+# Feature macros that name instruction sets: what a forced -march may not need beyond the CPU.
+_ISA_MACRO = re.compile(r"#define (__(?:AVX|SSE|SSSE|FMA|F16C|BMI|LZCNT|POPCNT|MOVBE|AES|"
+                        r"PCLMUL|SHA|GFNI|VAES|VPCLMULQDQ|XSAVE|ADX|AMX|ARM_NEON|"
+                        r"ARM_FEATURE_)\w*) 1$", re.MULTILINE)
 
 
 class BuildError(RuntimeError):
-    pass
+    def __init__(self, message: str, build: Build | None = None) -> None:
+        super().__init__(message)
+        self.build = build  # what was tried, with its logs
+
+
+def mode() -> str:
+    """'off', 'on' (no guard) or 'auto' (the guard decides), from $LENET_NATIVE."""
+    value = os.environ.get(MODE_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return "auto"
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    if value in ("1", "true", "yes", "on"):
+        return "on"
+    raise ConfigError(f"{MODE_ENV}={os.environ[MODE_ENV]!r}: use 1 (always the native "
+                      "kernel), 0 (never) or leave it unset (measure, then decide)")
+
+
+def requested_march() -> tuple[str, bool]:
+    """(-march value, whether the user chose it) from $LENET_NATIVE_MARCH, checked."""
+    value = os.environ.get(MARCH_ENV, "").strip()
+    if not value:
+        return "native", False
+    if not _MARCH_VALUE.match(value):
+        raise BuildError(f"{MARCH_ENV}={value!r} is not a -march value (e.g. native, "
+                         "x86-64-v2, x86-64-v3, x86-64-v4)")
+    return value, True
 
 
 def cache_dir() -> Path:
@@ -49,59 +98,260 @@ def compiler() -> list[str] | None:
     return None
 
 
-def _cpu_identity() -> str:
-    """What -march=native depends on: the CPU model and its feature flags."""
+def _run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A compiler and the target it builds for, as the cache key and `lenet doctor` see them."""
+
+    command: tuple[str, ...]
+    path: str
+    version: str  # all of `cc --version`
+    march: str | None  # None: the compiler's default target (it rejected -march=native)
+    macros: str  # `cc -march=... -dM -E -` of an empty file
+
+    @property
+    def version_line(self) -> str:
+        return self.version.strip().splitlines()[0] if self.version.strip() else "?"
+
+    @property
+    def march_flags(self) -> tuple[str, ...]:
+        return (f"-march={self.march}",) if self.march else ()
+
+    def isa(self) -> set[str]:
+        return set(_ISA_MACRO.findall(self.macros))
+
+    def vector_width(self) -> int:
+        """Floats per vector the kernel uses for this target (as lenet5.c picks it)."""
+        isa = self.isa()
+        if "__AVX512F__" in isa:
+            return 16
+        if "__AVX__" in isa:
+            return 8
+        if "__SSE2__" in isa or "__ARM_NEON" in isa:
+            return 4
+        return 1
+
+
+def _macros(cc: list[str], march: str | None) -> subprocess.CompletedProcess:
+    flags = [f"-march={march}"] if march else []
+    return _run([*cc, *flags, "-dM", "-E", "-x", "c", "-"], timeout=60)
+
+
+@cache
+def _toolchain(cc: tuple[str, ...], march: str, chosen: bool) -> Toolchain:
+    path = shutil.which(cc[0]) or cc[0]
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        first = text.split("\n\n", 1)[0]
-        keep = [line for line in first.splitlines()
-                if line.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
-        return "\n".join(keep)
-    except OSError:
-        return f"{platform.machine()} {platform.processor()}"
+        version = _run([*cc, "--version"], timeout=60).stdout
+        probe = _macros(list(cc), march)
+        target: str | None = march
+        if probe.returncode != 0 and not chosen:  # a compiler without -march=native
+            target, probe = None, _macros(list(cc), None)
+        if probe.returncode != 0:
+            first = (probe.stderr.strip().splitlines() or ["(no message)"])[0]
+            if not chosen:
+                raise BuildError(f"the C compiler `{' '.join(cc)}` fails on an empty file: "
+                                 f"{first}")
+            raise BuildError(f"{MARCH_ENV}={march}: {' '.join(cc)} rejects -march={march}: "
+                             f"{first}")
+        native = probe if target == "native" else _macros(list(cc), "native")
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BuildError(f"could not run the C compiler {' '.join(cc)}: {error}") from error
+    chain = Toolchain(cc, path, version, target, probe.stdout)
+    if native.returncode == 0:  # a forced level this CPU cannot run would crash it
+        missing = chain.isa() - set(_ISA_MACRO.findall(native.stdout))
+        if missing:
+            raise BuildError(f"{MARCH_ENV}={march} needs {', '.join(sorted(missing))}, which "
+                             "this CPU lacks")
+    return chain
 
 
-def build(name: str) -> Path:
-    """Path of the compiled library for `SOURCE_DIR/name.c`, building it if needed."""
-    source = SOURCE_DIR / f"{name}.c"
-    cc = compiler()
+def toolchain(cc: list[str] | None = None, march: str | None = None) -> Toolchain:
+    """The compiler ($CC or the first found) and target ($LENET_NATIVE_MARCH or native)."""
+    cc = cc or compiler()
     if cc is None:
         raise BuildError("no C compiler found (set CC, or install gcc or clang)")
+    chosen = march is not None
+    if march is None:
+        march, chosen = requested_march()
+    return _toolchain(tuple(cc), march, chosen)
+
+
+def flag_sets(chain: Toolchain) -> list[list[str]]:
+    """Compiler flags to try, best first: with OpenMP, then serial."""
+    base = [*STRICT, *chain.march_flags]
+    return [[*base, *OPENMP], [*base, *SERIAL]]
+
+
+def _torch_identity() -> str:
+    import torch
+
+    return f"torch {torch.__version__} cxx11abi {int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+
+
+@dataclass
+class Build:
+    """What `build` produced: the library (or None) and the logs of what it tried."""
+
+    name: str
+    toolchain: Toolchain
+    path: Path | None = None  # the library
+    flags: list[str] = field(default_factory=list)  # those it was built with
+    log: Path | None = None
+    failed: list[Path] = field(default_factory=list)  # logs of flag sets that failed
+
+    @property
+    def openmp(self) -> bool:
+        return "-fopenmp" in self.flags
+
+    def failure_summary(self) -> str:
+        """The first failed log's path and first lines, for one warning line."""
+        if not self.failed:
+            return "no build was tried"
+        log = self.failed[0]
+        lines = [line for line in _read(log).splitlines()[1:] if line.strip()][:2]
+        return f"{log}: " + " | ".join(line.strip()[:160] for line in lines)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def compile_once(command: list[str], source: Path, output: str) -> tuple[bool, str]:
+    """Run one compile; (clean, log). Clean means exit 0 and nothing on stdout or stderr."""
+    full = [*command, "-o", output, str(source), "-lm"]
+    result = _run(full)
+    said = (result.stdout + result.stderr).strip()
+    log = f"$ {shlex.join(full)}\n{said}\n" if said else f"$ {shlex.join(full)}\n(no output)\n"
+    return result.returncode == 0 and not said, log
+
+
+def build(name: str = "lenet5", source: Path | None = None) -> Build:
+    """Build (or find in the cache) the library of `source` (default SOURCE_DIR/name.c).
+    Raises BuildError when no flag set builds cleanly; its message gives the log."""
+    source = source or SOURCE_DIR / f"{name}.c"
+    chain = toolchain()
     text = source.read_bytes()
-    errors = []
-    for flags in FLAG_SETS:
-        command = [*cc, *flags, "-shared", "-fPIC", "-std=gnu11"]
-        key = hashlib.sha256(b"\0".join([text, " ".join(command).encode(),
-                                         _cpu_identity().encode()])).hexdigest()[:16]
-        target = cache_dir() / f"{name}-{key}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
+    result = Build(name, chain)
+    suffix = sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"
+    for flags in flag_sets(chain):
+        identity = [chain.version, chain.macros, _torch_identity(), shlex.join(flags)]
+        key = hashlib.sha256(b"\0".join([text, *(s.encode() for s in identity)])
+                             ).hexdigest()[:16]
+        stem = cache_dir() / f"{name}-{key}"
+        target, log, failed = stem.with_suffix(suffix), stem.with_suffix(".log"), \
+            stem.with_suffix(".failed")
         if target.exists():
-            return target
+            result.path, result.flags, result.log = target, flags, log
+            return result
+        if failed.exists():  # cached verdict: same source, compiler, target and flags
+            result.failed.append(failed)
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}-", suffix=".tmp")
         os.close(fd)
         try:
-            result = subprocess.run([*command, "-o", tmp, str(source), "-lm"],
-                                    capture_output=True, text=True, timeout=120)
-            if result.returncode == 0:
+            clean, text_log = compile_once([*chain.command, *flags], source, tmp)
+            _atomic_write(log if clean else failed, text_log)
+            if clean:
                 os.replace(tmp, target)
-                return target
-            errors.append(f"{' '.join(command)}: {result.stderr.strip()[-500:]}")
-        except (OSError, subprocess.TimeoutExpired) as error:
-            errors.append(f"{' '.join(command)}: {error}")
+                result.path, result.flags, result.log = target, flags, log
+                return result
+            result.failed.append(failed)
+        except (OSError, subprocess.TimeoutExpired) as error:  # not cached: may be transient
+            raise BuildError(f"could not compile {source.name}: {error}") from error
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise BuildError("could not compile " + source.name + ":\n" + "\n".join(errors))
+    raise BuildError(f"could not compile {source.name} cleanly (log: "
+                     f"{result.failure_summary()})", result)
+
+
+_loaded: dict[str, Build | str] = {}  # per library: its Build, or why there is none
+
+
+def last_build(name: str = "lenet5") -> Build | str | None:
+    """What `load(name)` found in this process: the Build, or why there is none."""
+    return _loaded.get(name)
 
 
 @cache
 def load(name: str) -> ctypes.CDLL | None:
-    """The compiled library `name`, or None (warning once why) when it cannot be had."""
-    if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    """The compiled library `name`, or None (warning in one line why) when it cannot be had."""
+    if mode() == "off":
+        _loaded[name] = f"{MODE_ENV}=0"
         return None
     try:
-        return ctypes.CDLL(str(build(name)))
+        built = build(name)
+        _loaded[name] = built
+        return ctypes.CDLL(str(built.path))
     except (BuildError, OSError) as error:
-        warnings.warn(f"lenet: native {name} kernels unavailable, using PyTorch's ({error})",
-                      RuntimeWarning, stacklevel=2)
+        built = getattr(error, "build", None)
+        _loaded[name] = built if built is not None else str(error)
+        warnings.warn(f"lenet: native {name} kernel not used, PyTorch's layers run instead: "
+                      f"{error}", RuntimeWarning, stacklevel=2)
         return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compile with lenet's flags and report; exit 1 unless every build is clean."""
+    parser = argparse.ArgumentParser(prog="python -m lenet.native.build", description=main.__doc__)
+    parser.add_argument("--name", default="lenet5", help="the C file's stem [lenet5]")
+    parser.add_argument("--cross", metavar="CC", help="a cross compiler, e.g. "
+                        "aarch64-linux-gnu-gcc: compile with and without OpenMP, load nothing")
+    parser.add_argument("--march", help=f"target level [${MARCH_ENV} or native; the cross "
+                        "compiler's default with --cross]")
+    parser.add_argument("--source", type=Path, help="another C file [the package's NAME.c]")
+    args = parser.parse_args(argv)
+    source = args.source or SOURCE_DIR / f"{args.name}.c"
+    try:
+        if args.cross:
+            chain = _cross_toolchain(shlex.split(args.cross), args.march)
+            ok = True
+            with tempfile.TemporaryDirectory() as tmp:
+                for flags in flag_sets(chain):
+                    clean, log = compile_once([*chain.command, *flags], source,
+                                              str(Path(tmp) / f"{args.name}.so"))
+                    print(("clean: " if clean else "FAILED: ") + log.rstrip())
+                    ok &= clean
+            return 0 if ok else 1
+        if args.march:
+            os.environ[MARCH_ENV] = args.march
+        built = build(args.name, source)
+    except BuildError as error:
+        print(f"lenet: error: {error}", file=sys.stderr)
+        return 1
+    print(f"built {built.path} ({built.toolchain.version_line}; {shlex.join(built.flags)}; "
+          f"{built.toolchain.vector_width()} floats a vector); log: {built.log}")
+    return 0
+
+
+def _cross_toolchain(cc: list[str], march: str | None) -> Toolchain:
+    """A cross compiler at `march` or its default target (there is no 'native' there)."""
+    if march is not None and not _MARCH_VALUE.match(march):
+        raise BuildError(f"--march {march!r} is not a -march value")
+    try:
+        version = _run([*cc, "--version"], timeout=60).stdout
+        probe = _macros(cc, march)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BuildError(f"could not run {' '.join(cc)}: {error}") from error
+    if probe.returncode != 0:
+        raise BuildError(f"{' '.join(cc)} failed: {probe.stderr.strip()[:300]}")
+    return Toolchain(tuple(cc), shutil.which(cc[0]) or cc[0], version, march, probe.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import warnings
 from functools import cache
 
 import numpy as np
@@ -38,13 +39,21 @@ ABI_VERSION = 7
 _float_p = ctypes.c_void_p
 
 
+_origin: dict[str, build.Build | str | None] = {}  # the library's Build, or why there is none
+
+
 @cache
 def library() -> ctypes.CDLL | None:
     lib = build.load("lenet5")
+    _origin["state"] = build.last_build("lenet5")
     if lib is None:
         return None
     lib.lenet5_abi_version.restype = ctypes.c_int
     if lib.lenet5_abi_version() != ABI_VERSION:
+        _origin["state"] = (f"its ABI version is {lib.lenet5_abi_version()}, lenet5.py expects "
+                            f"{ABI_VERSION} (bump ABI_VERSION in both files together)")
+        warnings.warn(f"lenet: native lenet5 kernel not used, PyTorch's layers run instead: "
+                      f"{_origin['state']}", RuntimeWarning, stacklevel=2)
         return None
     lib.lenet5_saved_floats.restype = ctypes.c_int
     lib.lenet5_saved_floats.argtypes = [ctypes.c_int]
@@ -59,6 +68,8 @@ def library() -> ctypes.CDLL | None:
     lib.lenet5_logits.restype = None
     lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 5, ctypes.c_int, *[_float_p] * 5,
                                   *[ctypes.c_int] * 3, _float_p]
+    if hasattr(lib, "lenet5_vector_width"):
+        lib.lenet5_vector_width.restype = ctypes.c_int
     return lib
 
 
@@ -66,12 +77,58 @@ def available() -> bool:
     return library() is not None
 
 
-def describe() -> str:
-    """One line for reports: which kernel LeNet-5's conv blocks run on the CPU."""
+def build_state() -> build.Build | str | None:
+    """The build this process loaded the library from or tried (with its logs), or why
+    there is none."""
+    library()
+    return _origin.get("state")
+
+
+def built() -> build.Build | None:
+    """The build this process loaded the library from, or tried (its `path` is None)."""
+    state = build_state()
+    return state if isinstance(state, build.Build) else None
+
+
+def why_not() -> str | None:
+    """Why the kernel is not available (None when it is), in one line."""
+    if library() is not None:
+        return None
+    state = build_state()
+    if isinstance(state, build.Build):
+        return "it did not build cleanly: " + state.failure_summary()
+    return state or "not loaded"
+
+
+def vector_width() -> int | None:
+    """Floats per vector in the loaded kernel: the library's answer where it gives one, else
+    what the target's feature macros imply; None without a kernel."""
     lib = library()
     if lib is None:
-        return "PyTorch's (native kernel unavailable)"
-    return "native fused (" + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")"
+        return None
+    if hasattr(lib, "lenet5_vector_width"):
+        return int(lib.lenet5_vector_width())
+    origin = built()
+    return origin.toolchain.vector_width() if origin else None
+
+
+def describe() -> str:
+    """One line for reports: which kernel LeNet-5's conv blocks run on the CPU, and how."""
+    lib = library()
+    if lib is None:
+        return f"PyTorch's (native kernel not used: {why_not()})"
+    chain = built().toolchain
+    guard = {"on": "always (LENET_NATIVE=1)", "auto": "where the guard measured it faster"}
+    return (f"native fused, {guard[build.mode()]} ({chain.version_line}, "
+            f"-march={chain.march or '(default)'}, {vector_width()} floats a vector, "
+            + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")")
+
+
+def kernel_report() -> dict:
+    """The kernel's state as JSON-able data (build, guard decisions): see guard.kernel_report."""
+    from .guard import kernel_report as report  # the guard imports this module
+
+    return report()
 
 
 def _parts(lib: ctypes.CDLL, n: int) -> int:
