@@ -10,12 +10,12 @@ saving leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_path
 from .errors import LenetError
 from .models import LeNet, ModelConfig
 
@@ -41,12 +41,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save(path: str | Path, payload: dict[str, Any]) -> Path:
     """Atomically write `payload` (a dict of plain values and tensors) to `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

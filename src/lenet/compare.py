@@ -8,18 +8,21 @@ machines compare alike.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from .atomic import write_text
 from .datasets import evaluation_split
 from .errors import LenetError
 from .model_settings import ModelSettings
 from .models import LeNet, ModelConfig
 from .rundir import RunDir, read_metrics
 from .summary import summarize
+from .tables import format_table
 
 
 @dataclass(frozen=True)
@@ -76,20 +79,16 @@ def sort_by_accuracy(summaries: list[RunSummary]) -> list[RunSummary]:
 
 
 def markdown_table(summaries: list[RunSummary]) -> str:
-    rows = [COLUMNS, *(_cells(s) for s in summaries)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-             for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return format_table(COLUMNS, map(_cells, summaries), align="l" * len(COLUMNS),
+                        markdown=True)
 
 
 def write_csv(summaries: list[RunSummary], path: str | Path) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(summaries[0])))
-        writer.writeheader()
-        writer.writerows(asdict(s) for s in summaries)
-    return Path(path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(summaries[0])))
+    writer.writeheader()
+    writer.writerows(asdict(s) for s in summaries)
+    return write_text(path, buffer.getvalue())
 
 
 def plot_tradeoffs(summaries: list[RunSummary], path: str | Path, title: str = "") -> Path:

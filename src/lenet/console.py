@@ -8,6 +8,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from .tables import format_row
+
 COLUMNS = ("epoch", "train loss", "train acc", "{e} loss", "{e} acc", "examples/s", "seconds")
 WIDTHS = (5, 10, 9, 9, 8, 11, 8)
 
@@ -28,8 +30,8 @@ class Console:
                     disable=disable, dynamic_ncols=True, file=sys.stderr)
 
     def table_header(self, eval_name: str) -> None:
-        cells = [c.format(e=eval_name).rjust(w) for c, w in zip(COLUMNS, WIDTHS, strict=True)]
-        self.print("  ".join(cells))
+        cells = [c.format(e=eval_name) for c in COLUMNS]
+        self.print(format_row(cells, WIDTHS, "r" * len(WIDTHS)))
 
     def table_row(self, row: dict[str, Any], eval_name: str) -> None:
         values = (
@@ -37,7 +39,7 @@ class Console:
             f"{row[f'{eval_name}_loss']:.4f}", f"{row[f'{eval_name}_acc']:.4f}",
             f"{row['examples_per_sec']:,.0f}", f"{row['seconds']:.1f}",
         )
-        self.print("  ".join(v.rjust(w) for v, w in zip(values, WIDTHS, strict=True)))
+        self.print(format_row(values, WIDTHS, "r" * len(WIDTHS)))
 
     def book_lines(self, row: dict[str, Any], eval_name: str, examples_per_sec: float,
                    device: str) -> None:

@@ -9,7 +9,6 @@ never looks like data.
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import idx
+from .atomic import atomic_path
 from .datasets import DatasetSpec, IDXFile, find_file, md5_hex
 from .errors import DataError
 
@@ -31,7 +31,7 @@ def fetch(url: str, dest: Path, *, progress: bool = True) -> str:
     request = urllib.request.Request(url, headers={"User-Agent": "lenet"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name.split(".part")[0],
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
                   disable=not progress, leave=False) as bar:
             while chunk := response.read(CHUNK):
                 out.write(chunk)
@@ -44,24 +44,21 @@ def download_file(file: IDXFile, directory: Path, base_urls: Sequence[str], *,
                   progress: bool = True) -> Path:
     """Download one file from the first mirror that serves it intact."""
     dest = directory / file.gz_name
-    tmp = directory / f"{file.gz_name}.part-{os.getpid()}"
     errors = []
     for base in base_urls:
         url = base.rstrip("/") + "/" + file.gz_name
         try:
-            gz_md5 = fetch(url, tmp, progress=progress)
-            if gz_md5 != file.gz_md5:
-                raise DataError(f"checksum mismatch (MD5 {gz_md5}, expected {file.gz_md5})")
-            raw_md5 = md5_hex(idx.read_bytes(tmp))
-            if raw_md5 != file.raw_md5:
-                raise DataError(f"decompressed checksum mismatch (MD5 {raw_md5})")
-            os.replace(tmp, dest)
+            with atomic_path(dest) as tmp:  # a file that fails a check never becomes `dest`
+                gz_md5 = fetch(url, tmp, progress=progress)
+                if gz_md5 != file.gz_md5:
+                    raise DataError(f"checksum mismatch (MD5 {gz_md5}, expected {file.gz_md5})")
+                raw_md5 = md5_hex(idx.read_bytes(tmp))
+                if raw_md5 != file.raw_md5:
+                    raise DataError(f"decompressed checksum mismatch (MD5 {raw_md5})")
             return dest
         except (OSError, urllib.error.URLError, DataError) as e:
             reason = getattr(e, "reason", None) or e
             errors.append(f"{url}: {reason}")
-        finally:
-            tmp.unlink(missing_ok=True)
     raise DataError("could not download " + file.gz_name + ": " + "; ".join(errors))
 
 

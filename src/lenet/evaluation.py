@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from .inference import Predictor
+from .tables import format_table
 
 
 @dataclass
@@ -72,13 +73,12 @@ def evaluate_split(predictor: Predictor, images: np.ndarray, labels: np.ndarray,
 
 
 def format_report(ev: Evaluation) -> str:
-    width = max(len(c) for c in ev.classes)
+    table = format_table(
+        ("class", "precision", "recall", "f1", "support"),
+        [(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+          f"{row['support']:,}") for row in ev.per_class()], rule=False)
     lines = [f"{ev.split} split: {ev.examples:,} examples, loss {ev.loss:.4f}, "
-             f"accuracy {ev.accuracy:.4f}", "",
-             f"{'class':<{width}}  precision  recall      f1  support"]
-    for row in ev.per_class():
-        lines.append(f"{row['class']:<{width}}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
-                     f"{row['f1']:>6.3f}  {row['support']:>7,}")
+             f"accuracy {ev.accuracy:.4f}", "", table]
     lines += ["", "most confused (true -> predicted: count):"]
     lines += [f"  {t} -> {p}: {n}" for t, p, n in ev.confused_pairs()]
     return "\n".join(lines)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import platform
 import sys
 import time
@@ -25,14 +24,9 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import write_text
 from .checkpoint import FILENAME as CHECKPOINT
 from .errors import ConfigError
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cpu_model() -> str:
@@ -96,7 +90,7 @@ class RunDir:
         return self.path / CHECKPOINT
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
-        _atomic_write(self.file(name), json.dumps(data, indent=2, default=str) + "\n")
+        write_text(self.file(name), json.dumps(data, indent=2, default=str) + "\n")
         return self.file(name)
 
     def read_json(self, name: str) -> dict[str, Any]:
@@ -109,7 +103,7 @@ class RunDir:
             writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
             writer.writeheader()
             writer.writerows(history)
-        _atomic_write(self.file(self.METRICS), buffer.getvalue())
+        write_text(self.file(self.METRICS), buffer.getvalue())
         return self.file(self.METRICS)
 
 

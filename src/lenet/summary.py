@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .tables import format_table
+
 
 @dataclass(frozen=True)
 class LayerRow:
@@ -56,12 +58,4 @@ def format_summary(rows: list[LayerRow]) -> str:
     header = ("layer", "type", "output shape", "params", "mult-adds")
     body = [(r.name, r.kind, str(r.output_shape), f"{r.params:,}", f"{r.macs:,}") for r in rows]
     total = ("total", "", "", f"{sum(r.params for r in rows):,}", f"{sum(r.macs for r in rows):,}")
-    widths = [max(len(line[i]) for line in [header, *body, total]) for i in range(len(header))]
-
-    def fmt(line: tuple[str, ...]) -> str:
-        left = [cell.ljust(w) for cell, w in zip(line[:3], widths[:3], strict=True)]
-        right = [cell.rjust(w) for cell, w in zip(line[3:], widths[3:], strict=True)]
-        return "  ".join(left + right).rstrip()
-
-    rule = "-" * len(fmt(header))
-    return "\n".join([fmt(header), rule, *map(fmt, body), rule, fmt(total)])
+    return format_table(header, body, align="lllrr", footer=[total])

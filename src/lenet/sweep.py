@@ -37,6 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text
 from .compare import (
     RunSummary,
     markdown_table,
@@ -269,9 +270,9 @@ def report(summaries: list[RunSummary], out: Path, title: str,
            say: Callable[[str], None] = print) -> None:
     ranked = sort_by_accuracy(summaries)
     table = markdown_table(ranked)
-    (out / "comparison.md").write_text(table + "\n")
+    write_text(out / "comparison.md", table + "\n")
     write_csv(ranked, out / "comparison.csv")
-    (out / "comparison.json").write_text(to_json(ranked) + "\n")
+    write_text(out / "comparison.json", to_json(ranked) + "\n")
     plot_tradeoffs(ranked, out / "tradeoffs.png", title=f"sweep {title}")
     plot_curves([s.path for s in ranked], out / "curves.png", title=f"sweep {title}")
     say(table)
