@@ -182,3 +182,21 @@ def test_kernel_report_is_json(fresh):
         build = report["build"]
         assert build["vector_width"] in (1, 4, 8, 16) and build["compiler_version"]
         assert report["guard_file"].endswith(".guard.json")
+
+
+def test_lenet_doctor_prints_the_kernels_state(capsys, monkeypatch):
+    from lenet.cli import main
+
+    monkeypatch.setenv("LENET_NATIVE", "1")
+    assert main(["doctor", "--measure"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("kernel:      ") and "torch:       " in out and "device:" in out
+    if lenet5.available():
+        assert "ISA level:   -march=" in out and "floats a vector" in out and "build log:" in out
+        assert "lenet5, batch 128, training: fused kernel: LENET_NATIVE=1 forces" in out
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["native"]["mode"] == "on" and report["threads"] == torch.get_num_threads()
+    monkeypatch.setenv("LENET_NATIVE", "maybe")
+    assert main(["doctor"]) == 2
+    assert capsys.readouterr().err.startswith("lenet: error: LENET_NATIVE='maybe'")
