@@ -1,4 +1,7 @@
 import json
+import os
+import signal
+import time
 
 import pytest
 import torch
@@ -130,13 +133,26 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(synthetic, tmp
     assert [r["epoch"] for r in read_metrics(resumed.run_dir / "metrics.csv")] == [1, 2, 3]
 
 
-def test_stop_request_handler():
+def ctrl_c(stop: runner.StopRequest | None = None) -> None:
+    """Send this process a real SIGINT, as a terminal's Ctrl-C does, and let Python run its
+    handler (between two bytecodes of the main thread)."""
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(200):
+        if stop is not None and stop():
+            return
+        time.sleep(0.005)
+
+
+def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts():
+    before = signal.getsignal(signal.SIGINT)
     stop = runner.StopRequest()
-    assert not stop()
-    stop._handle(2, None)
-    assert stop()
-    with pytest.raises(KeyboardInterrupt):
-        stop._handle(2, None)  # a second Ctrl-C interrupts at once
+    with stop:
+        assert not stop()
+        ctrl_c(stop)
+        assert stop()
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c()  # a second Ctrl-C interrupts at once
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back
 
 
 def test_non_finite_loss_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
