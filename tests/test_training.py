@@ -156,14 +156,16 @@ def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts():
 
 
 def test_non_finite_loss_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
-    real = runner.train_one_epoch
+    from lenet import fitting
+
+    real = fitting.train_one_epoch
 
     def diverge_in_epoch_2(*args, epoch, **kwargs):
         if epoch == 1:
             raise NonFiniteLossError(epoch, 3)
         return real(*args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(runner, "train_one_epoch", diverge_in_epoch_2)
+    monkeypatch.setattr(fitting, "train_one_epoch", diverge_in_epoch_2)
     with pytest.raises(TrainingError, match=r"last good checkpoint \(after epoch 1\) is kept"):
         runner.train(config(tmp_path, name="nan"), console=QUIET)
     assert checkpoint.load(tmp_path / "runs" / "nan")["epoch"] == 1

@@ -1,14 +1,41 @@
-"""lenet: build, train, inspect and ship LeNet-family CNNs on Fashion-MNIST and MNIST."""
+"""lenet: build, train, inspect and ship LeNet-family CNNs on Fashion-MNIST and MNIST.
 
+The public API is what `__all__` lists (docs/API.md shows it in use); other
+modules are lenet's own rooms and may change. Names load on first use, so
+`import lenet` stays fast and imports no torch.
+"""
+
+from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it
+_EXPORTS = {
+    "Run": "run", "RunResult": "fitting", "StopRequest": "fitting",
+    "Activations": "run", "ScoreDetector": "run",
+    "TrainConfig": "config", "RECIPES": "config",
+    "ModelConfig": "models", "MODELS": "models", "LeNet": "models", "build_model": "models",
+    "load": "inference", "Predictor": "inference", "Prediction": "inference",
+    "DATASETS": "datasets", "load_dataset": "sources", "Dataset": "sources", "Split": "sources",
+    "Evaluation": "evaluation",
+    "Sink": "sinks", "OnlyIf": "sinks",
+    "Console": "console",
+    "LenetError": "errors", "ConfigError": "errors", "DataError": "errors",
+    "TrainingError": "errors",
+}
+_ALIASES = {"load_dataset": "load"}  # public name -> name inside its module
+
+__all__ = ["__version__", *_EXPORTS]
+
 
 def __getattr__(name: str) -> Any:
-    # `lenet.load` without importing torch for `import lenet` alone.
-    if name == "load":
-        from .inference import load
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lenet' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), _ALIASES.get(name, name))
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return load
-    raise AttributeError(f"module 'lenet' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -40,6 +40,41 @@ def capture(model: nn.Module, x: torch.Tensor,
     return result, outputs
 
 
+def default_classes(classes: Sequence[str]) -> str:
+    """The classes `lenet activations` shows unless told: the chapter's exercise compares
+    sweaters and coats."""
+    if "pullover" in classes and "coat" in classes:
+        return "pullover,coat"
+    return ",".join(classes[:2])
+
+
+def match_class(name: str, classes: Sequence[str]) -> int:
+    """The index of class `name` (case-insensitive; 'T-shirt' matches 'T-shirt/top')."""
+    name = name.strip().lower()
+    for i, c in enumerate(classes):
+        if name in (c.lower(), c.lower().split("/")[0]):
+            return i
+    raise LenetError(f"unknown class {name!r}; classes: {', '.join(classes)}")
+
+
+def pick_examples(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], *,
+                  index: Sequence[int] = (), wanted: str | None = None,
+                  per_class: int = 4) -> tuple[list[np.ndarray], list[str]]:
+    """Images of a split chosen by `index` and by class names ("pullover,coat": the first
+    `per_class` of each), with captions naming their class and index."""
+    chosen, captions = [], []
+    for i in index:
+        if i >= len(labels):
+            raise LenetError(f"--index {i}: the test split has {len(labels)} images")
+        chosen.append(images[i])
+        captions.append(f"{classes[labels[i]]} (test #{i})")
+    for label in (match_class(c, classes) for c in wanted.split(",")) if wanted else ():
+        for i in np.flatnonzero(labels == label)[:per_class]:
+            chosen.append(images[i])
+            captions.append(f"{classes[label]} (test #{i})")
+    return chosen, captions
+
+
 def plot_activations(images: np.ndarray, captions: Sequence[str],
                      acts: dict[str, torch.Tensor], path: str | Path, title: str = "") -> Path:
     """One block per input: the input, layer-1 maps in a row, layer-2 maps in rows of 8."""

@@ -29,7 +29,6 @@ def export_onnx(predictor: Predictor, path: str | Path) -> Path:
     """Write the model as ONNX with inputs (batch, 1, H, W) float32 in [0, 1]."""
     path = Path(path)
     data = onnx_bytes(predictor.model, predictor.input_size)
-    predictor.model.to(predictor.device)
     try:
         path.write_bytes(data)
     except OSError as e:

@@ -42,22 +42,29 @@ ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 
 @dataclass(frozen=True)
 class Prediction:
-    top: list[tuple[str, float]]  # (class name, probability), most likely first
-    probabilities: np.ndarray  # (classes,)
-    score: float  # max softmax probability: low means unlike the training data
+    """One image's answer: its most likely class, the top k, and how familiar it looks."""
 
-    @property
-    def label(self) -> str:
-        return self.top[0][0]
+    index: int  # the predicted class's index
+    label: str  # its name
+    probability: float  # its softmax probability
+    top: list[tuple[str, float]]  # (class name, probability), most likely first
+    top_indices: tuple[int, ...]  # the same classes' indices
+    probabilities: np.ndarray  # (classes,)
+    score: float  # in-distribution score, higher = more familiar (max softmax probability
+    #               unless an out-of-distribution detector gave it)
+    detector: str = "msp"  # the score's name
+    threshold: float | None = None  # the detector's threshold; None: no OOD check was made
+    out_of_distribution: bool | None = None  # score below threshold; None: not checked
 
 
 def onnx_bytes(model: LeNet, input_size: tuple[int, int]) -> bytes:
     """The model as ONNX (dynamic batch; input 'images', output 'logits')."""
     buffer = io.BytesIO()
     example = torch.zeros(2, model.config.in_channels, *input_size)
+    exported = copy.deepcopy(model).cpu().eval()  # the caller's model stays as it is
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-        torch.onnx.export(model.cpu().eval(), (example,), buffer, input_names=[ONNX_INPUT],
+        torch.onnx.export(exported, (example,), buffer, input_names=[ONNX_INPUT],
                           output_names=[ONNX_OUTPUT], opset_version=17, dynamo=False,
                           dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}})
     return buffer.getvalue()
@@ -77,7 +84,7 @@ def onnx_session(model_bytes_or_path: bytes | str | Path, threads: int | None = 
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def _onnxruntime_available() -> bool:
+def onnxruntime_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -105,7 +112,7 @@ class Predictor:
         self._native = native_network(self._fast) if can_run_native else None
         if backend == "auto":
             backend = ("native" if self._native is not None
-                       else "hybrid" if can_run_native and _onnxruntime_available() else "torch")
+                       else "hybrid" if can_run_native and onnxruntime_available() else "torch")
         if backend in ("onnxruntime", "hybrid", "native") and precision != "fp32":
             raise ConfigError(f"the {backend} backend runs fp32 only")
         if backend == "native" and self._native is None:
@@ -189,9 +196,10 @@ class Predictor:
         k = min(top_k, len(self.classes))
         results = []
         for p in probs:
-            order = np.argsort(-p)[:k]
-            results.append(Prediction([(self.classes[i], float(p[i])) for i in order], p,
-                                      float(p.max())))
+            order = [int(i) for i in np.argsort(-p)[:k]]
+            results.append(Prediction(order[0], self.classes[order[0]], float(p[order[0]]),
+                                      [(self.classes[i], float(p[i])) for i in order],
+                                      tuple(order), p, float(p.max())))
         return results
 
 

@@ -23,7 +23,7 @@ import torch
 from .. import sources
 from ..config import TrainConfig
 from ..device import describe, pick_device
-from ..inference import Predictor, _onnxruntime_available
+from ..inference import Predictor, onnxruntime_available
 from ..models import MODELS, build_model
 from ..native import lenet5
 from ..rundir import cpu_model
@@ -35,7 +35,7 @@ def conditions() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "device": describe(pick_device("auto")),
             "lenet5 conv kernel": lenet5.describe()}
-    if _onnxruntime_available():
+    if onnxruntime_available():
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
@@ -104,7 +104,7 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     report["inference"] = []
     for backend, precision in (("native", "fp32"), ("torch", "fp32"), ("torch", "bf16"),
                                ("onnxruntime", "fp32"), ("hybrid", "fp32")):
-        if backend in ("onnxruntime", "hybrid") and not _onnxruntime_available():
+        if backend in ("onnxruntime", "hybrid") and not onnxruntime_available():
             say("  onnxruntime: not installed")
             continue
         if backend == "native" and not lenet5.available():

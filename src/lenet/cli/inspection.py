@@ -77,66 +77,35 @@ def add_ood_options(p: argparse.ArgumentParser) -> None:
                    help="fraction of test images the threshold lets through [0.95]")
 
 
-class OpenRun:
-    """A run's predictor, with its dataset loaded on first use."""
+def open_run(args: argparse.Namespace) -> Any:
+    """The run named by RUN, on --device, its data in --data-dir (lenet.Run)."""
+    from ..run import Run
 
-    def __init__(self, args: argparse.Namespace, backend: str | None = None) -> None:
-        from .. import checkpoint
-        from ..inference import Predictor
-
-        self.path = checkpoint.resolve(args.run)
-        self.dir = self.path.parent
-        self.predictor = Predictor.from_run(self.path, args.device, backend or args.backend)
-        self.payload = checkpoint.load(self.path)
-        self.data_dir = args.data_dir
-        self._dataset: Any = None
-
-    @property
-    def dataset(self) -> Any:
-        if self._dataset is None:
-            from .. import sources
-
-            self._dataset = sources.load(self.payload["dataset"], self.data_dir)
-        return self._dataset
-
-    def output(self, given: str | None, default: str) -> Path:
-        return Path(given) if given else self.dir / default
-
-    def threshold(self, kind: str, tpr: float) -> float:
-        from ..ood import cached_threshold
-
-        return cached_threshold(self.dir, self.predictor, lambda: self.dataset.test.images,
-                                kind, tpr)
+    return Run.open(args.run, device=args.device, data_dir=args.data_dir)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate_split, format_report, plot_confusion
+    from ..evaluation import format_report, plot_confusion
 
-    run = OpenRun(args)
-    split = getattr(run.dataset, args.split)
-    ev = evaluate_split(run.predictor, split.images, split.labels, args.split)
+    run = open_run(args)
+    ev = run.evaluate(args.split, backend=args.backend)
     print(format_report(ev))
-    (run.dir / f"evaluation-{args.split}.json").write_text(json.dumps(ev.to_dict(), indent=2))
+    metrics = run.dir.write_json(f"evaluation-{args.split}.json", ev.to_dict())
     png = plot_confusion(ev, run.output(args.out, f"confusion-{args.split}.png"))
-    print(f"\nconfusion matrix: {png}\nmetrics: {run.dir / f'evaluation-{args.split}.json'}")
+    print(f"\nconfusion matrix: {png}\nmetrics: {metrics}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..datasets import DATASETS
-    from ..images import ImageError, prepare
-    from ..ood import score
+    from ..images import ImageError
 
-    run = OpenRun(args)
-    spec = DATASETS.get(run.payload["dataset"])
-    fill = spec.object_fill if spec else 1.0
+    run = open_run(args)
     prepared, failures = {}, []
     for name in args.images:
         try:
-            prepared[name] = prepare(name, size=run.predictor.input_size, invert=args.invert,
-                                     fill=fill)
+            prepared[name] = run.load_image(name, invert=args.invert)
         except ImageError as e:
             print(f"lenet: error: {e}", file=sys.stderr)
             failures.append({"file": name, "error": str(e)})
@@ -145,20 +114,18 @@ def run_predict(args: argparse.Namespace) -> int:
             print(json.dumps(failures, indent=2))
         return 2
     try:
-        threshold: float | None = run.threshold(args.score, args.tpr)
+        detector: Any = run.ood_detector(args.score, args.tpr, backend=args.backend)
     except LenetError as e:
-        threshold = None
+        detector = False
         print(f"lenet: note: no out-of-distribution check ({e})", file=sys.stderr)
-    pixels = np.stack([p.pixels for p in prepared.values()])
-    logits = run.predictor.logits(pixels)  # once, for the classes and the OOD score
-    predictions = run.predictor.predictions(logits, top_k=args.top_k)
-    scores = score(logits, args.score)
+    predictions = run.classify(np.stack([p.pixels for p in prepared.values()]),
+                               top_k=args.top_k, ood=detector, backend=args.backend)
     results = []
-    for (name, image), prediction, s in zip(prepared.items(), predictions, scores, strict=True):
+    for (name, image), p in zip(prepared.items(), predictions, strict=True):
         results.append({
-            "file": name, "top": [{"class": c, "probability": p} for c, p in prediction.top],
-            "score": {"kind": args.score, "value": float(s), "threshold": threshold},
-            "out_of_distribution": None if threshold is None else bool(s < threshold),
+            "file": name, "top": [{"class": c, "probability": q} for c, q in p.top],
+            "score": {"kind": args.score, "value": p.score, "threshold": p.threshold},
+            "out_of_distribution": p.out_of_distribution,
             "inverted": image.inverted, "notes": image.notes})
     if args.json:
         print(json.dumps(results + failures, indent=2))
@@ -173,89 +140,61 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_activations(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
-    from ..activations import capture, plot_activations
-    from ..images import prepare
+    from ..activations import default_classes, pick_examples, plot_activations
 
-    run = OpenRun(args)
-    classes = run.predictor.classes
+    run = open_run(args)
+    classes = run.classes
     images, captions = [], []
-    if args.images:
-        for name in args.images:
-            pixels = prepare(name, size=run.predictor.input_size, invert=None).pixels
-            images.append(pixels)
-            captions.append(Path(name).name)
-    test = run.dataset.test if (args.index or not args.images or args.classes) else None
-    for i in args.index or []:
-        if i >= len(test):
-            raise LenetError(f"--index {i}: the test split has {len(test)} images")
-        images.append(test.images[i])
-        captions.append(f"{classes[test.labels[i]]} (test #{i})")
-    if args.classes or not (args.images or args.index):
-        wanted = args.classes or default_classes(classes)
-        for label in (match_class(c, classes) for c in wanted.split(",")):
-            for i in np.flatnonzero(test.labels == label)[:args.n]:
-                images.append(test.images[i])
-                captions.append(f"{classes[label]} (test #{i})")
+    for name in args.images or []:
+        images.append(run.load_image(name).pixels)
+        captions.append(Path(name).name)
+    if args.index or args.classes or not args.images:
+        test = run.dataset.test
+        wanted = args.classes or (None if args.images or args.index else
+                                  default_classes(classes))
+        more, more_captions = pick_examples(test.images, test.labels, classes,
+                                            index=args.index or (), wanted=wanted,
+                                            per_class=args.n)
+        images += more
+        captions += more_captions
     pixels = np.stack(images)
-    with torch.inference_mode():
-        logits, acts = capture(run.predictor.model, run.predictor.as_batch(pixels))
-    probs = torch.softmax(logits.float().cpu(), 1)
+    acts = run.activations(pixels)
     captions = [f"{c}\npredicted: {classes[int(p.argmax())]} {float(p.max()):.2f}"
-                for c, p in zip(captions, probs, strict=True)]
-    path = plot_activations(pixels, captions, acts, run.output(args.out, "activations.png"),
-                            title=f"{run.payload['model_name']}: activations after conv1 "
-                                  "and conv2")
+                for c, p in zip(captions, acts.probabilities, strict=True)]
+    path = plot_activations(pixels, captions, acts.layers, run.output(args.out, "activations.png"),
+                            title=f"{run.config.model}: activations after conv1 and conv2")
     print(f"{len(pixels)} inputs: {path}")
     return 0
-
-
-def default_classes(classes: list[str]) -> str:
-    if "pullover" in classes and "coat" in classes:
-        return "pullover,coat"  # the chapter's exercise: sweaters vs coats
-    return ",".join(classes[:2])
-
-
-def match_class(name: str, classes: list[str]) -> int:
-    name = name.strip().lower()
-    for i, c in enumerate(classes):
-        if name in (c.lower(), c.lower().split("/")[0]):
-            return i
-    raise LenetError(f"unknown class {name!r}; classes: {', '.join(classes)}")
 
 
 def run_ood(args: argparse.Namespace) -> int:
     from ..ood import analyse, format_reports, plot_reports, probe_groups
 
-    run = OpenRun(args)
-    threshold = run.threshold(args.score, args.tpr)
+    run = open_run(args)
+    detector = run.ood_detector(args.score, args.tpr, backend=args.backend)
     groups = probe_groups(run.dataset.test.images, n=args.n, with_photos=args.photos)
-    reports = analyse(run.predictor, groups, threshold, args.score)
-    classes = run.predictor.classes
-    print(format_reports(reports, classes, threshold, args.score, args.tpr))
-    msp_threshold = threshold if args.score == "msp" else None
+    reports = analyse(run.predictor(args.backend), groups, detector.threshold, args.score)
+    classes = run.classes
+    print(format_reports(reports, classes, detector.threshold, args.score, args.tpr))
+    msp_threshold = detector.threshold if args.score == "msp" else None
     png = plot_reports(reports, groups, classes, run.output(args.out, "ood.png"), msp_threshold,
-                       f"{run.payload['model_name']} on inputs unlike its training data")
-    (run.dir / "ood.json").write_text(json.dumps(
-        {"score": args.score, "tpr": args.tpr, "threshold": threshold,
-         "groups": [{**r.__dict__, "predicted": r.predicted.tolist()} for r in reports]},
-        indent=2))
-    print(f"\nfigure: {png}\ntable: {run.dir / 'ood.json'}")
+                       f"{run.config.model} on inputs unlike its training data")
+    table = run.dir.write_json("ood.json", {
+        "score": args.score, "tpr": args.tpr, "threshold": detector.threshold,
+        "groups": [{**r.__dict__, "predicted": r.predicted.tolist()} for r in reports]})
+    print(f"\nfigure: {png}\ntable: {table}")
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..export import export_onnx, verify
-
-    run = OpenRun(args, backend="torch")  # verified against PyTorch itself
-    path = export_onnx(run.predictor, args.onnx)
+    run = open_run(args)
+    path = run.export_onnx(args.onnx)
+    height, width = run.model.config.input_size
     print(f"wrote {path} ({path.stat().st_size:,} bytes), input 'images' "
-          f"(batch, 1, {run.predictor.input_size[0]}, {run.predictor.input_size[1]}) float32 "
-          "in [0, 1], output 'logits' (batch, classes)")
+          f"(batch, 1, {height}, {width}) float32 in [0, 1], output 'logits' (batch, classes)")
     if args.verify:
-        test = run.dataset.test
-        v = verify(path, run.predictor, test.images, test.labels)
+        v = run.verify_onnx(path)
         print(f"verified on {v.examples:,} test images: predictions agree on {v.agreement:.2%}, "
               f"max |logit difference| {v.max_abs_error:.2e}, accuracy ONNX {v.onnx_accuracy:.4f} "
               f"vs PyTorch {v.torch_accuracy:.4f}")

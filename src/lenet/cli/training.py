@@ -12,7 +12,14 @@ from ..device import DEVICE_CHOICES
 from ..model_settings import parse_settings, setting_names
 from ..models import MODELS, build_model, resolve_model_config
 from ..summary import format_summary, summarize
-from .args import fraction, non_negative_float, positive_float, positive_int, size_pair
+from .args import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    size_pair,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -59,6 +66,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     recipe.add_argument("--target-accuracy", type=fraction, metavar="ACC",
                         help="stop after the first epoch whose test (or val) accuracy reaches "
                              "ACC [off]")
+    recipe.add_argument("--ood-holdout", type=non_negative_int, metavar="N",
+                        help="keep N training images out of training to calibrate the "
+                             "out-of-distribution thresholds on [0 for the book's recipe, "
+                             "2000 for the others]")
     where = p.add_argument_group("where and how")
     where.add_argument("--device", choices=DEVICE_CHOICES,
                        help=f"auto picks CUDA, then MPS, then CPU [{d.device}]")
@@ -66,14 +77,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     where.add_argument("--data-dir", metavar="DIR", help="directory holding the IDX files")
     where.add_argument("--out-dir", metavar="DIR", help=f"where run directories go [{d.out_dir}]")
     where.add_argument("--name", help="run directory name [MODEL-TIMESTAMP]")
-    where.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue an interrupted run (may change --epochs, --device, "
-                            "--threads, --data-dir)")
+    where.add_argument("--resume", metavar="RUN",
+                       help="the old spelling of `lenet resume RUN`, kept for one release")
     where.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                        help="no progress bar (it shows by default on a terminal)")
     where.add_argument("--tensorboard", action="store_true", default=None,
                        help="also log the metrics for TensorBoard, in RUN/tensorboard")
     p.set_defaults(handler=run_train)
+
+    p = commands.add_parser(
+        "resume", help="continue an interrupted run, or train a finished one for more epochs",
+        description="Continue RUN from its checkpoint, bit-identical to a run that was never "
+                    "interrupted. Only where it runs and, for a constant learning rate, the "
+                    "number of epochs may change.")
+    p.add_argument("run", metavar="RUN", help="a run directory (or its checkpoint file)")
+    p.add_argument("--epochs", type=positive_int, help="train on to this many epochs in all")
+    p.add_argument("--device", choices=DEVICE_CHOICES, help="[the run's]")
+    p.add_argument("--threads", type=positive_int, help="CPU threads [torch's default]")
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the IDX files")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar (it shows by default on a terminal)")
+    p.set_defaults(handler=run_resume)
 
     p = commands.add_parser("summary", help="per-layer output shapes, parameters, mult-adds")
     p.add_argument("--model", default="lenet5", choices=list(MODELS), help="model variant")
@@ -87,7 +111,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .. import runner  # torch-heavy imports only for commands that need them
+    from ..run import Run  # torch-heavy imports only for commands that need them
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -95,9 +119,18 @@ def run_train(args: argparse.Namespace) -> int:
         given["model_settings"] = parse_settings(given["model_settings"])
     console = Console(progress=args.progress)
     if args.resume:
-        runner.resume(args.resume, console=console, **given)
+        Run.open(args.resume, **given).fit(console=console)
     else:
-        runner.train(TrainConfig.from_recipe(**given), console=console)
+        Run.create(TrainConfig.from_recipe(**given)).fit(console=console)
+    return 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from ..run import Run
+
+    run = Run.open(args.run, epochs=args.epochs, device=args.device, threads=args.threads,
+                   data_dir=args.data_dir)
+    run.fit(console=Console(progress=args.progress))
     return 0
 
 

@@ -5,7 +5,10 @@ one, figures are plain matplotlib `Figure`s (no pyplot, so no window and no
 blocking) written to `./d2l-plots/figure-N.png` (or `$LENET_D2L_PLOTS/`); the
 path is printed once per figure, and the file is rewritten at most every
 `SAVE_EVERY_S` seconds while it changes, and once more when training ends or
-the program exits.
+the program exits: the first figure a program makes registers one `atexit`
+hook (`_flush_all`) that saves figures with unsaved points, so the last
+epochs of a script are never missing from its PNG. Importing this module
+registers nothing.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class FigureOutput:
         self.path: Path | None = None
         self._last_save = 0.0
         self._dirty = False
+        if not _live_figures:  # the first figure: save what is unsaved when the program ends
+            atexit.unregister(_flush_all)  # (once, however many figures come and go)
+            atexit.register(_flush_all)
         _live_figures.add(self)
 
     def show(self, *, final: bool = False) -> None:
@@ -115,7 +121,6 @@ class FigureOutput:
             self.save()
 
 
-@atexit.register
 def _flush_all() -> None:
     for output in list(_live_figures):
         output.flush()

@@ -1,0 +1,338 @@
+"""`Run.fit`: a training run's four phases, set-up -> epochs -> evaluation -> finish.
+
+The phases compute; everything they produce goes to sinks (lenet/sinks.py):
+files, terminal, TensorBoard. Ctrl-C, a non-finite loss and resuming are
+handled here and nowhere else:
+
+- Ctrl-C (`StopRequest`): the first asks training to stop after the current
+  step; the checkpoint then holds the epoch's progress and `lenet resume RUN`
+  continues bit-identically. A second Ctrl-C interrupts at once.
+- A non-finite loss: training stops, the last good checkpoint is kept, the
+  curves are drawn, and a `TrainingError` says what to try.
+- Resuming: the checkpoint restores model, optimizer, scheduler, loss scaler,
+  epoch progress and the RNG states, in the same order as a fresh run draws them.
+
+Random numbers: the model's initial weights (Xavier, `init_weights`) and
+dropout draw from torch's global RNG, so the run seeds it, as the book's
+figures need (the book recipe with seed 0 ends at test accuracy 0.7374). That
+seeding happens inside `torch.random.fork_rng`: the caller's RNG state is the
+same after `fit` as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+from . import checkpoint, sources
+from .config import TrainConfig
+from .device import describe, pick_device, set_threads
+from .errors import ConfigError, TrainingError
+from .fastpath import native_choice, prepare_model
+from .loader import make_loaders
+from .models import ModelConfig, build_model
+from .optim import build_optimizer, build_scheduler
+from .rundir import RunDir, environment
+from .sinks import EpochEnd, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
+from .training import EpochTotals, EvalResult, NonFiniteLossError, evaluate, train_one_epoch
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Options that may differ when a run is resumed: where it runs, not what it computes.
+RESUMABLE_OVERRIDES = {"device", "threads", "data_dir", "epochs"}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    completed: bool  # False when stopped early by Ctrl-C
+    examples_per_sec: float
+    device: str
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+class StopRequest:
+    """First Ctrl-C asks training to stop after the current step (and save);
+    a second one interrupts at once. Call `request()` to ask from code."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def request(self) -> None:
+        """Ask to stop; asked a second time, interrupt at once (KeyboardInterrupt)."""
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.request()
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def fit(run_dir: RunDir, config: TrainConfig, payload: dict[str, Any] | None,
+        sinks: list[Sink], stop: StopRequest | None, background_imports: bool) -> RunResult:
+    """Train a new run, or resume one from its checkpoint's `payload`, to `config.epochs`."""
+    device = pick_device(config.device)
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" or (
+        torch.cuda.is_available() and torch.cuda.is_initialized()) else []
+    events = Sinks(sinks)
+    try:
+        with torch.random.fork_rng(devices=cuda):  # the run's seeding stays inside
+            return _Fit(run_dir, config, payload, device, events, stop or StopRequest(),
+                        background_imports).run()
+    finally:
+        events.close()
+
+
+class _Fit:
+    """One call of `fit`: the state the phases share."""
+
+    def __init__(self, run_dir: RunDir, config: TrainConfig, payload: dict[str, Any] | None,
+                 device: torch.device, sinks: Sinks, stop: StopRequest,
+                 background_imports: bool) -> None:
+        self.run_dir, self.config, self.payload = run_dir, config, payload
+        self.device, self.sinks, self.stop = device, sinks, stop
+        self.background_imports = background_imports
+
+    def run(self) -> RunResult:
+        self.started = time.perf_counter()  # elapsed times include data loading and set-up
+        self.set_up()
+        completed = self.epochs()
+        return self.finish(completed)
+
+    def set_up(self) -> None:
+        config, device = self.config, self.device
+        if self.background_imports:
+            import_in_background()
+        set_threads(config.threads)
+        torch.manual_seed(config.seed)  # the order of draws below is what results depend on
+        dataset = sources.load(config.dataset, config.data_dir)
+        self.loaders = make_loaders(dataset, device, batch_size=config.batch_size,
+                                    seed=config.seed, val_split=config.val_split,
+                                    resize=config.resize, augment=config.augment,
+                                    eval_batch_size=config.eval_batch_size,
+                                    ood_holdout=config.ood_holdout)
+        self.eval_name = self.loaders.eval_name
+        self.model_config = resolve_model_config(config, dataset.spec.classes,
+                                                 dataset.train.images.shape[1:], self.payload)
+        model = self.model = prepare_model(build_model(self.model_config), device)
+        self.optimizer = build_optimizer(model.parameters(), config)
+        self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))
+        self.scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch, self.totals = 0, None
+        if self.payload is not None:
+            self.restore(self.payload)
+        self.classes, self.dataset_name = list(dataset.classes), dataset.spec.name
+        self.device_name = describe(device)
+        record = {"train": config.to_dict(), "model": self.model_config.to_dict(),
+                  "dataset": {"name": dataset.spec.name, "source": str(dataset.source),
+                              "train_examples": self.loaders.train.num_examples,
+                              f"{self.eval_name}_examples": self.loaders.eval.num_examples,
+                              "classes": list(dataset.classes)},
+                  "parameters": model.num_parameters, "device": self.device_name,
+                  "environment": environment(),
+                  # which path trains the conv blocks and why (the guard's timings)
+                  "native": native_choice(model, config.batch_size, config.precision)}
+        self.sinks.emit("on_start", RunStart(
+            self.run_dir, config, record, list(self.history), self.start_epoch,
+            self.payload is not None, self.eval_name, dataset.spec.title,
+            len(self.loaders.train)))
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        self.scheduler.load_state_dict(payload["scheduler_state"])
+        if self.scaler is not None and payload.get("scaler_state"):
+            self.scaler.load_state_dict(payload["scaler_state"])
+        self.history, self.start_epoch = payload["history"], payload["epoch"]
+        self.totals = _totals_from(payload.get("partial"), self.device)
+        checkpoint.restore_rng(payload["rng"])
+
+    def state(self, epoch: int, partial: EpochTotals | None) -> dict[str, Any]:
+        """The checkpoint's contents at this moment (the RNG states included)."""
+        config = self.config
+        return {
+            "model_name": config.model, "model_config": self.model_config.to_dict(),
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(), "train_config": config.to_dict(),
+            "epoch": epoch, "partial": _partial_state(partial), "history": self.history,
+            "classes": self.classes, "dataset": self.dataset_name,
+            "rng": checkpoint.capture_rng(),
+            "scaler_state": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def epochs(self) -> bool:
+        """Train and evaluate epoch after epoch; False when stopped early by Ctrl-C."""
+        config, train = self.config, self.loaders.train
+        with self.stop:
+            for epoch in range(self.start_epoch, config.epochs):
+                totals = self.train_epoch(epoch)
+                if totals.steps < len(train):  # stopped mid-epoch by Ctrl-C
+                    self.stopped(lambda e=epoch, t=totals: self.state(e, t))
+                    return False
+                result = self.evaluate(epoch, totals)
+                interrupted = self.stop.requested and epoch + 1 < config.epochs
+                target = config.target_accuracy
+                reached = (target if not interrupted and target and result.accuracy >= target
+                           else None)
+                self.sinks.emit("on_epoch", EpochEnd(
+                    self.history[-1], self.history,
+                    lambda e=epoch: self.state(e + 1, None), self.eval_name, reached))
+                if interrupted:
+                    self.stopped(None)
+                    return False
+                if reached is not None:
+                    break
+        return True
+
+    def train_epoch(self, epoch: int) -> EpochTotals:
+        total = len(self.loaders.train)
+
+        def show(t: EpochTotals) -> None:
+            self.sinks.emit("on_step", Progress(epoch, self.config.epochs, t.steps, total,
+                                                t.loss))
+
+        self.sinks.emit("on_step", Progress(epoch, self.config.epochs,
+                                            self.totals.steps if self.totals else 0, total, None))
+        try:
+            totals = train_one_epoch(
+                self.model, self.loaders.train, self.optimizer, self.scheduler, epoch=epoch,
+                clip_grad=self.config.clip_grad, totals=self.totals, should_stop=self.stop,
+                on_progress=show, autocast_dtype=AUTOCAST[self.config.precision],
+                scaler=self.scaler)
+        except NonFiniteLossError as e:
+            self.failed(e)
+        finally:
+            self.sinks.emit("on_step", Progress(epoch, self.config.epochs, 0, total, None,
+                                                done=True))
+        self.totals = None
+        return totals
+
+    def evaluate(self, epoch: int, totals: EpochTotals) -> EvalResult:
+        eval_start = time.perf_counter()
+        result = evaluate(self.model, self.loaders.eval)
+        now = time.perf_counter()
+        self.history.append(_row(epoch + 1, totals, result, self.eval_name,
+                                 self.optimizer.param_groups[0]["lr"], now - eval_start,
+                                 now - self.started))
+        return result
+
+    def stopped(self, state: Any) -> None:
+        self.sinks.emit("on_stop", RunStop(
+            "interrupted", self.history, state,
+            f"stopped; progress saved in {self.run_dir.checkpoint}. "
+            f"Resume with: lenet resume {self.run_dir.path}"))
+
+    def failed(self, error: NonFiniteLossError) -> None:
+        kept = (f"the last good checkpoint (after epoch {len(self.history)}) is kept in "
+                f"{self.run_dir.checkpoint}" if self.history else "no checkpoint was written")
+        message = (f"{error}; training stopped and {kept}. Try a lower --lr "
+                   f"(now {self.config.lr}) or --clip-grad.")
+        self.sinks.emit("on_stop", RunStop("failed", self.history, None, message))
+        raise TrainingError(message) from error
+
+    def finish(self, completed: bool) -> RunResult:
+        history = self.history
+        train_seconds = sum(r["seconds"] for r in history)
+        speed = (sum(r["train_examples"] for r in history) / train_seconds
+                 if train_seconds else 0.0)
+        if not completed:
+            return RunResult(self.run_dir.path, history, False, speed, self.device_name)
+        final = {**history[-1], "examples_per_sec_overall": speed, "device": self.device_name,
+                 "train_seconds": train_seconds,
+                 "wall_seconds_total": sum(r["wall_seconds"] for r in history),
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.sinks.emit("on_finish", RunFinish(final, history, self.eval_name, speed,
+                                               self.device.type))
+        return RunResult(self.run_dir.path, history, True, speed, self.device_name, final)
+
+
+# Slow first imports that a run needs later: torch's optimizers import torch._dynamo at the
+# first optimizer (about 2 s), and the curves at the end need matplotlib (about 1 s).
+LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
+def import_in_background() -> threading.Thread:
+    """Set-up step of `Run.fit(background_imports=True)`, the default: start those imports
+    on one daemon thread, so that data loading (zlib, MD5, numpy: the GIL released) and
+    training overlap them instead of waiting for them. It only imports modules; an import
+    that fails here fails again where it is needed, with its real error."""
+    def work() -> None:
+        for name in LATER_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except Exception:  # reported where the module is used
+                return
+
+    thread = threading.Thread(target=work, name="lenet-imports", daemon=True)
+    thread.start()
+    return thread
+
+
+def check_resumable(saved: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that change `saved` (a TrainConfig); only RESUMABLE_OVERRIDES may."""
+    changed = {k for k, v in overrides.items() if v is not None and v != getattr(saved, k)}
+    if changed - RESUMABLE_OVERRIDES:
+        fixed = ", ".join(sorted(changed - RESUMABLE_OVERRIDES))
+        allowed = ", ".join(sorted(RESUMABLE_OVERRIDES))
+        raise ConfigError(f"cannot change {fixed} when resuming; only {allowed} may change")
+    if "epochs" in changed and saved.schedule != "constant":
+        raise ConfigError(f"cannot change --epochs of a run with the {saved.schedule!r} schedule: "
+                          "its learning rate depends on the total length")
+    return {k: overrides[k] for k in changed}
+
+
+def resolve_model_config(config: TrainConfig, classes: tuple[str, ...],
+                         image_size: tuple[int, int],
+                         payload: dict[str, Any] | None) -> ModelConfig:
+    """The model a run trains: its checkpoint's when resuming, else the config's model
+    sized for the data's classes and images (TrainConfig.model_config)."""
+    if payload is not None:
+        return ModelConfig.from_dict(payload["model_config"])
+    return config.model_config(num_classes=len(classes), image_size=tuple(image_size))
+
+
+def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,
+         lr: float, eval_seconds: float, elapsed: float) -> dict[str, Any]:
+    return {"epoch": epoch, "train_loss": totals.loss, "train_acc": totals.accuracy,
+            f"{eval_name}_loss": result.loss, f"{eval_name}_acc": result.accuracy,
+            "lr": lr, "train_examples": totals.examples,
+            "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds,
+            "wall_seconds": totals.seconds + eval_seconds,
+            "elapsed_seconds": elapsed}  # since this process began the run (or resumed it)
+
+
+def _partial_state(totals: EpochTotals | None) -> dict[str, Any] | None:
+    if totals is None:
+        return None
+    return {"loss_sum": totals.loss_sum.cpu(), "correct": totals.correct.cpu(),
+            "examples": totals.examples, "steps": totals.steps, "seconds": totals.seconds}
+
+
+def _totals_from(state: dict[str, Any] | None, device: torch.device) -> EpochTotals | None:
+    if state is None:
+        return None
+    return EpochTotals(state["loss_sum"].to(device), state["correct"].to(device),
+                       state["examples"], state["steps"], state["seconds"])

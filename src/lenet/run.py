@@ -1,0 +1,255 @@
+"""`lenet.Run`: one training run, on disk and in memory.
+
+    run = lenet.Run.create(lenet.TrainConfig(epochs=2))   # a new run directory
+    result = run.fit()                                    # train; files go to sinks
+    run = lenet.Run.open("runs/lenet5-...")               # a recorded run
+    run.fit()                                             # ... resumed, if unfinished
+    run.classify(images, top_k=5)                         # typed predictions
+    run.evaluate("test"); run.activations(images)
+
+Training is `lenet/fitting.py` (phases) reporting to `lenet/sinks.py`; using a
+trained model is `Predictor` (lenet/inference.py) and the modules it feeds.
+A Run reads its checkpoint at most once and builds each predictor once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint, fitting
+from .activations import LAYERS, capture
+from .config import TrainConfig
+from .console import Console
+from .errors import ConfigError
+from .evaluation import Evaluation, evaluate_split
+from .fitting import RunResult, StopRequest
+from .images import PreparedImage, prepare
+from .inference import Prediction, Predictor
+from .models import LeNet
+from .rundir import RunDir, read_metrics
+from .sinks import Sink, default_sinks
+
+
+@dataclass(frozen=True)
+class Activations:
+    logits: torch.Tensor  # (N, classes), on the CPU
+    layers: dict[str, torch.Tensor]  # layer name -> its output (N, C, H, W), on the CPU
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.logits.float(), dim=1)
+
+
+@dataclass(frozen=True)
+class ScoreDetector:
+    """An out-of-distribution check: a score of the logits (higher = more familiar) and a
+    threshold below which an input is flagged."""
+
+    name: str  # "msp" (max softmax probability) or "energy" (logsumexp of the logits)
+    threshold: float
+    tpr: float  # the fraction of test images that pass the threshold
+
+    def score(self, logits: torch.Tensor) -> np.ndarray:
+        from .ood import score
+
+        return score(logits.float(), self.name)
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        return scores < self.threshold
+
+
+class Run:
+    """A run directory and what it holds. Build one with `Run.create` or `Run.open`."""
+
+    def __init__(self, run_dir: RunDir, config: TrainConfig,
+                 payload: dict[str, Any] | None = None) -> None:
+        self.dir, self.config = run_dir, config
+        self._payload = payload  # the checkpoint, once read
+        self._model: LeNet | None = None
+        self._predictors: dict[tuple[str, str], Predictor] = {}
+        self._dataset: Any = None
+        self._detectors: dict[tuple[str, float], ScoreDetector] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, model={self.config.model!r})"
+
+    @classmethod
+    def create(cls, config: TrainConfig) -> Run:
+        """A new, empty run directory for `config` (OUT_DIR/NAME)."""
+        return cls(RunDir.create(config.out_dir, config.name, default_stem=config.model), config)
+
+    @classmethod
+    def open(cls, path: str | Path, **overrides: Any) -> Run:
+        """A recorded run: its directory or checkpoint file. `overrides` change where it runs
+        (device, threads, data_dir) or, to train on, epochs; nothing else."""
+        file = checkpoint.resolve(path)
+        payload = checkpoint.load(file)
+        saved = TrainConfig.from_dict(payload["train_config"])
+        config = saved.replace(**fitting.check_resumable(saved, overrides))
+        return cls(RunDir(file.parent), config, payload)
+
+    # --- training -------------------------------------------------------------------------
+
+    def default_sinks(self, console: Console | None = None) -> list[Sink]:
+        """The sinks `fit` uses unless given others: add yours to this list."""
+        return default_sinks(self.dir, self.config, console or Console())
+
+    def fit(self, *, console: Console | None = None, stop: StopRequest | None = None,
+            sinks: Sequence[Sink] | None = None, background_imports: bool = True) -> RunResult:
+        """Train to `config.epochs`, from the start or from the checkpoint.
+
+        `sinks` default to `default_sinks(console)`; `stop` is asked after each step
+        (Ctrl-C sets it). `background_imports` imports matplotlib and torch._dynamo on a
+        daemon thread during set-up, so they are ready when needed (fitting.py)."""
+        payload = self._payload
+        if payload is not None and payload["epoch"] >= self.config.epochs:
+            raise ConfigError(f"{self.path} already finished {payload['epoch']} of "
+                              f"{self.config.epochs} epochs; pass a larger --epochs to train on")
+        sinks = self.default_sinks(console) if sinks is None else list(sinks)
+        try:
+            return fitting.fit(self.dir, self.config, payload, sinks, stop, background_imports)
+        finally:  # the checkpoint on disk is newer now: read it again when next needed
+            self._payload, self._model = None, None
+            self._predictors.clear()
+            self._detectors.clear()
+
+    # --- what it recorded -----------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint's contents (read from disk once)."""
+        if self._payload is None:
+            self._payload = checkpoint.load(self.dir.checkpoint)
+        return self._payload
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One row per finished epoch (metrics.csv's rows)."""
+        if self._payload is None and self.dir.file(RunDir.METRICS).exists():
+            return read_metrics(self.dir.file(RunDir.METRICS))
+        return list(self.checkpoint()["history"])
+
+    @property
+    def finished(self) -> bool:
+        return self.dir.file(RunDir.RESULTS).exists()
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.checkpoint()["classes"])
+
+    @property
+    def model(self) -> LeNet:
+        """The trained model, on the CPU, in eval mode."""
+        if self._model is None:
+            self._model = checkpoint.model_from_payload(self.checkpoint(), "cpu")
+        return self._model
+
+    @property
+    def dataset(self) -> Any:
+        """The run's dataset (lenet.sources.Dataset), loaded on first use."""
+        if self._dataset is None:
+            from . import sources
+
+            self._dataset = sources.load(self.checkpoint()["dataset"], self.config.data_dir)
+        return self._dataset
+
+    # --- using the trained model ----------------------------------------------------------
+
+    def predictor(self, backend: str = "auto", precision: str = "fp32") -> Predictor:
+        """The model ready to answer, on the run's device (`Run.open(path, device=...)`);
+        built once per backend and precision."""
+        key = (backend, precision)
+        if key not in self._predictors:
+            from .device import pick_device
+
+            self._predictors[key] = Predictor(
+                copy.deepcopy(self.model), self.classes, pick_device(self.config.device),
+                backend=backend, precision=precision, source=self.dir.checkpoint)
+        return self._predictors[key]
+
+    def load_image(self, path: str | Path, *, invert: bool | None = None) -> PreparedImage:
+        """An image file made to look like the run's training data (lenet.images.prepare)."""
+        from .datasets import DATASETS
+
+        spec = DATASETS.get(self.checkpoint()["dataset"])
+        return prepare(path, size=self.model.config.input_size, invert=invert,
+                       fill=spec.object_fill if spec else 1.0)
+
+    def ood_detector(self, kind: str = "msp", tpr: float = 0.95,
+                     backend: str = "auto") -> ScoreDetector:
+        """The out-of-distribution check, its threshold calibrated so that `tpr` of the test
+        images pass (computed once, kept in RUN/ood_calibration.json)."""
+        key = (kind, tpr)
+        if key not in self._detectors:
+            from .ood import cached_threshold
+
+            threshold = cached_threshold(self.path, self.predictor(backend),
+                                         lambda: self.dataset.test.images, kind, tpr)
+            self._detectors[key] = ScoreDetector(kind, threshold, tpr)
+        return self._detectors[key]
+
+    def classify(self, images: Any, top_k: int = 5, *, ood: ScoreDetector | bool = True,
+                 backend: str = "auto") -> list[Prediction]:
+        """Predictions for `images`: uint8 (N, H, W) or (H, W), or float (N, 1, H, W) in
+        [0, 1]. `ood=True` checks each against `ood_detector()`; pass a detector, or False
+        for no check."""
+        predictor = self.predictor(backend)
+        logits = predictor.logits(images)  # once, for the classes and the OOD score
+        predictions = predictor.predictions(logits, top_k=top_k)
+        detector = self.ood_detector(backend=backend) if ood is True else ood or None
+        if detector is None:
+            return predictions
+        scores = detector.score(logits)
+        return [_with_score(p, float(s), detector) for p, s in
+                zip(predictions, scores, strict=True)]
+
+    def evaluate(self, split: str | Any = "test", *, name: str | None = None,
+                 backend: str = "auto") -> Evaluation:
+        """Loss, accuracy, per-class metrics and confusion matrix on a split of the run's
+        dataset ("test" or "train"), or on any object with `images` and `labels`."""
+        if isinstance(split, str):
+            if split not in ("test", "train"):
+                raise ConfigError(f"unknown split {split!r}; choose test or train")
+            name, split = name or split, getattr(self.dataset, split)
+        return evaluate_split(self.predictor(backend), split.images, split.labels,
+                              name or "custom")
+
+    def activations(self, images: Any, layers: Sequence[str] = LAYERS) -> Activations:
+        """The outputs of the named layers (default: after conv1 and conv2) for `images`."""
+        predictor = self.predictor("torch")
+        with torch.inference_mode():
+            logits, acts = capture(predictor.model, predictor.as_batch(images), layers)
+        return Activations(logits.float().cpu(), {k: v.float().cpu() for k, v in acts.items()})
+
+    def export_onnx(self, path: str | Path) -> Path:
+        """The model as ONNX: input 'images' (batch, 1, H, W) float32 in [0, 1]."""
+        from .export import export_onnx
+
+        return export_onnx(self.predictor("torch"), path)
+
+    def verify_onnx(self, path: str | Path) -> Any:
+        """Compare an exported file with PyTorch on the whole test split (export.Verification)."""
+        from .export import verify
+
+        test = self.dataset.test
+        return verify(path, self.predictor("torch"), test.images, test.labels)
+
+    def output(self, given: str | Path | None, default: str) -> Path:
+        """Where a command writes: `given` (--out), else `default` in the run directory."""
+        return Path(given) if given else self.dir.file(default)
+
+
+def _with_score(p: Prediction, score: float, detector: ScoreDetector) -> Prediction:
+    return replace(p, score=score, detector=detector.name, threshold=detector.threshold,
+                   out_of_distribution=bool(score < detector.threshold))
+

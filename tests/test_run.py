@@ -1,0 +1,136 @@
+"""lenet.Run: training through sinks, and using a trained run from Python."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import StopAfter
+
+import lenet
+from lenet import checkpoint
+from lenet.config import TrainConfig
+from lenet.console import Console
+from lenet.errors import ConfigError
+from lenet.sinks import CheckpointSink, OnlyIf, Sink
+
+QUIET = Console(progress=False)
+
+
+def config(tmp_path, **changes) -> TrainConfig:
+    base = dict(dataset="synthetic", model="lenet5-modern", optimizer="adam", lr=0.01,
+                batch_size=32, epochs=2, out_dir=str(tmp_path / "runs"), device="cpu", seed=3)
+    return TrainConfig(**{**base, **changes})
+
+
+class Recorder(Sink):
+    """A custom sink: notes every event it is told."""
+
+    def __init__(self) -> None:
+        self.events = []
+
+    def on_start(self, start):
+        self.events.append(("start", start.start_epoch, start.record["parameters"]))
+
+    def on_step(self, progress):
+        if progress.done:
+            self.events.append(("trained", progress.epoch))
+
+    def on_epoch(self, epoch):
+        self.events.append(("epoch", epoch.row["epoch"], round(epoch.row["test_acc"], 6)))
+
+    def on_stop(self, stop):
+        self.events.append(("stop", stop.reason))
+
+    def on_finish(self, finish):
+        self.events.append(("finish", len(finish.history)))
+
+    def close(self):
+        self.events.append(("close",))
+
+
+def test_a_custom_sink_sees_every_phase_and_a_rank_filter_is_one_wrapper(synthetic, tmp_path):
+    run = lenet.Run.create(config(tmp_path, name="custom"))
+    recorder, silent = Recorder(), Recorder()
+    result = run.fit(sinks=[*run.default_sinks(QUIET), recorder, OnlyIf(silent, False)])
+    accs = [round(r["test_acc"], 6) for r in result.history]
+    assert recorder.events == [("start", 0, 61_706), ("trained", 0), ("epoch", 1, accs[0]),
+                               ("trained", 1), ("epoch", 2, accs[1]), ("finish", 2), ("close",)]
+    assert silent.events == []
+    assert (run.path / "results.json").exists()
+
+
+def test_only_the_sinks_given_write(synthetic, tmp_path):
+    run = lenet.Run.create(config(tmp_path, name="bare", epochs=1))
+    run.fit(sinks=[CheckpointSink(run.dir)])
+    assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_stop_is_reported_and_resume_continues(synthetic, tmp_path):
+    recorder = Recorder()
+    run = lenet.Run.create(config(tmp_path, name="cut"))
+    result = run.fit(sinks=[*run.default_sinks(QUIET), recorder], stop=StopAfter(4))
+    assert not result.completed and ("stop", "interrupted") in recorder.events
+    again = lenet.Run.open(run.path)
+    recorder = Recorder()
+    assert again.fit(sinks=[*again.default_sinks(QUIET), recorder]).completed
+    assert recorder.events[0] == ("start", 0, 61_706)  # 0 epochs done: it stopped mid-epoch
+    with pytest.raises(ConfigError, match="already finished 2 of 2 epochs"):
+        lenet.Run.open(run.path).fit(console=QUIET)
+
+
+def test_fit_leaves_the_callers_rng_as_it_was(synthetic, tmp_path):
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    lenet.Run.create(config(tmp_path, epochs=1)).fit(console=QUIET)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.fixture
+def trained(synthetic, tmp_path):
+    return lenet.Run.create(config(tmp_path, name="t", epochs=3)).fit(console=QUIET).run_dir
+
+
+def test_classify_returns_typed_predictions_with_an_ood_check(trained, synthetic, monkeypatch):
+    reads = []
+    real = checkpoint.load
+    monkeypatch.setattr(checkpoint, "load", lambda *a, **k: reads.append(a) or real(*a, **k))
+    run = lenet.Run.open(trained)
+    images = run.dataset.test.images[:6]
+    predictions = run.classify(images, top_k=3)
+    assert len(predictions) == 6 and all(isinstance(p, lenet.Prediction) for p in predictions)
+    p = predictions[0]
+    assert p.label == run.classes[p.index] == p.top[0][0] and p.top_indices[0] == p.index
+    assert p.probability == pytest.approx(float(p.probabilities.max()))
+    assert len(p.top) == 3 and p.detector == "msp" and p.threshold is not None
+    assert p.out_of_distribution == (p.score < p.threshold)
+    assert [q.index for q in predictions] == [int(i) for i in
+                                              run.predictor().logits(images).argmax(1)]
+    detector = run.ood_detector()
+    assert detector.name == "msp" and 0 < detector.threshold <= 1
+    assert (trained / "ood_calibration.json").exists()
+    plain = run.classify(images[:1], ood=False)[0]
+    assert plain.threshold is None and plain.out_of_distribution is None
+    noise = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    assert sum(q.out_of_distribution for q in run.classify(noise)) > 0
+    run.evaluate("test")
+    run.activations(images[:2])
+    assert len(reads) == 1  # the checkpoint is read once per Run
+
+
+def test_evaluate_and_activations(trained):
+    run = lenet.Run.open(trained)
+    ev = run.evaluate("test")
+    assert ev.examples == 100 and ev.accuracy == run.history[-1]["test_acc"]
+    split = run.dataset.test
+    assert run.evaluate(split, name="again").accuracy == ev.accuracy
+    with pytest.raises(ConfigError, match="unknown split"):
+        run.evaluate("val")
+    acts = run.activations(split.images[:2])
+    assert acts.layers["act1"].shape == (2, 6, 28, 28) and acts.layers["act2"].shape[0] == 2
+    assert torch.allclose(acts.probabilities.sum(1), torch.ones(2))
+
+
+def test_open_refuses_changes_to_what_was_computed(trained):
+    with pytest.raises(ConfigError, match="cannot change lr when resuming"):
+        lenet.Run.open(trained, lr=0.5)
+    assert lenet.Run.open(trained, threads=1).config.threads == 1
