@@ -68,3 +68,32 @@ def test_train_and_resume_from_the_command_line(capsys, synthetic, tmp_path):
     code, out, _ = run(capsys, "train", "--resume", f"{out_dir}/cli", "--epochs", "2",
                        "--no-progress")
     assert code == 0 and "resuming at epoch 2" in out
+
+
+def test_resume_takes_the_run_as_a_positional(capsys, synthetic, tmp_path):
+    out_dir = str(tmp_path / "runs")
+    code, _, _ = run(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",
+                     "--optimizer", "adam", "--lr", "0.01", "--batch-size", "50", "--epochs", "1",
+                     "--out-dir", out_dir, "--name", "r", "--no-progress")
+    assert code == 0
+    code, out, _ = run(capsys, "resume", f"{out_dir}/r", "--epochs", "2", "--no-progress")
+    assert code == 0 and "resuming at epoch 2" in out
+    code, _, err = run(capsys, "resume", f"{out_dir}/r")
+    assert code == 2 and err == (f"lenet: error: {out_dir}/r already finished 2 of 2 epochs; "
+                                 "pass a larger --epochs to train on\n")
+    code, _, err = run(capsys, "resume", f"{out_dir}/none")
+    assert code == 2 and "no checkpoint there" in err and err.count("\n") == 1
+
+
+def test_a_file_that_cannot_be_written_is_one_line(capsys, synthetic, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, _, err = run(capsys, "data", "show", "--dataset", "synthetic", "--n", "4",
+                       "--out", str(blocker / "grid.png"))
+    assert code == 2 and err == f"lenet: error: {blocker / 'grid.png'}: Not a directory\n"
+
+
+def test_data_show_needs_out(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["data", "show"])
+    assert info.value.code == 2 and "--out" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     say(f"{'round':>5}  {'book ex/s':>10}  {'lenet ex/s':>10}  {'ratio':>6}")
     for i, (b, o) in enumerate(zip(book.book, book.lenet, strict=True), 1):
         say(f"{i:>5}  {b:>10,.0f}  {o:>10,.0f}  {o / b:>5.2f}x")
-    say(f"median ratio {book.ratio:.2f}x (target >= 4x)")
+    say(f"median ratio {book.ratio:.2f}x")
     report["book_recipe"] = {**asdict(book), "ratio": book.ratio}
     book_speed = statistics.median(book.book)
 
@@ -69,7 +69,7 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     if not quick:
         accuracy, speed = measure.accuracy_after(fastest.replace(epochs=10))
         say(f"fastest: batch {fastest.batch_size} {fastest.precision} lr {fastest.lr:g}: "
-            f"10 epochs at {speed:,.0f} ex/s ({speed / book_speed:.2f}x, target >= 6x), "
+            f"10 epochs at {speed:,.0f} ex/s ({speed / book_speed:.2f}x the book's pipeline), "
             f"test accuracy {accuracy:.4f}")
         report["fastest"] = {"batch_size": fastest.batch_size, "precision": fastest.precision,
                              "examples_per_sec": speed, "test_acc_10_epochs": accuracy}
@@ -94,7 +94,7 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
         seconds = f"{reached.seconds:.1f} s" if reached.seconds else "not reached"
         say(f"  {' '.join(reached.command)}: 0.90 printed after {seconds}; the whole command "
             f"{reached.command_seconds:.1f} s ({reached.epochs} epochs, test accuracy "
-            f"{reached.accuracy:.4f}; target <= 15 s)")
+            f"{reached.accuracy:.4f})")
         report["time_to_0.90"] = asdict(reached)
 
     say("\n5. inference, lenet5 on the CPU: one image at a time (1,000 calls) and batches "
@@ -116,7 +116,6 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
         say(f"  {backend} {precision}: median {speed.median_ms:.3f} ms, p99 {speed.p99_ms:.3f} "
             f"ms per image; {speed.batch_images_per_sec:,.0f} images/s in batches of 1,024")
         report["inference"].append({**asdict(speed), "precision": precision})
-    say("  targets: median <= 0.08 ms, >= 50,000 images/s")
 
     if torch.cuda.is_available():
         say("\n6. GPU training speed, lenet5")
@@ -128,8 +127,7 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
                 speed = measure.steps_per_second(data, config, steps=200)
                 gpu.append({"batch_size": batch, "precision": precision,
                             "examples_per_sec": speed})
-                say(f"  batch {batch:>5} {precision}: {speed:,.0f} ex/s "
-                    "(target >= 1,000,000)")
+                say(f"  batch {batch:>5} {precision}: {speed:,.0f} ex/s")
         report["gpu"] = gpu
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -42,3 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `lenet ... | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # a file lenet writes or reads: unwritable folder, full disk, ...
+        print(f"lenet: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def describe_os_error(e: OSError) -> str:
+    """'runs/x/ood.json: Permission denied', from what the operating system said."""
+    if e.filename is None:
+        return e.strerror or str(e)
+    return f"{e.filename}: {e.strerror or e}"

@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=18, help="how many images [18]")
     p.add_argument("--seed", type=int, default=None, help="pick at random with this seed "
                    "[the first N]")
-    p.add_argument("--out", metavar="FILE.png", help="[DATASET-samples.png]")
+    p.add_argument("--out", metavar="FILE.png", required=True, help="where to write the grid")
     p.set_defaults(handler=run_show)
 
 
@@ -51,8 +51,7 @@ def run_show(args: argparse.Namespace) -> int:
     else:
         picks = np.random.default_rng(args.seed).choice(len(split), n, replace=False)
     labels = [dataset.classes[int(split.labels[i])] for i in picks]
-    out = args.out or f"{dataset.spec.name}-samples.png"
-    path = plot_samples(split.images[picks], labels, out,
+    path = plot_samples(split.images[picks], labels, args.out,
                         title=f"{dataset.spec.title}, {args.split} split")
     print(f"{n} {args.split} images: {path}")
     return 0
