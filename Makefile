@@ -1,6 +1,7 @@
 # The two set-up commands of the README, and a few helpers.
 #   make train   set up .venv, make Fashion-MNIST available, train LeNet-5 (the book's recipe)
 #   make test    the same set-up, then the whole test suite
+#   make test-native   the fused kernel forced at each x86-64 level, and cross-built for aarch64
 # Pass options to `lenet train` with ARGS, e.g. make train ARGS="--epochs 2".
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test setup data lint bench clean
+.PHONY: train test test-native setup data lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ train: data
 
 test: data
 	$(BIN)/python -m pytest $(ARGS)
+
+test-native: setup
+	scripts/test-native.sh $(BIN)/python
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

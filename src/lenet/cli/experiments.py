@@ -37,6 +37,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="skip the runs that train to an accuracy (about 1.5 minutes)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--native-variants", action="store_true",
+                   help="instead: the fused kernel at each ISA level this CPU runs (native, "
+                        "x86-64-v4/v3/v2) vs PyTorch's layers, and the book recipe's speed "
+                        "with it vs LENET_NATIVE=0 (a few minutes)")
     p.set_defaults(handler=run_bench)
 
 
@@ -62,5 +66,10 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from .. import bench
 
+    if args.native_variants:
+        from ..bench import native_variants
+
+        native_variants.run(rounds=args.rounds, json_path=args.json)
+        return 0
     bench.run(rounds=args.rounds, quick=args.quick, json_path=args.json)
     return 0

@@ -110,8 +110,10 @@ class Guard:
         with self._lock:
             if key in self.decisions:
                 return self.decisions[key]
-            if build.mode() == "on":
-                decision = Decision(True, f"{build.MODE_ENV}=1 forces the kernel",
+            if build.mode() != "auto":  # set after the kernel was loaded, for one
+                on = build.mode() == "on"
+                decision = Decision(on, f"{build.MODE_ENV}={int(on)} "
+                                    + ("forces the kernel" if on else "turns the kernel off"),
                                     source="forced")
             elif key in (known := self.cached()):
                 decision = _from_json(known[key])
@@ -175,7 +177,7 @@ def decide(head: list[nn.Module], fused: tuple[str, str, bool], batch: int,
                 build.mode())
     if memo_key not in _memo:
         _memo[memo_key] = current().decide(setting(fused, bn_training, backward, batch),
-                                           lambda: _contenders(head, fused, batch, backward))
+                                           lambda: contenders(head, fused, batch, backward))
     return _memo[memo_key]
 
 
@@ -192,7 +194,7 @@ def allows(head: list[nn.Module], fused: tuple[str, str, bool], x: torch.Tensor)
     return decide(head, fused, x.shape[0], backward).use_kernel
 
 
-def _contenders(head: list[nn.Module], fused: tuple[str, str, bool], batch: int,
+def contenders(head: list[nn.Module], fused: tuple[str, str, bool], batch: int,
                 backward: bool) -> tuple[Callable[[], None], Callable[[], None]]:
     """Two calls doing the same work, fused and layer by layer, on copies of `head` (the
     model's gradients, statistics and RNG stay untouched)."""
