@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,10 @@ def saturation(values: torch.Tensor, activation: str) -> float:
 
 
 def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: float,
-            kind: str = "msp") -> list[GroupReport]:
+            kind: str = "msp",
+            flag: Callable[[np.ndarray], np.ndarray] | None = None) -> list[GroupReport]:
+    """Per group: confidence, flagged share, predicted classes, layer statistics. `flag`
+    (images -> bool per image) replaces the `kind` score below `threshold` as the OOD flag."""
     activation = predictor.model.config.activation
     reports = []
     for name, images in groups.items():
@@ -129,18 +133,18 @@ def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: floa
         with torch.inference_mode():
             logits, acts = capture(predictor.model, x, ("act1", "act2"))
         logits = logits.float().cpu()
-        s = score(logits, kind)
+        flags = flag(images) if flag is not None else score(logits, kind) < threshold
         predicted = np.bincount(logits.argmax(1).numpy(), minlength=len(predictor.classes))
         a1, a2 = acts["act1"].float().cpu(), acts["act2"].float().cpu()
         reports.append(GroupReport(
             name, len(images), float(torch.softmax(logits, 1).max(1).values.mean()),
-            float((s < threshold).mean()), predicted, float(a1.mean()),
+            float(np.mean(flags)), predicted, float(a1.mean()),
             saturation(a1, activation), float(a2.mean()), saturation(a2, activation)))
     return reports
 
 
 def format_reports(reports: list[GroupReport], classes: list[str], threshold: float,
-                   kind: str, tpr: float) -> str:
+                   kind: str, tpr: float, flag_note: str | None = None) -> str:
     width = max(len(r.name) for r in reports)
     head = (f"{'group':<{width}}  {'n':>4}  {'max-softmax':>11}  {'flagged':>7}  "
             f"{'act1 mean':>9}  {'act1 sat':>8}  {'act2 mean':>9}  {'act2 sat':>8}  "
@@ -153,8 +157,9 @@ def format_reports(reports: list[GroupReport], classes: list[str], threshold: fl
         lines.append(f"{r.name:<{width}}  {r.count:>4}  {r.mean_confidence:>11.3f}  "
                      f"{r.flagged:>7.0%}  {r.act1_mean:>9.3f}  {r.act1_saturated:>8.1%}  "
                      f"{r.act2_mean:>9.3f}  {r.act2_saturated:>8.1%}  {tops}")
-    lines.append(f"flagged: {kind} score below {threshold:.4f}, the threshold that {tpr:.0%} "
-                 "of test images pass; sat: sigmoid/tanh units within 5% of a bound, "
+    note = flag_note or (f"{kind} score below {threshold:.4f}, the threshold that {tpr:.0%} "
+                         "of test images pass")
+    lines.append(f"flagged: {note}; sat: sigmoid/tanh units within 5% of a bound, "
                  "ReLU units at 0")
     return "\n".join(lines)
 

@@ -108,7 +108,6 @@ class FeatureExtractor:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, len(p.classes)), np.float32)
         return torch.cat(caught).numpy(), torch.cat(logits).numpy()
 
-    @torch.inference_mode()
     def one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features (D,) and logits (classes,) of one uint8 (H, W) image: the low-latency path."""
         if self._native is not None:
@@ -119,7 +118,7 @@ class FeatureExtractor:
             x = np.asarray(image, np.float32)[None, None] * np.float32(1 / 255)
             logits, features = self._session.run([ONNX_OUTPUT, FEATURES_OUTPUT], {ONNX_INPUT: x})
             return features[0], logits[0]
-        features, logits = self.batch(np.asarray(image)[None])
+        features, logits = self.batch(np.asarray(image)[None])  # (batch is in inference mode)
         return features[0], logits[0]
 
 

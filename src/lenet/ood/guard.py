@@ -1,9 +1,9 @@
 """A run's fitted OOD detectors and their calibrated thresholds, saved beside the checkpoint.
 
-    RUN/ood.npz    every detector's fitted arrays, the calibration scores, and
-                   the indices (into the training split) of the images used
-    RUN/ood.json   format version, default detector, thresholds, and what the
-                   detectors were fitted and calibrated on
+    RUN/ood-detectors.npz   every detector's fitted arrays, the calibration scores,
+                            and the indices (into the training split) of the images
+    RUN/ood-detectors.json  format version, default detector, thresholds, and what the
+                            detectors were fitted and calibrated on
 
 A `Guard` scores images with any detector and flags those below its
 threshold; thresholds for another true-positive rate come from the stored
@@ -26,7 +26,7 @@ from .detectors import Detector, Inputs, make_detectors
 
 FORMAT = "lenet-ood"
 VERSION = 1
-ARRAYS, META = "ood.npz", "ood.json"
+ARRAYS, META = "ood-detectors.npz", "ood-detectors.json"
 # The detector `lenet predict` and `Run.classify` flag with: the best far-OOD and glyph
 # AUROC on `lenet ood RUN --benchmark` (README, "Out-of-distribution inputs").
 DEFAULT = "combined"
@@ -71,6 +71,7 @@ class Guard:
         self.record, self.default, self.tpr = record, default, tpr
         # Rows of the training split: "fit" (detectors fitted on), "calibration" (thresholds).
         self.indices = indices or {}
+        self._thresholds: dict[tuple[str, float], float] = {}  # a sort of 2,000 scores each
 
     @property
     def names(self) -> list[str]:
@@ -85,9 +86,11 @@ class Guard:
 
     def threshold(self, name: str | None = None, tpr: float | None = None) -> float:
         """The score that `tpr` of the calibration images reach or exceed."""
-        name = name or self.default
-        self._detector(name)
-        return threshold_at(self.calibration[name], tpr or self.tpr)
+        key = (name or self.default, tpr or self.tpr)
+        if key not in self._thresholds:
+            self._detector(key[0])
+            self._thresholds[key] = threshold_at(self.calibration[key[0]], key[1])
+        return self._thresholds[key]
 
     def scores(self, inputs: Inputs, names: list[str] | None = None) -> dict[str, np.ndarray]:
         return {n: self._detector(n).score(inputs) for n in names or self.names}
@@ -100,7 +103,7 @@ class Guard:
         return [Verdict(name, float(s), threshold, bool(s < threshold)) for s in scores]
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write ood.npz and ood.json atomically (the JSON last: it says the pair is whole)."""
+        """Write the arrays and the JSON atomically (the JSON last: it says the pair is whole)."""
         run_dir = Path(run_dir)
         arrays = {f"{n}.{k}": v for n, d in self.detectors.items() for k, v in d.state().items()}
         arrays.update({f"calibration.{n}": v for n, v in self.calibration.items()})
@@ -155,4 +158,4 @@ class Guard:
 
 
 class MissingDetectors(LenetError):
-    """A run without ood.json/ood.npz (trained before lenet fitted them, or stopped early)."""
+    """A run without fitted detectors (trained before lenet fitted them, or stopped early)."""

@@ -1,4 +1,4 @@
-"""A run's OOD check: its fitted detectors (RUN/ood.json, RUN/ood.npz) bound to a predictor.
+"""A run's OOD check: its fitted detectors (RUN/ood-detectors.json, .npz) bound to a predictor.
 
 `OODCheck.check(images)` returns the logits and one `Verdict` per image from
 one forward pass; `check_one(image)` is the single-image, low-latency path
@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import LenetError
 from ..inference import Predictor
 from . import benchmark, calibration
 from .detectors import Inputs
 from .features import FeatureExtractor
-from .guard import Guard, MissingDetectors, Verdict, fingerprint
+from .guard import META, Guard, MissingDetectors, Verdict, fingerprint
 from .probes import probe_sets
 
 BENCHMARK_FILES = ("ood-benchmark.md", "ood-benchmark.json", "ood-benchmark.png")
@@ -78,6 +79,27 @@ def fit(run_dir: str | Path, predictor: Predictor, train_images: np.ndarray,
     return guard
 
 
+def fit_after_training(run_dir: str | Path, model: torch.nn.Module, classes: list[str],
+                       train_images: np.ndarray, train_labels: np.ndarray,
+                       train_config: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """Fit a finished run's detectors from what training holds in memory (the model, the
+    training split); a summary for results.json. A failure here is reported, not raised:
+    the run itself finished, and `lenet ood fit RUN` can try again."""
+    from ..checkpoint import model_from_payload
+
+    started = time.perf_counter()
+    try:
+        clean = model_from_payload({"model_config": model.config.to_dict(),  # a plain LeNet
+                                    "model_state": model.state_dict()}, "cpu")
+        predictor = Predictor(clean, classes, "cpu", backend="torch")
+        guard = fit(run_dir, predictor, train_images, train_labels, train_config, epoch)
+    except LenetError as e:
+        return {"error": f"{e}; fit them later with: lenet ood fit {run_dir}"}
+    return {"default": guard.default, "threshold": guard.threshold(),
+            "calibration": guard.record["calibration"]["note"],
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
 def open_check(run_dir: str | Path, predictor: Predictor, payload: dict[str, Any],
                train_split: Callable[[], Any] | None = None,
                note: Callable[[str], None] = lambda _: None) -> OODCheck:
@@ -88,7 +110,7 @@ def open_check(run_dir: str | Path, predictor: Predictor, payload: dict[str, Any
         current = fingerprint(predictor.model.state_dict())
         if guard.record.get("model", {}).get("fingerprint") == current:
             return OODCheck(predictor, guard)
-        why = f"{run_dir}/ood.json belongs to other weights of this run"
+        why = f"{run_dir}/{META} belongs to other weights of this run"
     except MissingDetectors:
         if train_split is None:
             raise
@@ -100,7 +122,7 @@ def open_check(run_dir: str | Path, predictor: Predictor, payload: dict[str, Any
     guard = fit(run_dir, predictor, split.images, split.labels, payload.get("train_config", {}),
                 payload.get("epoch"))
     note(f"{why}: fitted them on its training images in {time.perf_counter() - started:.1f} s "
-         f"({run_dir}/ood.json)")
+         f"({run_dir}/{META})")
     return OODCheck(predictor, guard)
 
 

@@ -1,0 +1,192 @@
+"""`lenet ood RUN`, `lenet ood fit RUN`, `lenet ood RUN --benchmark`: inputs unlike the data.
+
+- `lenet ood RUN`: the chapter's exercise: confidence, predicted classes and
+  layer statistics for test images, noise, blanks and photos, and the share
+  of each the run's default detector flags;
+- `lenet ood fit RUN`: fit the run's detectors (runs trained before lenet
+  fitted them at the end of training, or stopped early);
+- `lenet ood RUN --benchmark`: AUROC and FPR@95TPR of every detector against
+  the offline OOD sets, as a markdown table, JSON and a ROC figure in RUN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..device import DEVICE_CHOICES
+from ..errors import LenetError
+from ..inference import BACKENDS
+from ..ood.detectors import DETECTORS
+from .args import fraction, positive_int
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    help = "out-of-distribution inputs: the exercise, fitting the detectors, the benchmark"
+    p = commands.add_parser("ood", help=help, description=__doc__.split("\n\n", 1)[1],
+                            usage="lenet ood [fit] RUN [options]",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", metavar="RUN", help="a run directory or checkpoint file")
+    p.add_argument("fit_run", nargs="?", help=argparse.SUPPRESS)  # `lenet ood fit RUN`
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--data-dir", metavar="DIR", help="where the run's dataset is")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="inference engine, as for predict [auto]")
+    p.add_argument("--benchmark", action="store_true",
+                   help="AUROC and FPR at 95%% TPR of every detector against offline OOD sets")
+    p.add_argument("--n", type=positive_int, default=500,
+                   help="images per random group or set [500]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random OOD sets [0]")
+    p.add_argument("--no-photos", dest="photos", action="store_false",
+                   help="the exercise without scikit-image's photos")
+    p.add_argument("--out", metavar="FILE.png", help="the exercise's figure [RUN/ood.png]")
+    add_detector_options(p)
+    p.set_defaults(handler=run_ood)
+
+
+def add_detector_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", "--score", dest="detector", choices=DETECTORS,
+                   help="out-of-distribution detector [the run's default: combined]")
+    p.add_argument("--tpr", type=fraction,
+                   help="share of held-out in-distribution images the threshold lets "
+                        "through [0.95]")
+
+
+class OODRun:
+    """A run's predictor, checkpoint, dataset (on first use) and OOD check (fitted on first
+    use when missing or stale)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from .. import checkpoint
+        from ..inference import Predictor
+
+        self.path = checkpoint.resolve(args.run)
+        self.dir = self.path.parent
+        self.payload = checkpoint.load(self.path)
+        self.predictor = Predictor.from_run(self.path, args.device, args.backend)
+        self.data_dir = args.data_dir
+        self._dataset: Any = None
+
+    @property
+    def dataset(self) -> Any:
+        if self._dataset is None:
+            from .. import sources
+
+            self._dataset = sources.load(self.payload["dataset"], self.data_dir)
+        return self._dataset
+
+    def check(self, *, refit: bool = True) -> Any:
+        from ..ood.runs import open_check
+
+        return open_check(self.dir, self.predictor, self.payload,
+                          (lambda: self.dataset.train) if refit else None, note=note)
+
+
+def note(text: str) -> None:
+    print(f"lenet: note: {text}", file=sys.stderr)
+
+
+def run_ood(args: argparse.Namespace) -> int:
+    if args.run == "fit" and args.fit_run:
+        args.run = args.fit_run
+        return run_fit(args)
+    if args.fit_run:
+        raise LenetError(f"unexpected argument {args.fit_run!r}: lenet ood [fit] RUN")
+    if args.benchmark:
+        return run_benchmark(args)
+    return run_exercise(args)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import time
+
+    from ..ood.guard import ARRAYS, META
+    from ..ood.runs import fit
+
+    run = OODRun(args)
+    started = time.perf_counter()
+    train = run.dataset.train
+    guard = fit(run.dir, run.predictor, train.images, train.labels,
+                run.payload.get("train_config", {}), run.payload.get("epoch"))
+    print(f"fitted {len(guard.names)} OOD detectors on {guard.record['fit']['images']:,} training "
+          f"images in {time.perf_counter() - started:.1f} s; thresholds at "
+          f"{guard.tpr:.0%} TPR, calibrated on {guard.record['calibration']['note']}")
+    for name in guard.names:
+        mark = "  (default)" if name == guard.default else ""
+        print(f"  {name:12s} threshold {guard.threshold(name):.4f}{mark}")
+    print(f"saved: {run.dir / META}, {run.dir / ARRAYS}")
+    return 0
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import __version__
+    from ..ood.runs import BENCHMARK_FILES, run_benchmark
+    from ..rundir import cpu_model
+
+    run = OODRun(args)
+    check = run.check()
+    config = run.payload.get("train_config", {})
+    conditions = {"run": str(run.dir), "recipe": config.get("recipe"),
+                  "model": run.payload.get("model_name"), "seed": config.get("seed"),
+                  "epochs": run.payload.get("epoch"), "ood_holdout": config.get("ood_holdout", 0),
+                  "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
+                  "backend": run.predictor.backend, "lenet": __version__}
+    title = (f"{conditions['model']} ({conditions['recipe']} recipe, seed {conditions['seed']}): "
+             "Fashion-MNIST test vs offline OOD sets")
+    result = run_benchmark(check, run.dataset.test.images, run.dir, n=args.n, seed=args.seed,
+                           title=title, conditions=conditions)
+    from ..ood.benchmark import format_markdown
+
+    print(format_markdown(result, check.default))
+    print(f"\nin-distribution: the {len(run.dataset.test):,} test images; thresholds "
+          f"calibrated on {check.guard.record.get('calibration', {}).get('note')}; "
+          f"default detector: {check.default}")
+    print("files: " + ", ".join(str(run.dir / f) for f in BENCHMARK_FILES))
+    return 0
+
+
+def run_exercise(args: argparse.Namespace) -> int:
+    import json
+
+    from ..ood import analyse, format_reports, plot_reports, probe_groups
+
+    run = OODRun(args)
+    check = run.check()
+    guard = check.guard
+    detector = args.detector or guard.default
+    threshold = guard.threshold(detector, args.tpr)
+    groups = probe_groups(run.dataset.test.images, n=args.n, with_photos=args.photos)
+    reports = analyse(run.predictor, groups, threshold, detector,
+                      flag=lambda images: [v.out_of_distribution for v in
+                                           check.check(images, detector, args.tpr)[1]])
+    classes = run.predictor.classes
+    tpr = args.tpr or guard.tpr
+    flag_note = (f"{detector} score below {threshold:.4f}, the threshold {tpr:.0%} of held-out "
+                 f"in-distribution images pass")
+    print(format_reports(reports, classes, threshold, detector, tpr, flag_note))
+    out = Path(args.out) if args.out else run.dir / "ood.png"
+    png = plot_reports(reports, groups, classes, out, guard.threshold("msp", args.tpr),
+                       f"{run.payload.get('model_name')} on inputs unlike its training data")
+    table = run.dir / "ood.json"
+    table.write_text(json.dumps(
+        {"detector": detector, "tpr": tpr, "threshold": threshold,
+         "groups": [{**r.__dict__, "predicted": r.predicted.tolist()} for r in reports]},
+        indent=2) + "\n")
+    print(f"\nfigure: {png}\ntable: {table}")
+    return 0
+
+
+def predict_checks(run: Any, pixels: Any, detector: str | None,
+                   tpr: float | None) -> tuple[Any, list[Any] | None]:
+    """(logits, verdicts) for `lenet predict`: verdicts None (with a note) when the run's
+    detectors cannot be loaded or fitted."""
+    try:
+        check = run.check()
+    except LenetError as e:
+        note(f"no out-of-distribution check ({e})")
+        return run.predictor.logits(pixels), None
+    return check.check(pixels, detector, tpr)
