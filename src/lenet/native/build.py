@@ -25,9 +25,7 @@ import argparse
 import ctypes
 import hashlib
 import os
-import re
 import shlex
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -38,25 +36,26 @@ from functools import cache
 from pathlib import Path
 
 from ..errors import ConfigError
+from .toolchain import (
+    MARCH_ENV,
+    BuildError,
+    Toolchain,
+    compiler,
+    cross_toolchain,
+    run_command,
+    toolchain,
+)
+
+# MARCH_ENV, BuildError, Toolchain, compiler and toolchain are toolchain.py's, named here too
+__all__ = ["MARCH_ENV", "MODE_ENV", "Build", "BuildError", "Toolchain", "build", "cache_dir",
+           "compile_once", "compiler", "flag_sets", "last_build", "load", "main", "mode",
+           "toolchain"]
 
 SOURCE_DIR = Path(__file__).parent
 MODE_ENV = "LENET_NATIVE"  # 1: always the kernel; 0: never; unset: the guard measures
-MARCH_ENV = "LENET_NATIVE_MARCH"
 STRICT = ("-O3", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
 OPENMP = ("-fopenmp",)
 SERIAL = ("-Wno-unknown-pragmas",)  # without OpenMP its pragmas are meant to be ignored
-_MARCH_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
-# Feature macros that name instruction sets: what a forced -march may not need beyond the CPU.
-_ISA_MACRO = re.compile(r"#define (__(?:AVX|SSE|SSSE|FMA|F16C|BMI|LZCNT|POPCNT|MOVBE|AES|"
-                        r"PCLMUL|SHA|GFNI|VAES|VPCLMULQDQ|XSAVE|ADX|AMX|ARM_NEON|"
-                        r"ARM_FEATURE_)\w*) 1$", re.MULTILINE)
-
-
-class BuildError(RuntimeError):
-    def __init__(self, message: str, build: Build | None = None) -> None:
-        super().__init__(message)
-        self.build = build  # what was tried, with its logs
-
 
 def mode() -> str:
     """'off', 'on' (no guard) or 'auto' (the guard decides), from $LENET_NATIVE."""
@@ -71,113 +70,10 @@ def mode() -> str:
                       "kernel), 0 (never) or leave it unset (measure, then decide)")
 
 
-def requested_march() -> tuple[str, bool]:
-    """(-march value, whether the user chose it) from $LENET_NATIVE_MARCH, checked."""
-    value = os.environ.get(MARCH_ENV, "").strip()
-    if not value:
-        return "native", False
-    if not _MARCH_VALUE.match(value):
-        raise BuildError(f"{MARCH_ENV}={value!r} is not a -march value (e.g. native, "
-                         "x86-64-v2, x86-64-v3, x86-64-v4)")
-    return value, True
-
-
 def cache_dir() -> Path:
     root = os.environ.get("LENET_CACHE_DIR") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lenet"
     return Path(root) / "native"
-
-
-def compiler() -> list[str] | None:
-    """The C compiler command: $CC, then Python's own, then cc/gcc/clang on PATH."""
-    for candidate in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
-        if candidate:
-            command = shlex.split(candidate)
-            if command and shutil.which(command[0]):
-                return command
-    return None
-
-
-def _run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=timeout)
-
-
-@dataclass(frozen=True)
-class Toolchain:
-    """A compiler and the target it builds for, as the cache key and `lenet doctor` see them."""
-
-    command: tuple[str, ...]
-    path: str
-    version: str  # all of `cc --version`
-    march: str | None  # None: the compiler's default target (it rejected -march=native)
-    macros: str  # `cc -march=... -dM -E -` of an empty file
-
-    @property
-    def version_line(self) -> str:
-        return self.version.strip().splitlines()[0] if self.version.strip() else "?"
-
-    @property
-    def march_flags(self) -> tuple[str, ...]:
-        return (f"-march={self.march}",) if self.march else ()
-
-    def isa(self) -> set[str]:
-        return set(_ISA_MACRO.findall(self.macros))
-
-    def vector_width(self) -> int:
-        """Floats per vector the kernel uses for this target (as lenet5.c picks it)."""
-        isa = self.isa()
-        if "__AVX512F__" in isa:
-            return 16
-        if "__AVX__" in isa:
-            return 8
-        if "__SSE2__" in isa or "__ARM_NEON" in isa:
-            return 4
-        return 1
-
-
-def _macros(cc: list[str], march: str | None) -> subprocess.CompletedProcess:
-    flags = [f"-march={march}"] if march else []
-    return _run([*cc, *flags, "-dM", "-E", "-x", "c", "-"], timeout=60)
-
-
-@cache
-def _toolchain(cc: tuple[str, ...], march: str, chosen: bool) -> Toolchain:
-    path = shutil.which(cc[0]) or cc[0]
-    try:
-        version = _run([*cc, "--version"], timeout=60).stdout
-        probe = _macros(list(cc), march)
-        target: str | None = march
-        if probe.returncode != 0 and not chosen:  # a compiler without -march=native
-            target, probe = None, _macros(list(cc), None)
-        if probe.returncode != 0:
-            first = (probe.stderr.strip().splitlines() or ["(no message)"])[0]
-            if not chosen:
-                raise BuildError(f"the C compiler `{' '.join(cc)}` fails on an empty file: "
-                                 f"{first}")
-            raise BuildError(f"{MARCH_ENV}={march}: {' '.join(cc)} rejects -march={march}: "
-                             f"{first}")
-        native = probe if target == "native" else _macros(list(cc), "native")
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise BuildError(f"could not run the C compiler {' '.join(cc)}: {error}") from error
-    chain = Toolchain(cc, path, version, target, probe.stdout)
-    if native.returncode == 0:  # a forced level this CPU cannot run would crash it
-        missing = chain.isa() - set(_ISA_MACRO.findall(native.stdout))
-        if missing:
-            raise BuildError(f"{MARCH_ENV}={march} needs {', '.join(sorted(missing))}, which "
-                             "this CPU lacks")
-    return chain
-
-
-def toolchain(cc: list[str] | None = None, march: str | None = None) -> Toolchain:
-    """The compiler ($CC or the first found) and target ($LENET_NATIVE_MARCH or native)."""
-    cc = cc or compiler()
-    if cc is None:
-        raise BuildError("no C compiler found (set CC, or install gcc or clang)")
-    chosen = march is not None
-    if march is None:
-        march, chosen = requested_march()
-    return _toolchain(tuple(cc), march, chosen)
 
 
 def flag_sets(chain: Toolchain) -> list[list[str]]:
@@ -233,7 +129,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def compile_once(command: list[str], source: Path, output: str) -> tuple[bool, str]:
     """Run one compile; (clean, log). Clean means exit 0 and nothing on stdout or stderr."""
     full = [*command, "-o", output, str(source), "-lm"]
-    result = _run(full)
+    result = run_command(full)
     said = (result.stdout + result.stderr).strip()
     log = f"$ {shlex.join(full)}\n{said}\n" if said else f"$ {shlex.join(full)}\n(no output)\n"
     return result.returncode == 0 and not said, log
@@ -319,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     source = args.source or SOURCE_DIR / f"{args.name}.c"
     try:
         if args.cross:
-            chain = _cross_toolchain(shlex.split(args.cross), args.march)
+            chain = cross_toolchain(shlex.split(args.cross), args.march)
             ok = True
             with tempfile.TemporaryDirectory() as tmp:
                 for flags in flag_sets(chain):
@@ -338,19 +234,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{built.toolchain.vector_width()} floats a vector); log: {built.log}")
     return 0
 
-
-def _cross_toolchain(cc: list[str], march: str | None) -> Toolchain:
-    """A cross compiler at `march` or its default target (there is no 'native' there)."""
-    if march is not None and not _MARCH_VALUE.match(march):
-        raise BuildError(f"--march {march!r} is not a -march value")
-    try:
-        version = _run([*cc, "--version"], timeout=60).stdout
-        probe = _macros(cc, march)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise BuildError(f"could not run {' '.join(cc)}: {error}") from error
-    if probe.returncode != 0:
-        raise BuildError(f"{' '.join(cc)} failed: {probe.stderr.strip()[:300]}")
-    return Toolchain(tuple(cc), shutil.which(cc[0]) or cc[0], version, march, probe.stdout)
 
 
 if __name__ == "__main__":
