@@ -200,3 +200,20 @@ def test_lenet_doctor_prints_the_kernels_state(capsys, monkeypatch):
     monkeypatch.setenv("LENET_NATIVE", "maybe")
     assert main(["doctor"]) == 2
     assert capsys.readouterr().err.startswith("lenet: error: LENET_NATIVE='maybe'")
+
+
+@pytest.mark.data
+def test_the_variants_benchmark_runs(tmp_path, capsys):
+    from lenet.bench import native_variants
+
+    out = tmp_path / "variants.json"
+    assert native_variants.main(["--variants", "native,x86-64-v9", "--steps", "2",
+                                 "--rounds", "1", "--budget", "0", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("CPU: ") and "x86-64-v9  skipped: " in text
+    native, bad = json.loads(out.read_text())
+    assert "skipped" in bad
+    if lenet5.available():
+        assert len(native["blocks"]) == 4 and all(b["fused_ms"] > 0 for b in native["blocks"])
+        assert len(native["epoch"]["kernel_examples_per_sec"]) == 1
+        assert "native " in text and "x (" in text

@@ -63,7 +63,6 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
     from ..optim import build_optimizer
     from ..training import train_one_epoch
 
-    os.environ["LENET_NATIVE"] = "1"
     if not lenet5.available():
         return {"variant": variant, "skipped": lenet5.why_not()}
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
@@ -85,13 +84,15 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
     model = prepare_model(build_model(MODELS["lenet5"], seed=0), cpu)
     optim = build_optimizer(model.parameters(), config)
     speeds: dict[str, list[float]] = {"1": [], "0": []}
-    for r in range(rounds + 1):  # the first round warms up
-        for mode in (("1", "0") if r % 2 else ("0", "1")):
-            os.environ["LENET_NATIVE"] = mode  # the guard reads it at every step
-            totals = train_one_epoch(model, loaders.train, optim, should_stop=_after(steps))
-            if r:
-                speeds[mode].append(totals.examples_per_sec)
-    os.environ["LENET_NATIVE"] = "1"
+    try:
+        for r in range(rounds + 1):  # the first round warms up
+            for mode in (("1", "0") if r % 2 else ("0", "1")):
+                os.environ["LENET_NATIVE"] = mode  # the guard reads it at every step
+                totals = train_one_epoch(model, loaders.train, optim, should_stop=_after(steps))
+                if r:
+                    speeds[mode].append(totals.examples_per_sec)
+    finally:
+        os.environ["LENET_NATIVE"] = "1"  # as the parent set it
     result["epoch"] = {"steps": steps, "threads": threads, "kernel_examples_per_sec": speeds["1"],
                        "pytorch_examples_per_sec": speeds["0"]}
     return result
