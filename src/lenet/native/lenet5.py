@@ -118,7 +118,8 @@ def describe() -> str:
     if lib is None:
         return f"PyTorch's (native kernel not used: {why_not()})"
     chain = built().toolchain
-    guard = {"on": "always (LENET_NATIVE=1)", "auto": "where the guard measured it faster"}
+    guard = {"on": "always (LENET_NATIVE=1)", "auto": "where the guard measured it faster",
+             "off": "loaded, but turned off (LENET_NATIVE=0)"}
     return (f"native fused, {guard[build.mode()]} ({chain.version_line}, "
             f"-march={chain.march or '(default)'}, {vector_width()} floats a vector, "
             + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")")
