@@ -97,3 +97,26 @@ def test_data_show_needs_out(capsys):
     with pytest.raises(SystemExit) as info:
         main(["data", "show"])
     assert info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, message", [("-1", "must be >= 0, got -1"),
+                                            ("two", "expected a whole number, got 'two'")])
+def test_sweep_workers_must_be_a_count(capsys, value, message):
+    with pytest.raises(SystemExit) as info:
+        main(["sweep", "spec.toml", "--workers", value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--workers: {message}" in err and "Traceback" not in err
+
+
+def test_compare_writes_only_where_told(capsys, synthetic, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, _, _ = run(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
+                     "50", "--out-dir", "runs", "--name", "c", "--no-progress")
+    assert code == 0
+    code, out, _ = run(capsys, "compare", "runs/c")
+    assert code == 0 and "| c " in out and "learning curves" not in out
+    assert sorted(p.name for p in here.iterdir()) == ["runs"]
+    code, out, _ = run(capsys, "compare", "runs/c", "--out", "curves.png")
+    assert code == 0 and "learning curves: curves.png" in out and (here / "curves.png").exists()

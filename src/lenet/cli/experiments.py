@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import positive_int
+from .args import non_negative_int, positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -15,15 +15,15 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "processes, then write a comparison table and plots. Rerun the same "
                     "command after an interruption to finish the sweep.")
     p.add_argument("spec", metavar="SPEC.toml")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=non_negative_int, default=None,
                    help="worker processes [as many as cores and memory allow]; 0 runs "
                         "in this process")
     p.set_defaults(handler=run_sweep)
 
     p = commands.add_parser("compare", help="a comparison table and overlaid learning curves")
     p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--out", metavar="FILE.png", default="compare.png",
-                   help="learning curves [compare.png]")
+    p.add_argument("--out", metavar="FILE.png",
+                   help="also draw the runs' learning curves, overlaid, into this file")
     p.add_argument("--top", type=positive_int, help="only the best N runs")
     p.set_defaults(handler=run_compare)
 
@@ -47,8 +47,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_sweep(args: argparse.Namespace) -> int:
     from ..sweep import run_sweep as sweep
 
-    if args.workers is not None and args.workers < 0:
-        raise SystemExit("lenet sweep: error: --workers must be >= 0")
     sweep(args.spec, workers=args.workers)
     return 0
 
@@ -58,8 +56,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
     ranked = sort_by_accuracy([summarize_run(r) for r in args.runs])[:args.top]
     print(markdown_table(ranked))
-    path = plot_curves([s.path for s in ranked], Path(args.out))
-    print(f"\nlearning curves: {path}")
+    if args.out:
+        print(f"\nlearning curves: {plot_curves([s.path for s in ranked], Path(args.out))}")
     return 0
 
 
