@@ -88,10 +88,16 @@ def test_decisions_need_ten_percent_are_cached_and_reused(tmp_path, fresh):
 def test_forced_mode_skips_measuring(tmp_path, monkeypatch):
     monkeypatch.setenv("LENET_NATIVE", "1")
     clock, made = Clock(), []
-    decision = guard.Guard(tmp_path / "g.json", timer=clock).decide(
-        "A", contenders(clock, 1.0, 0.001, made))
+    g = guard.Guard(tmp_path / "g.json", timer=clock)
+    decision = g.decide("A", contenders(clock, 1.0, 0.001, made))
     assert decision.use_kernel and decision.source == "forced" and "LENET_NATIVE=1" in decision.why
     assert not made and not (tmp_path / "g.json").exists()
+    monkeypatch.setenv("LENET_NATIVE", "0")  # switched while the kernel stays loaded
+    off = g.decide("A", contenders(clock, 1.0, 0.001, made))
+    assert not off.use_kernel and "turns the kernel off" in off.why and not made
+    monkeypatch.delenv("LENET_NATIVE")  # a forced decision is not the guard's
+    measured = g.decide("A", contenders(clock, 1.0, 0.001, made))
+    assert measured.source == "measured" and not measured.use_kernel and len(made) == 1
 
 
 def test_settings_name_what_the_decision_depends_on():

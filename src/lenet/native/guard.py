@@ -108,13 +108,14 @@ class Guard:
         """The decision for `key`: this process's, else the cached one, else measured now
         by timing the two calls `contenders()` gives (fused, reference)."""
         with self._lock:
-            if key in self.decisions:
-                return self.decisions[key]
-            if build.mode() != "auto":  # set after the kernel was loaded, for one
-                on = build.mode() == "on"
+            mode = build.mode()  # (it may change while the kernel stays loaded)
+            if mode != "auto":
+                on = mode == "on"
                 decision = Decision(on, f"{build.MODE_ENV}={int(on)} "
                                     + ("forces the kernel" if on else "turns the kernel off"),
                                     source="forced")
+            elif key in self.decisions and self.decisions[key].source != "forced":
+                return self.decisions[key]
             elif key in (known := self.cached()):
                 decision = _from_json(known[key])
             else:
