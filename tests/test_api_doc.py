@@ -30,7 +30,8 @@ def test_the_api_doc_examples_run(isolated_sources, monkeypatch, capsys):
     for i, block in enumerate(blocks):
         exec(compile(block, f"{DOC.name} example {i + 1}", "exec"), namespace)
     out = capsys.readouterr().out
-    assert "test accuracy" in out and "out of distribution:" in out and "msp" in out
+    assert "test accuracy" in out and "out of distribution:" in out
+    assert f"{namespace['detector'].name} " in out
     assert (isolated_sources / "runs" / "api-demo" / "results.json").exists()
     assert (isolated_sources / "runs" / "with-sink" / "results.json").exists()
 
