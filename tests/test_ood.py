@@ -179,7 +179,8 @@ def test_fit_save_load_round_trip_and_version_check(tmp_path):
 
 
 @pytest.mark.parametrize("settings", [{}, {"batch_norm": True}, {"dropout": 0.3}])
-@pytest.mark.parametrize("backend", ["native", "torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["native", "torch",
+                                     pytest.param("onnxruntime", marks=pytest.mark.slow)])
 def test_features_of_one_image_match_the_batch_path(backend, settings):
     config = ModelConfig(**{**MODELS["lenet5-modern"].to_dict(), **settings})
     model = build_model(config, seed=0)
@@ -213,6 +214,7 @@ def test_offline_sets_are_uint8_frames_of_the_right_size():
     assert (digits[:, [0, -1], :].max() > 100).any()  # glyphs fill the frame, as products do
 
 
+@pytest.mark.slow
 def test_benchmark_table_and_figure(tmp_path):
     f, y = clusters()
     detectors = make_detectors(knn_k=5, knn_bank=300)

@@ -101,13 +101,16 @@ def test_classify_returns_typed_predictions_with_an_ood_check(trained, synthetic
     p = predictions[0]
     assert p.label == run.classes[p.index] == p.top[0][0] and p.top_indices[0] == p.index
     assert p.probability == pytest.approx(float(p.probabilities.max()))
-    assert len(p.top) == 3 and p.detector == "msp" and p.threshold is not None
+    assert len(p.top) == 3 and p.detector == "combined" and p.threshold is not None
     assert p.out_of_distribution == (p.score < p.threshold)
     assert [q.index for q in predictions] == [int(i) for i in
                                               run.predictor().logits(images).argmax(1)]
-    detector = run.ood_detector()
-    assert detector.name == "msp" and 0 < detector.threshold <= 1
-    assert (trained / "ood_calibration.json").exists()
+    detector = run.ood_detector()  # fitted at the end of training, beside the checkpoint
+    assert detector.name == "combined" and detector.threshold == p.threshold
+    assert (trained / "ood-detectors.json").exists() and detector.tpr == 0.95
+    msp = run.ood_detector("msp", tpr=0.9)
+    assert msp.name == "msp" and 0 < msp.threshold <= 1
+    assert run.classify(images[:1], ood=msp)[0].detector == "msp"
     plain = run.classify(images[:1], ood=False)[0]
     assert plain.threshold is None and plain.out_of_distribution is None
     noise = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)

@@ -21,6 +21,7 @@ same after `fit` as before.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import signal
 import threading
@@ -144,6 +145,7 @@ class _Fit:
         if self.payload is not None:
             self.restore(self.payload)
         self.classes, self.dataset_name = list(dataset.classes), dataset.spec.name
+        self.train_split = dataset.train  # all of it: the OOD fit picks its own images
         self.device_name = describe(device)
         record = {"train": config.to_dict(), "model": self.model_config.to_dict(),
                   "dataset": {"name": dataset.spec.name, "source": str(dataset.source),
@@ -264,8 +266,15 @@ class _Fit:
                  "train_seconds": train_seconds,
                  "wall_seconds_total": sum(r["wall_seconds"] for r in history),
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        # The out-of-distribution detectors, fitted on the training images still in memory
+        # when a sink asks (sinks.OODSink; about half a second).
+        from .ood.runs import fit_after_training  # matplotlib et al.: imported by now
+
+        ood = functools.partial(fit_after_training, self.model, self.classes,
+                                self.train_split.images, self.train_split.labels,
+                                self.config.to_dict(), len(history))
         self.sinks.emit("on_finish", RunFinish(final, history, self.eval_name, speed,
-                                               self.device.type))
+                                               self.device.type, ood))
         return RunResult(self.run_dir.path, history, True, speed, self.device_name, final)
 
 

@@ -15,12 +15,12 @@ A Run reads its checkpoint at most once and builds each predictor once.
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import checkpoint, fitting
@@ -49,20 +49,18 @@ class Activations:
 
 @dataclass(frozen=True)
 class ScoreDetector:
-    """An out-of-distribution check: a score of the logits (higher = more familiar) and a
-    threshold below which an input is flagged."""
+    """An out-of-distribution check (lenet.ood): one of the run's fitted detectors, its
+    score higher for familiar inputs, and the threshold below which an input is flagged,
+    set so that `tpr` of held-out in-distribution images pass (never the test split)."""
 
-    name: str  # "msp" (max softmax probability) or "energy" (logsumexp of the logits)
+    name: str  # "combined" by default; msp, energy, mahalanobis, knn, pixels (lenet.ood)
     threshold: float
-    tpr: float  # the fraction of test images that pass the threshold
+    tpr: float
+    check: Any  # lenet.ood.runs.OODCheck: the fitted detectors bound to a predictor
 
-    def score(self, logits: torch.Tensor) -> np.ndarray:
-        from .ood import score
-
-        return score(logits.float(), self.name)
-
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        return scores < self.threshold
+    def verdicts(self, images: Any) -> tuple[torch.Tensor, list[Any]]:
+        """(logits (N, classes), a lenet.ood.guard.Verdict per image), one forward pass."""
+        return self.check.check(images, self.name, self.tpr)
 
 
 class Run:
@@ -75,7 +73,7 @@ class Run:
         self._model: LeNet | None = None
         self._predictors: dict[tuple[str, str], Predictor] = {}
         self._dataset: Any = None
-        self._detectors: dict[tuple[str, float], ScoreDetector] = {}
+        self._ood_checks: dict[str, Any] = {}  # backend -> lenet.ood.runs.OODCheck
 
     @property
     def path(self) -> Path:
@@ -122,7 +120,7 @@ class Run:
         finally:  # the checkpoint on disk is newer now: read it again when next needed
             self._payload, self._model = None, None
             self._predictors.clear()
-            self._detectors.clear()
+            self._ood_checks.clear()
 
     # --- what it recorded -----------------------------------------------------------------
 
@@ -185,18 +183,21 @@ class Run:
         return prepare(path, size=self.model.config.input_size, invert=invert,
                        fill=spec.object_fill if spec else 1.0)
 
-    def ood_detector(self, kind: str = "msp", tpr: float = 0.95,
+    def ood_detector(self, name: str | None = None, tpr: float | None = None,
                      backend: str = "auto") -> ScoreDetector:
-        """The out-of-distribution check, its threshold calibrated so that `tpr` of the test
-        images pass (computed once, kept in RUN/ood_calibration.json)."""
-        key = (kind, tpr)
-        if key not in self._detectors:
-            from .ood import cached_threshold
+        """The out-of-distribution check: detector `name` (default: the run's, `combined`) at
+        `tpr` (default 0.95), as fitted at the end of training (RUN/ood-detectors.json); a
+        run without them (older, or stopped early) has them fitted now, on its training
+        images, and saved."""
+        if backend not in self._ood_checks:
+            from .ood.runs import open_check
 
-            threshold = cached_threshold(self.path, self.predictor(backend),
-                                         lambda: self.dataset.test.images, kind, tpr)
-            self._detectors[key] = ScoreDetector(kind, threshold, tpr)
-        return self._detectors[key]
+            self._ood_checks[backend] = open_check(
+                self.path, self.predictor(backend), self.checkpoint(),
+                lambda: self.dataset.train, note=_note)
+        check = self._ood_checks[backend]
+        name, tpr = name or check.default, tpr or check.guard.tpr
+        return ScoreDetector(name, check.guard.threshold(name, tpr), tpr, check)
 
     def classify(self, images: Any, top_k: int = 5, *, ood: ScoreDetector | bool = True,
                  backend: str = "auto") -> list[Prediction]:
@@ -204,14 +205,14 @@ class Run:
         [0, 1]. `ood=True` checks each against `ood_detector()`; pass a detector, or False
         for no check."""
         predictor = self.predictor(backend)
-        logits = predictor.logits(images)  # once, for the classes and the OOD score
-        predictions = predictor.predictions(logits, top_k=top_k)
         detector = self.ood_detector(backend=backend) if ood is True else ood or None
         if detector is None:
-            return predictions
-        scores = detector.score(logits)
-        return [_with_score(p, float(s), detector) for p, s in
-                zip(predictions, scores, strict=True)]
+            return predictor.predictions(predictor.logits(images), top_k=top_k)
+        logits, verdicts = detector.verdicts(images)  # once: classes, features, OOD score
+        return [replace(p, score=v.score, detector=v.detector, threshold=v.threshold,
+                        out_of_distribution=v.out_of_distribution)
+                for p, v in zip(predictor.predictions(logits, top_k=top_k), verdicts,
+                                strict=True)]
 
     def evaluate(self, split: str | Any = "test", *, name: str | None = None,
                  backend: str = "auto") -> Evaluation:
@@ -249,7 +250,5 @@ class Run:
         return Path(given) if given else self.dir.file(default)
 
 
-def _with_score(p: Prediction, score: float, detector: ScoreDetector) -> Prediction:
-    return replace(p, score=score, detector=detector.name, threshold=detector.threshold,
-                   out_of_distribution=bool(score < detector.threshold))
-
+def _note(text: str) -> None:
+    print(f"lenet: note: {text}", file=sys.stderr)

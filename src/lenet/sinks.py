@@ -21,6 +21,7 @@ writes"), write a sink or wrap one; see `OnlyIf`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from . import checkpoint
 from .config import TrainConfig
 from .console import Console
-from .errors import ConfigError
+from .errors import ConfigError, LenetError
 from .rundir import RunDir
 
 Payload = dict[str, Any]  # a checkpoint's contents (lenet/checkpoint.py)
@@ -81,6 +82,8 @@ class RunFinish:
     eval_name: str
     examples_per_sec: float
     device_type: str  # "cpu", "cuda", "mps"
+    # The out-of-distribution detectors (lenet.ood.guard.Guard), fitted when called
+    ood: Callable[[], Any] | None = None
 
 
 class Sink:
@@ -161,6 +164,24 @@ class CurvesSink(Sink):
         if history:
             plot_curves(history, self.run_dir.file(RunDir.CURVES), eval_name=self.eval_name,
                         title=self.title)
+
+
+class OODSink(Sink):
+    """RUN/ood-detectors.json and .npz: the out-of-distribution detectors, fitted on the
+    training images once the run completes. A failure is a note, not an error: the run
+    itself finished, and `lenet ood fit RUN` can try again."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+
+    def on_finish(self, finish: RunFinish) -> None:
+        if finish.ood is None:
+            return
+        try:
+            finish.ood().save(self.run_dir.path)
+        except LenetError as e:
+            print(f"lenet: note: no out-of-distribution detectors ({e}); fit them with: "
+                  f"lenet ood fit {self.run_dir.path}", file=sys.stderr)
 
 
 class ResultsJsonSink(Sink):
@@ -288,11 +309,12 @@ class OnlyIf(Sink):
 
 
 def default_sinks(run_dir: RunDir, config: TrainConfig, console: Console) -> list[Sink]:
-    """What `lenet train` writes and shows: record, checkpoint, metrics, curves, results,
-    terminal and (with --tensorboard) TensorBoard, in that order."""
+    """What `lenet train` writes and shows: record, checkpoint, metrics, curves, OOD
+    detectors, results, terminal and (with --tensorboard) TensorBoard, in that order."""
     sinks: list[Sink] = [RecordSink(run_dir), CheckpointSink(run_dir), MetricsCsvSink(run_dir),
                          CurvesSink(run_dir, f"{config.model} on {config.dataset}"),
-                         ResultsJsonSink(run_dir), ConsoleSink(console, run_dir)]
+                         OODSink(run_dir), ResultsJsonSink(run_dir),
+                         ConsoleSink(console, run_dir)]
     if config.tensorboard:
         sinks.append(TensorBoardSink(run_dir))
     return sinks

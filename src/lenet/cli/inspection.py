@@ -1,4 +1,6 @@
-"""`lenet evaluate`, `predict`, `activations`, `ood` and `export`: using a trained run.
+"""`lenet evaluate`, `predict`, `activations` and `export`: using a trained run.
+
+(`lenet ood` is in cli/ood.py.)
 
 Each takes a run directory (or its checkpoint file) and writes its figures and
 JSON into the run directory unless told otherwise.
@@ -15,7 +17,8 @@ from typing import Any
 from ..device import DEVICE_CHOICES
 from ..errors import LenetError
 from ..inference import BACKENDS
-from .args import fraction, int_list, positive_int
+from .args import int_list, positive_int
+from .ood import add_detector_options
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="always invert (dark object on a light background)")
     invert.add_argument("--no-invert", dest="invert", action="store_false",
                         help="never invert (light object on a dark background, as the data)")
-    add_ood_options(p)
+    add_detector_options(p)
     p.set_defaults(handler=run_predict)
 
     p = run_parser("activations", "feature maps of layers 1 and 2 for chosen inputs")
@@ -56,25 +59,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE.png", help="[RUN/activations.png]")
     p.set_defaults(handler=run_activations)
 
-    p = run_parser("ood", "confidence and activations on test images, noise, blanks, photos")
-    p.add_argument("--n", type=positive_int, default=500, help="images per random group [500]")
-    p.add_argument("--no-photos", dest="photos", action="store_false",
-                   help="skip scikit-image's photos")
-    p.add_argument("--out", metavar="FILE.png", help="[RUN/ood.png]")
-    add_ood_options(p)
-    p.set_defaults(handler=run_ood)
-
     p = run_parser("export", "export to ONNX and verify it on the whole test split")
     p.add_argument("--onnx", required=True, metavar="FILE", help="where to write the model")
     p.add_argument("--no-verify", dest="verify", action="store_false")
     p.set_defaults(handler=run_export)
-
-
-def add_ood_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--score", default="msp", choices=("msp", "energy"),
-                   help="out-of-distribution score: max softmax probability or energy [msp]")
-    p.add_argument("--tpr", type=fraction, default=0.95,
-                   help="fraction of test images the threshold lets through [0.95]")
 
 
 def open_run(args: argparse.Namespace) -> Any:
@@ -114,7 +102,7 @@ def run_predict(args: argparse.Namespace) -> int:
             print(json.dumps(failures, indent=2))
         return 2
     try:
-        detector: Any = run.ood_detector(args.score, args.tpr, backend=args.backend)
+        detector: Any = run.ood_detector(args.detector, args.tpr, backend=args.backend)
     except LenetError as e:
         detector = False
         print(f"lenet: note: no out-of-distribution check ({e})", file=sys.stderr)
@@ -124,7 +112,8 @@ def run_predict(args: argparse.Namespace) -> int:
     for (name, image), p in zip(prepared.items(), predictions, strict=True):
         results.append({
             "file": name, "top": [{"class": c, "probability": q} for c, q in p.top],
-            "score": {"kind": args.score, "value": p.score, "threshold": p.threshold},
+            "score": {"detector": p.detector, "value": p.score, "threshold": p.threshold,
+                      "tpr": detector.tpr if detector else None},
             "out_of_distribution": p.out_of_distribution,
             "inverted": image.inverted, "notes": image.notes})
     if args.json:
@@ -165,25 +154,6 @@ def run_activations(args: argparse.Namespace) -> int:
     path = plot_activations(pixels, captions, acts.layers, run.output(args.out, "activations.png"),
                             title=f"{run.config.model}: activations after conv1 and conv2")
     print(f"{len(pixels)} inputs: {path}")
-    return 0
-
-
-def run_ood(args: argparse.Namespace) -> int:
-    from ..ood import analyse, format_reports, plot_reports, probe_groups
-
-    run = open_run(args)
-    detector = run.ood_detector(args.score, args.tpr, backend=args.backend)
-    groups = probe_groups(run.dataset.test.images, n=args.n, with_photos=args.photos)
-    reports = analyse(run.predictor(args.backend), groups, detector.threshold, args.score)
-    classes = run.classes
-    print(format_reports(reports, classes, detector.threshold, args.score, args.tpr))
-    msp_threshold = detector.threshold if args.score == "msp" else None
-    png = plot_reports(reports, groups, classes, run.output(args.out, "ood.png"), msp_threshold,
-                       f"{run.config.model} on inputs unlike its training data")
-    table = run.dir.write_json("ood.json", {
-        "score": args.score, "tpr": args.tpr, "threshold": detector.threshold,
-        "groups": [{**r.__dict__, "predicted": r.predicted.tolist()} for r in reports]})
-    print(f"\nfigure: {png}\ntable: {table}")
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..device import DEVICE_CHOICES
@@ -54,34 +53,10 @@ def add_detector_options(p: argparse.ArgumentParser) -> None:
                         "through [0.95]")
 
 
-class OODRun:
-    """A run's predictor, checkpoint, dataset (on first use) and OOD check (fitted on first
-    use when missing or stale)."""
+def open_run(args: argparse.Namespace) -> Any:
+    from ..run import Run
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        from .. import checkpoint
-        from ..inference import Predictor
-
-        self.path = checkpoint.resolve(args.run)
-        self.dir = self.path.parent
-        self.payload = checkpoint.load(self.path)
-        self.predictor = Predictor.from_run(self.path, args.device, args.backend)
-        self.data_dir = args.data_dir
-        self._dataset: Any = None
-
-    @property
-    def dataset(self) -> Any:
-        if self._dataset is None:
-            from .. import sources
-
-            self._dataset = sources.load(self.payload["dataset"], self.data_dir)
-        return self._dataset
-
-    def check(self, *, refit: bool = True) -> Any:
-        from ..ood.runs import open_check
-
-        return open_check(self.dir, self.predictor, self.payload,
-                          (lambda: self.dataset.train) if refit else None, note=note)
+    return Run.open(args.run, device=args.device, data_dir=args.data_dir)
 
 
 def note(text: str) -> None:
@@ -105,18 +80,18 @@ def run_fit(args: argparse.Namespace) -> int:
     from ..ood.guard import ARRAYS, META
     from ..ood.runs import fit
 
-    run = OODRun(args)
+    run = open_run(args)
     started = time.perf_counter()
-    train = run.dataset.train
-    guard = fit(run.dir, run.predictor, train.images, train.labels,
-                run.payload.get("train_config", {}), run.payload.get("epoch"))
+    train, payload = run.dataset.train, run.checkpoint()
+    guard = fit(run.path, run.predictor("torch"), train.images, train.labels,
+                payload.get("train_config", {}), payload.get("epoch"))
     print(f"fitted {len(guard.names)} OOD detectors on {guard.record['fit']['images']:,} training "
           f"images in {time.perf_counter() - started:.1f} s; thresholds at "
           f"{guard.tpr:.0%} TPR, calibrated on {guard.record['calibration']['note']}")
     for name in guard.names:
         mark = "  (default)" if name == guard.default else ""
         print(f"  {name:12s} threshold {guard.threshold(name):.4f}{mark}")
-    print(f"saved: {run.dir / META}, {run.dir / ARRAYS}")
+    print(f"saved: {run.path / META}, {run.path / ARRAYS}")
     return 0
 
 
@@ -127,66 +102,51 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from ..ood.runs import BENCHMARK_FILES, run_benchmark
     from ..rundir import cpu_model
 
-    run = OODRun(args)
-    check = run.check()
-    config = run.payload.get("train_config", {})
-    conditions = {"run": str(run.dir), "recipe": config.get("recipe"),
-                  "model": run.payload.get("model_name"), "seed": config.get("seed"),
-                  "epochs": run.payload.get("epoch"), "ood_holdout": config.get("ood_holdout", 0),
+    run = open_run(args)
+    check = run.ood_detector(backend=args.backend).check
+    payload = run.checkpoint()
+    config = payload.get("train_config", {})
+    conditions = {"run": str(run.path), "recipe": config.get("recipe"),
+                  "model": payload.get("model_name"), "seed": config.get("seed"),
+                  "epochs": payload.get("epoch"), "ood_holdout": config.get("ood_holdout", 0),
                   "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
-                  "backend": run.predictor.backend, "lenet": __version__}
+                  "backend": check.predictor.backend, "lenet": __version__}
     title = (f"{conditions['model']} ({conditions['recipe']} recipe, seed {conditions['seed']}): "
              "Fashion-MNIST test vs offline OOD sets")
-    result = run_benchmark(check, run.dataset.test.images, run.dir, n=args.n, seed=args.seed,
-                           title=title, conditions=conditions)
+    result = run_benchmark(check, run.dataset.test.images, run.path, n=args.n,
+                           seed=args.seed, title=title, conditions=conditions)
     from ..ood.benchmark import format_markdown
 
     print(format_markdown(result, check.default))
     print(f"\nin-distribution: the {len(run.dataset.test):,} test images; thresholds "
           f"calibrated on {check.guard.record.get('calibration', {}).get('note')}; "
           f"default detector: {check.default}")
-    print("files: " + ", ".join(str(run.dir / f) for f in BENCHMARK_FILES))
+    print("files: " + ", ".join(str(run.path / f) for f in BENCHMARK_FILES))
     return 0
 
 
 def run_exercise(args: argparse.Namespace) -> int:
-    import json
-
     from ..ood import analyse, format_reports, plot_reports, probe_groups
 
-    run = OODRun(args)
-    check = run.check()
+    run = open_run(args)
+    check = run.ood_detector(backend=args.backend).check
     guard = check.guard
     detector = args.detector or guard.default
     threshold = guard.threshold(detector, args.tpr)
     groups = probe_groups(run.dataset.test.images, n=args.n, with_photos=args.photos)
-    reports = analyse(run.predictor, groups, threshold, detector,
+    reports = analyse(check.predictor, groups, threshold, detector,
                       flag=lambda images: [v.out_of_distribution for v in
                                            check.check(images, detector, args.tpr)[1]])
-    classes = run.predictor.classes
+    classes = run.classes
     tpr = args.tpr or guard.tpr
     flag_note = (f"{detector} score below {threshold:.4f}, the threshold {tpr:.0%} of held-out "
                  f"in-distribution images pass")
     print(format_reports(reports, classes, threshold, detector, tpr, flag_note))
-    out = Path(args.out) if args.out else run.dir / "ood.png"
-    png = plot_reports(reports, groups, classes, out, guard.threshold("msp", args.tpr),
-                       f"{run.payload.get('model_name')} on inputs unlike its training data")
-    table = run.dir / "ood.json"
-    table.write_text(json.dumps(
-        {"detector": detector, "tpr": tpr, "threshold": threshold,
-         "groups": [{**r.__dict__, "predicted": r.predicted.tolist()} for r in reports]},
-        indent=2) + "\n")
+    png = plot_reports(reports, groups, classes, run.output(args.out, "ood.png"),
+                       guard.threshold("msp", args.tpr),
+                       f"{run.config.model} on inputs unlike its training data")
+    table = run.dir.write_json("ood.json", {
+        "detector": detector, "tpr": tpr, "threshold": threshold,
+        "groups": [{**r.__dict__, "predicted": r.predicted.tolist()} for r in reports]})
     print(f"\nfigure: {png}\ntable: {table}")
     return 0
-
-
-def predict_checks(run: Any, pixels: Any, detector: str | None,
-                   tpr: float | None) -> tuple[Any, list[Any] | None]:
-    """(logits, verdicts) for `lenet predict`: verdicts None (with a note) when the run's
-    detectors cannot be loaded or fitted."""
-    try:
-        check = run.check()
-    except LenetError as e:
-        note(f"no out-of-distribution check ({e})")
-        return run.predictor.logits(pixels), None
-    return check.check(pixels, detector, tpr)

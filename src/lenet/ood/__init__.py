@@ -11,13 +11,10 @@
 """
 
 from .exercise import (
-    CALIBRATION_FILE,
     PHOTOS,
     SCORES,
     GroupReport,
     analyse,
-    cached_threshold,
-    calibrate,
     format_reports,
     photos,
     plot_reports,
@@ -26,6 +23,5 @@ from .exercise import (
     score,
 )
 
-__all__ = ["CALIBRATION_FILE", "PHOTOS", "SCORES", "GroupReport", "analyse", "cached_threshold",
-           "calibrate", "format_reports", "photos", "plot_reports", "probe_groups",
-           "saturation", "score"]
+__all__ = ["PHOTOS", "SCORES", "GroupReport", "analyse", "format_reports", "photos",
+           "plot_reports", "probe_groups", "saturation", "score"]

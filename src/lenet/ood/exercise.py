@@ -1,22 +1,18 @@
-"""Out-of-distribution: what a trained LeNet does with inputs unlike its training data.
+"""The chapter's last exercise: what a trained LeNet does with inputs unlike its data.
 
-Two scores say how in-distribution an input looks (higher = more familiar):
+`lenet ood RUN` answers it with numbers: per group (test images, noise, blank
+images, real photos) the mean confidence, the predicted classes, layer-1 and
+layer-2 activation statistics, and the share the run's OOD detector flags
+(lenet.ood.runs). `score` gives the two logit scores (higher = more familiar):
 the maximum softmax probability (`msp`) and the negative free energy
-(`energy`, logsumexp of the logits). A threshold is calibrated on the test set
-so that a stated fraction of real test images (the true-positive rate) pass;
-inputs scoring below it are flagged. `lenet ood RUN` answers the chapter's last
-exercise with numbers: confidence, predicted classes and layer-1/layer-2
-activation statistics for test images, noise, blank images and real photos.
+(`energy`, logsumexp of the logits).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +24,6 @@ from ..images import prepare_image
 from ..inference import Predictor
 
 SCORES = ("msp", "energy")
-CALIBRATION_FILE = "ood_calibration.json"
 PHOTOS = {  # scikit-image's bundled photos: name -> loader attribute
     "cat (chelsea)": "chelsea", "rocket": "rocket", "coffee": "coffee",
     "astronaut": "astronaut", "cameraman": "camera", "coins": "coins",
@@ -41,31 +36,6 @@ def score(logits: torch.Tensor, kind: str = "msp") -> np.ndarray:
     if kind == "energy":
         return torch.logsumexp(logits, dim=1).numpy()
     raise LenetError(f"unknown OOD score {kind!r}; choose from {', '.join(SCORES)}")
-
-
-def calibrate(predictor: Predictor, images: np.ndarray, kind: str = "msp",
-              tpr: float = 0.95) -> float:
-    """The score threshold that `tpr` of `images` (in-distribution) reach or exceed."""
-    return float(np.quantile(score(predictor.logits(images), kind), 1.0 - tpr))
-
-
-def cached_threshold(run_dir: Path, predictor: Predictor, test_images: Any, kind: str,
-                     tpr: float) -> float:
-    """The calibrated threshold, computed once per run and kept in the run directory.
-
-    `test_images` is a callable giving the test images, called only on a cache miss.
-    """
-    path = run_dir / CALIBRATION_FILE
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    key = f"{kind}@tpr={tpr:g}"
-    if key not in cache:
-        cache[key] = calibrate(predictor, test_images(), kind, tpr)
-        with contextlib.suppress(OSError):  # a read-only run directory: recalibrate next time
-            path.write_text(json.dumps(cache, indent=2) + "\n")
-    return float(cache[key])
 
 
 def photos(size: tuple[int, int] = (28, 28)) -> dict[str, np.ndarray]:

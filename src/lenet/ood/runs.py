@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import LenetError
 from ..inference import Predictor
 from . import benchmark, calibration
 from .detectors import Inputs
@@ -70,34 +69,32 @@ def fit(run_dir: str | Path, predictor: Predictor, train_images: np.ndarray,
         train_labels: np.ndarray, train_config: dict[str, Any], epoch: int | None) -> Guard:
     """Fit a run's detectors on its training split and save them beside its checkpoint.
     `train_config` is the run's (TrainConfig.to_dict(): its seed and ood_holdout)."""
+    guard = _fit(predictor, train_images, train_labels, train_config, epoch)
+    guard.save(run_dir)
+    return guard
+
+
+def _fit(predictor: Predictor, train_images: np.ndarray, train_labels: np.ndarray,
+         train_config: dict[str, Any], epoch: int | None) -> Guard:
     guard = calibration.fit(FeatureExtractor(predictor), train_images, train_labels,
                             holdout=int(train_config.get("ood_holdout") or 0),
                             seed=int(train_config.get("seed") or 0))
     guard.record["model"] = {"epoch": epoch, "fingerprint": fingerprint(
         predictor.model.state_dict())}
-    guard.save(run_dir)
     return guard
 
 
-def fit_after_training(run_dir: str | Path, model: torch.nn.Module, classes: list[str],
-                       train_images: np.ndarray, train_labels: np.ndarray,
-                       train_config: dict[str, Any], epoch: int) -> dict[str, Any]:
-    """Fit a finished run's detectors from what training holds in memory (the model, the
-    training split); a summary for results.json. A failure here is reported, not raised:
-    the run itself finished, and `lenet ood fit RUN` can try again."""
+def fit_after_training(model: torch.nn.Module, classes: list[str], train_images: np.ndarray,
+                       train_labels: np.ndarray, train_config: dict[str, Any],
+                       epoch: int) -> Guard:
+    """A finished run's detectors, fitted from what training holds in memory (the model,
+    the training split), not yet saved (sinks.OODSink saves them)."""
     from ..checkpoint import model_from_payload
 
-    started = time.perf_counter()
-    try:
-        clean = model_from_payload({"model_config": model.config.to_dict(),  # a plain LeNet
-                                    "model_state": model.state_dict()}, "cpu")
-        predictor = Predictor(clean, classes, "cpu", backend="torch")
-        guard = fit(run_dir, predictor, train_images, train_labels, train_config, epoch)
-    except LenetError as e:
-        return {"error": f"{e}; fit them later with: lenet ood fit {run_dir}"}
-    return {"default": guard.default, "threshold": guard.threshold(),
-            "calibration": guard.record["calibration"]["note"],
-            "seconds": round(time.perf_counter() - started, 3)}
+    clean = model_from_payload({"model_config": model.config.to_dict(),  # a plain LeNet
+                                "model_state": model.state_dict()}, "cpu")
+    return _fit(Predictor(clean, classes, "cpu", backend="torch"), train_images, train_labels,
+                train_config, epoch)
 
 
 def open_check(run_dir: str | Path, predictor: Predictor, payload: dict[str, Any],
