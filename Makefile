@@ -1,6 +1,7 @@
 # The two set-up commands of the README, and a few helpers.
 #   make train   set up .venv, make Fashion-MNIST available, train LeNet-5 (the book's recipe)
 #   make test    the same set-up, then the whole test suite
+#   make test-fast   the suite without the tests marked slow: the inner loop, under a minute
 #   make test-native   the fused kernel forced at each x86-64 level, and cross-built for aarch64
 # Pass options to `lenet train` with ARGS, e.g. make train ARGS="--epochs 2".
 
@@ -9,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test test-native setup data lint bench clean
+.PHONY: train test test-fast test-native setup data lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ train: data
 
 test: data
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: data
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 test-native: setup
 	scripts/test-native.sh $(BIN)/python

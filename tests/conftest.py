@@ -86,3 +86,22 @@ class StopAfter(StopRequest):
         self.steps -= 1
         self.requested = self.requested or self.steps <= 0
         return self.requested
+
+
+# The fast loop (`make test-fast`, `-m "not slow"`) stays fast only if slow tests are marked:
+# list, after a run, the unmarked tests whose call took longer than this (on 2 cores). Only
+# a note, never a failure: timings on a shared machine are noisy.
+SLOW_TEST_S = 2.0
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.duration > SLOW_TEST_S and "slow" not in report.keywords:
+        _unmarked_slow.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.section("slow tests without @pytest.mark.slow")
+        for seconds, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")

@@ -53,6 +53,7 @@ def test_missing_data_explains_how_to_get_it(capsys, isolated_sources):
     assert "Fashion-MNIST was not found" in err and "apt-get install dataset-fashion-mnist" in err
 
 
+@pytest.mark.slow
 def test_train_and_resume_from_the_command_line(capsys, synthetic, tmp_path):
     out_dir = str(tmp_path / "runs")
     code, out, _ = run(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",

@@ -75,6 +75,7 @@ def test_lenet_layer_summary_prints_the_books_lines(capsys):
     assert lines[-1] == "Linear output shape:\t torch.Size([1, 10])"
 
 
+@pytest.mark.slow
 def test_trainer_fits_a_lazy_model_and_writes_its_plot(capsys, plots_dir):
     class Lazy(d2l.Classifier):
         def __init__(self, lr=0.05):
@@ -100,12 +101,14 @@ def test_trainer_fits_a_lazy_model_and_writes_its_plot(capsys, plots_dir):
     assert set(model.board.data) == {"train_loss", "val_loss", "val_acc"}
 
 
+@pytest.mark.slow
 def test_gradient_clipping_runs():
     data = SyntheticData()
     model = d2l.LeNet(lr=0.1)
     d2l.Trainer(max_epochs=1, gradient_clip_val=0.5).fit(model, data)
 
 
+@pytest.mark.slow
 def test_train_ch6_with_fewer_than_five_batches(capsys, plots_dir):
     net = nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                         nn.Linear(4 * 14 * 14, 10))

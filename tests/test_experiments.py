@@ -103,6 +103,7 @@ def test_directory_dataset_with_class_names(tmp_path, isolated_sources):
     assert sources.load(str(directory)).classes == tuple(str(i) for i in range(10))
 
 
+@pytest.mark.slow
 def test_training_on_a_directory_dataset(tmp_path, isolated_sources):
     directory = tmp_path / "mine"
     write_dataset(directory)
@@ -131,6 +132,7 @@ def test_augmentation_flips_and_shifts():
     assert torch.equal(first, again) and torch.equal(first[32:], tail)  # seeded, resumable
 
 
+@pytest.mark.slow
 def test_resume_with_augmentation_matches(synthetic, tmp_path):
     base = dict(dataset="synthetic", model="lenet5-modern", optimizer="adam", lr=0.01,
                 batch_size=32, epochs=2, out_dir=str(tmp_path), device="cpu",
@@ -195,6 +197,7 @@ def test_sweep_spec_expansion(tmp_path):
         load_spec(bad)
 
 
+@pytest.mark.slow
 def test_sweep_interrupted_and_resumed_without_redoing_finished_runs(tmp_path, isolated_sources):
     data = tmp_path / "data"
     write_dataset(data)
@@ -218,6 +221,7 @@ def test_sweep_interrupted_and_resumed_without_redoing_finished_runs(tmp_path, i
     assert (out / "tradeoffs.png").exists() and (out / "curves.png").exists()
 
 
+@pytest.mark.slow
 def test_sweep_in_worker_processes(tmp_path, isolated_sources):
     data = tmp_path / "data"
     write_dataset(data)

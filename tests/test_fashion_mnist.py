@@ -21,6 +21,7 @@ def test_real_data_loads_with_verified_checksums():
     assert data.classes[8] == "bag"
 
 
+@pytest.mark.slow
 def test_modern_lenet_reaches_85_percent_in_two_epochs(tmp_path):
     config = TrainConfig(model="lenet5-modern", epochs=2, optimizer="sgd", lr=0.05, momentum=0.9,
                          out_dir=str(tmp_path), device="cpu")

@@ -74,6 +74,7 @@ def test_bf16_training_learns(synthetic, tmp_path):
     assert result.history[-1]["test_acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_target_accuracy_stops_early(synthetic, tmp_path):
     result = runner.train(TrainConfig(dataset="synthetic", model="lenet5-modern", epochs=30,
                                       batch_size=20, optimizer="adam", lr=0.01, device="cpu",
@@ -96,6 +97,7 @@ def test_recipes():
         TrainConfig.from_recipe("fastest")
 
 
+@pytest.mark.slow
 def test_benchmark_measurements_on_small_data(tmp_path, isolated_sources):
     write_dataset(tmp_path / "d", n_train=600, n_test=100)
     data = sources.load(str(tmp_path / "d"))
@@ -109,6 +111,7 @@ def test_benchmark_measurements_on_small_data(tmp_path, isolated_sources):
     assert measure.TRAIN_FLOP_PER_EXAMPLE == 2_263_920
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_watches_the_epoch_table(tmp_path, isolated_sources):
     write_dataset(tmp_path / "d", n_train=400, n_test=100)
     reached = measure.time_to_accuracy(["--dataset", str(tmp_path / "d"), "--model",
@@ -118,6 +121,7 @@ def test_time_to_accuracy_watches_the_epoch_table(tmp_path, isolated_sources):
     assert 0 < reached.seconds <= reached.command_seconds  # the printed row was seen
 
 
+@pytest.mark.slow
 def test_fp16_training_scales_the_loss_and_resumes_exactly(synthetic, tmp_path, monkeypatch):
     import functools
 

@@ -45,6 +45,7 @@ def test_batches_cover_every_example_once_per_epoch():
     assert torch.equal(tail, seen[4:])
 
 
+@pytest.mark.slow
 def test_train_one_epoch_learns_and_evaluate_reports(synthetic):
     from lenet import sources
     from lenet.loader import make_loaders
@@ -103,6 +104,7 @@ def test_model_is_rebuilt_from_its_checkpoint_alone(synthetic, tmp_path):
     assert torch.equal(model(x), reference.eval()(x))
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(synthetic, tmp_path):
     a = runner.train(config(tmp_path, epochs=2), console=QUIET)
     b = runner.train(config(tmp_path, epochs=2), console=QUIET)
@@ -114,6 +116,7 @@ def test_same_seed_same_metrics(synthetic, tmp_path):
     assert not same_weights(weights(a.run_dir), weights(c.run_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_after_steps", [4, 7, 15])  # mid-epoch, epoch boundary, later
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(synthetic, tmp_path,
                                                                   stop_after_steps):
