@@ -82,7 +82,7 @@ def fused(model: nn.Sequential, x: torch.Tensor, activation: str, pool: str,
 @pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
 @pytest.mark.parametrize("activation,pool", [("sigmoid", "avg"), ("relu", "max"),
                                              ("sigmoid", "max"), ("relu", "avg")])
-@pytest.mark.parametrize("batch", [1, 7, 37, 128])
+@pytest.mark.parametrize("batch", [1, 7, 37, pytest.param(128, marks=pytest.mark.slow)])
 def test_forward_and_weight_gradients_as_accurate_as_pytorchs(activation, pool, batch,
                                                                batch_norm):
     reference = blocks(activation, pool, batch_norm)
@@ -201,6 +201,7 @@ def assert_trained_as_accurately(plain, fast, exact):
             assert torch.equal(a, b), key
 
 
+@pytest.mark.slow
 def test_fused_model_trains_like_the_plain_one():
     x, y = torch.rand(64, 1, 28, 28), torch.arange(64) % 10
     plain, fast, exact = train_three(MODELS["lenet5"], x, y, 5, lr=0.5)
@@ -247,6 +248,7 @@ def test_native_single_image_path_matches_pytorch(name, settings, native):
         fast.logits_one(images[0][:20])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet5", "lenet5-modern"])
 def test_batch_norm_blocks_train_like_pytorchs(name):
     config = with_settings(MODELS[name], {"batch_norm": "true"})

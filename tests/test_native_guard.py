@@ -158,6 +158,7 @@ def test_the_guard_does_not_touch_the_global_rng(tmp_path, fresh, monkeypatch):
     assert torch.equal(state, torch.get_rng_state())  # training results stay reproducible
 
 
+@pytest.mark.slow
 def test_runs_record_which_path_trained_them(synthetic, tmp_path, monkeypatch):
     monkeypatch.setenv("LENET_NATIVE", "1")
     guard.forget()
@@ -209,6 +210,7 @@ def test_lenet_doctor_prints_the_kernels_state(capsys, monkeypatch):
 
 
 @pytest.mark.data
+@pytest.mark.slow
 def test_the_variants_benchmark_runs(tmp_path, capsys):
     from lenet.bench import native_variants
 
