@@ -21,12 +21,14 @@ from typing import Any
 import torch
 
 from .. import sources
+from ..atomic import write_text
 from ..config import TrainConfig
 from ..device import describe, pick_device
 from ..inference import Predictor, onnxruntime_available
 from ..models import MODELS, build_model
 from ..native import lenet5
 from ..rundir import cpu_model
+from ..tables import format_table
 from . import measure
 
 
@@ -51,18 +53,19 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
     say("\n1. lenet5, the book's recipe (SGD lr 0.1, batch 128, fp32), CPU, one epoch each, "
         "alternating")
     book = measure.book_vs_lenet(data, rounds)
-    say(f"{'round':>5}  {'book ex/s':>10}  {'lenet ex/s':>10}  {'ratio':>6}")
-    for i, (b, o) in enumerate(zip(book.book, book.lenet, strict=True), 1):
-        say(f"{i:>5}  {b:>10,.0f}  {o:>10,.0f}  {o / b:>5.2f}x")
+    say(format_table(("round", "book ex/s", "lenet ex/s", "ratio"),
+                     [(str(i), f"{b:,.0f}", f"{o:,.0f}", f"{o / b:.2f}x") for i, (b, o)
+                      in enumerate(zip(book.book, book.lenet, strict=True), 1)], rule=False))
     say(f"median ratio {book.ratio:.2f}x")
     report["book_recipe"] = {**asdict(book), "ratio": book.ratio}
     book_speed = statistics.median(book.book)
 
     say("\n2. lenet5 at other batch sizes and precisions (lr scaled with the batch), CPU")
     configs = measure.fastest_config(data)
-    for config, speed in configs:
-        say(f"  batch {config.batch_size:>4}  {config.precision}  {speed:>9,.0f} ex/s  "
-            f"{speed / book_speed:>5.2f}x the book's pipeline")
+    say(format_table(("batch", "precision", "ex/s", "vs the book's pipeline"),
+                     [(str(c.batch_size), c.precision, f"{speed:,.0f}",
+                       f"{speed / book_speed:.2f}x") for c, speed in configs],
+                     align="rlrr", rule=False))
     fastest, fastest_speed = configs[0]
     report["configs"] = [{"batch_size": c.batch_size, "precision": c.precision, "lr": c.lr,
                           "examples_per_sec": s} for c, s in configs]
@@ -130,7 +133,7 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
                 say(f"  batch {batch:>5} {precision}: {speed:,.0f} ex/s")
         report["gpu"] = gpu
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_text(json_path, json.dumps(report, indent=2, default=str) + "\n")
         say(f"\nwritten: {json_path}")
     return report
 

@@ -31,6 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text
+from ..tables import format_row
+
 LEVELS = ("x86-64-v4", "x86-64-v3", "x86-64-v2")
 RECIPES = (("lenet5", "sigmoid/avg"), ("lenet5-modern", "relu/max"))
 
@@ -103,6 +106,12 @@ def _after(steps: int) -> Callable[[], bool]:
     return lambda: next(calls) >= steps
 
 
+# The per-block table, printed a row as each variant's worker reports.
+COLUMNS = ("variant", "floats", "threads", "recipe", "fused ms", "PyTorch ms", "ratio")
+WIDTHS = (10, 6, 7, 12, 9, 10, 6)
+ALIGN = "lrrlrrr"
+
+
 def run(*, steps: int = 100, rounds: int = 2, budget_s: float = 1.5,
         only: list[str] | None = None, say: Callable[[str], None] = print,
         json_path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -114,8 +123,8 @@ def run(*, steps: int = 100, rounds: int = 2, budget_s: float = 1.5,
     say(f"CPU: {cpu_model()} ({platform.machine()}); highest level it runs: "
         f"{found[1] if len(found) > 1 else 'native only'}")
     say(f"kernel state (unforced): {lenet5.describe()}")
-    say(f"\n{'variant':<10} {'floats':>6} {'threads':>7}  {'recipe':<12} {'fused ms':>9} "
-        f"{'PyTorch ms':>10} {'ratio':>6}")
+    say("")
+    say(format_row(COLUMNS, WIDTHS, ALIGN))
     results = []
     for variant in only or found:
         env = {**os.environ, "LENET_NATIVE": "1"}
@@ -134,12 +143,12 @@ def run(*, steps: int = 100, rounds: int = 2, budget_s: float = 1.5,
             result = json.loads(lines[-1])
         results.append(result)
         if "skipped" in result:
-            say(f"{variant:<10} skipped: {result['skipped']}")
+            say(f"{variant:<{WIDTHS[0]}} skipped: {result['skipped']}")
             continue
         for row in result["blocks"]:
-            say(f"{variant:<10} {result['vector_width']:>6} {row['threads']:>7}  "
-                f"{row['recipe']:<12} {row['fused_ms']:>9.2f} {row['torch_ms']:>10.2f} "
-                f"{row['torch_ms'] / row['fused_ms']:>5.2f}x")
+            say(format_row((variant, str(result["vector_width"]), str(row["threads"]),
+                            row["recipe"], f"{row['fused_ms']:.2f}", f"{row['torch_ms']:.2f}",
+                            f"{row['torch_ms'] / row['fused_ms']:.2f}x"), WIDTHS, ALIGN))
     say(f"\nbook recipe (SGD 0.1, batch 128), {steps} steps x {rounds} rounds alternating, "
         "examples/s, kernel vs LENET_NATIVE=0")
     for result in results:
@@ -150,7 +159,7 @@ def run(*, steps: int = 100, rounds: int = 2, budget_s: float = 1.5,
             say(f"{result['variant']:<10} {kernel:>9,.0f} vs {plain:>9,.0f}  "
                 f"{kernel / plain:>5.2f}x ({epoch['threads']} threads)")
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+        write_text(json_path, json.dumps(results, indent=2) + "\n")
         say(f"\nwritten: {json_path}")
     return results
 

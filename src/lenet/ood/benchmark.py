@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..tables import format_table
 from .guard import threshold_at
 from .probes import KINDS, ProbeSet
 
@@ -127,25 +128,21 @@ def _pct(x: float) -> str:
 def format_markdown(b: Benchmark, default: str) -> str:
     """The summary table, then AUROC / FPR95 per set, as markdown."""
     kinds = [k for k in KINDS if any(s.kind == k for s in b.sets)]
-    head = ["detector", *(f"{k} AUROC | {k} FPR95" for k in kinds), "worst far set AUROC",
-            f"test flagged (target {_pct(1 - b.tpr)})"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "---|" * (len(head) + len(kinds))]
+    head = ["detector", *(f"{k} {m}" for k in kinds for m in ("AUROC", "FPR95")),
+            "worst far set AUROC", f"test flagged (target {_pct(1 - b.tpr)})"]
+    rows = []
     for r in b.summary():
         name = f"**{r['detector']}** (default)" if r["detector"] == default else r["detector"]
         cells = [name]
         for k in kinds:
             cells += [f"{r[f'{k}_auroc']:.4f}", _pct(r[f"{k}_fpr95"])]
-        cells += [f"{r['worst_far_auroc']:.4f}", _pct(r["test_flagged"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "AUROC / FPR95 per set:", "",
-              "| set | kind | n | " + " | ".join(b.detectors) + " |",
-              "|---|---|---|" + "---|" * len(b.detectors)]
-    for r in b.per_set():
-        cells = [r["set"], r["kind"], str(r["n"])]
-        cells += [f"{r[d]['auroc']:.3f} / {_pct(r[d]['fpr95'])}" for d in b.detectors]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([*cells, f"{r['worst_far_auroc']:.4f}", _pct(r["test_flagged"])])
+    per_set = [[r["set"], r["kind"], str(r["n"]),
+                *(f"{r[d]['auroc']:.3f} / {_pct(r[d]['fpr95'])}" for d in b.detectors)]
+               for r in b.per_set()]
+    return "\n".join([format_table(head, rows, markdown=True), "", "AUROC / FPR95 per set:", "",
+                      format_table(["set", "kind", "n", *b.detectors], per_set,
+                                   align="llr" + "r" * len(b.detectors), markdown=True)])
 
 
 def plot_roc(b: Benchmark, path: str | Path, title: str) -> Path:

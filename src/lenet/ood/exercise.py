@@ -22,6 +22,7 @@ from ..activations import capture
 from ..errors import LenetError
 from ..images import prepare_image
 from ..inference import Predictor
+from ..tables import format_table
 
 SCORES = ("msp", "energy")
 PHOTOS = {  # scikit-image's bundled photos: name -> loader attribute
@@ -115,18 +116,17 @@ def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: floa
 
 def format_reports(reports: list[GroupReport], classes: list[str], threshold: float,
                    kind: str, tpr: float, flag_note: str | None = None) -> str:
-    width = max(len(r.name) for r in reports)
-    head = (f"{'group':<{width}}  {'n':>4}  {'max-softmax':>11}  {'flagged':>7}  "
-            f"{'act1 mean':>9}  {'act1 sat':>8}  {'act2 mean':>9}  {'act2 sat':>8}  "
-            "top predictions")
-    lines = [head, "-" * len(head)]
+    head = ("group", "n", "max-softmax", "flagged", "act1 mean", "act1 sat", "act2 mean",
+            "act2 sat", "top predictions")
+    rows = []
     for r in reports:
         top = np.argsort(-r.predicted)[:2]
         tops = ", ".join(f"{classes[i]} {r.predicted[i] / r.count:.0%}" for i in top
                          if r.predicted[i])
-        lines.append(f"{r.name:<{width}}  {r.count:>4}  {r.mean_confidence:>11.3f}  "
-                     f"{r.flagged:>7.0%}  {r.act1_mean:>9.3f}  {r.act1_saturated:>8.1%}  "
-                     f"{r.act2_mean:>9.3f}  {r.act2_saturated:>8.1%}  {tops}")
+        rows.append((r.name, str(r.count), f"{r.mean_confidence:.3f}", f"{r.flagged:.0%}",
+                     f"{r.act1_mean:.3f}", f"{r.act1_saturated:.1%}", f"{r.act2_mean:.3f}",
+                     f"{r.act2_saturated:.1%}", tops))
+    lines = [format_table(head, rows, align="lrrrrrrrl")]
     note = flag_note or (f"{kind} score below {threshold:.4f}, the threshold that {tpr:.0%} "
                          "of test images pass")
     lines.append(f"flagged: {note}; sat: sigmoid/tanh units within 5% of a bound, "
