@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path, write_text
 from ..errors import LenetError
 from .detectors import Detector, Inputs, make_detectors
 
@@ -108,16 +108,13 @@ class Guard:
         arrays = {f"{n}.{k}": v for n, d in self.detectors.items() for k, v in d.state().items()}
         arrays.update({f"calibration.{n}": v for n, v in self.calibration.items()})
         arrays.update({f"indices.{k}": v for k, v in self.indices.items()})
-        tmp = run_dir / f".{ARRAYS}.tmp-{os.getpid()}.npz"
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, run_dir / ARRAYS)
+        # A file object, not a path: numpy would add ".npz" to the temporary's name.
+        with atomic_path(run_dir / ARRAYS) as tmp, tmp.open("wb") as f:
+            np.savez_compressed(f, **arrays)
         meta = {"format": FORMAT, "version": VERSION, "default": self.default, "tpr": self.tpr,
                 "detectors": self.names,
                 "thresholds": {n: self.threshold(n) for n in self.names}, **self.record}
-        tmp = run_dir / f".{META}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, run_dir / META)
-        return run_dir / META
+        return write_text(run_dir / META, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Guard:

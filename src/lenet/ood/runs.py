@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from ..inference import Predictor
 from . import benchmark, calibration
 from .detectors import Inputs
@@ -136,7 +137,7 @@ def run_benchmark(check: OODCheck, test_images: np.ndarray, out_dir: str | Path,
                            {**(conditions or {}), "ood_sets_seed": seed, "n_per_random_set": n,
                             "calibration": guard.record.get("calibration", {}).get("note")})
     md, js, png = (out_dir / name for name in BENCHMARK_FILES)
-    md.write_text(benchmark.format_markdown(result, guard.default) + "\n")
-    js.write_text(json.dumps({**result.to_dict(), "default": guard.default}, indent=2) + "\n")
+    write_text(md, benchmark.format_markdown(result, guard.default) + "\n")
+    write_text(js, json.dumps({**result.to_dict(), "default": guard.default}, indent=2) + "\n")
     benchmark.plot_roc(result, png, title)
     return result
