@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import spec_for, write_dataset
 
 import lenet
@@ -17,6 +18,7 @@ def examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_api_doc_examples_run(isolated_sources, monkeypatch, capsys):
     # a tiny dataset stands in for Fashion-MNIST, so the examples read as users write them
     directory = isolated_sources / "data"

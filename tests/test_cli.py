@@ -71,6 +71,7 @@ def test_train_and_resume_from_the_command_line(capsys, synthetic, tmp_path):
     assert code == 0 and "resuming at epoch 2" in out
 
 
+@pytest.mark.slow
 def test_resume_takes_the_run_as_a_positional(capsys, synthetic, tmp_path):
     out_dir = str(tmp_path / "runs")
     code, _, _ = run(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",
@@ -109,6 +110,7 @@ def test_sweep_workers_must_be_a_count(capsys, value, message):
     assert info.value.code == 2 and f"--workers: {message}" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_compare_writes_only_where_told(capsys, synthetic, tmp_path, monkeypatch):
     here = tmp_path / "here"
     here.mkdir()

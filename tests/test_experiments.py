@@ -232,6 +232,7 @@ def test_sweep_in_worker_processes(tmp_path, isolated_sources):
         ModelConfig(activation="relu", channels=(12, 24))).num_parameters
 
 
+@pytest.mark.slow
 def test_compare_table_and_curves(synthetic, tmp_path, capsys):
     runs = [runner.train(TrainConfig(dataset="synthetic", model="lenet5-modern", epochs=e,
                                      batch_size=50, device="cpu", out_dir=str(tmp_path),

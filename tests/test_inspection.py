@@ -13,7 +13,7 @@ from lenet.cli import main
 from lenet.config import TrainConfig
 from lenet.console import Console
 
-pytestmark = pytest.mark.data
+pytestmark = [pytest.mark.data, pytest.mark.slow]  # each test needs a trained model
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,6 @@ def test_predict_images_and_bad_inputs(trained, data, tmp_path, capsys):
     assert code == 0 and out.startswith(f"{boot}: ankle boot ")
 
 
-@pytest.mark.slow
 def test_activations(trained, tmp_path, capsys):
     out_png = tmp_path / "acts.png"
     code, out, _ = lenet(capsys, "activations", trained, "--classes", "pullover,coat", "--n", "2",
@@ -95,7 +94,6 @@ def test_ood(trained, capsys):
     assert (trained / "ood.png").stat().st_size > 10_000
 
 
-@pytest.mark.slow
 def test_export_onnx_agrees_on_the_whole_test_split(trained, tmp_path, capsys):
     code, out, _ = lenet(capsys, "export", trained, "--onnx", tmp_path / "m.onnx")
     assert code == 0

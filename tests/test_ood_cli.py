@@ -30,6 +30,7 @@ def run_dir(synthetic, tmp_path):
     return lenet.Run.create(config).fit(console=Console(progress=False)).run_dir
 
 
+@pytest.mark.slow
 def test_training_fits_the_detectors_and_calibrates_on_the_held_out_images(run_dir):
     meta = json.loads((run_dir / guard.META).read_text())
     assert meta["format"] == "lenet-ood" and meta["version"] == guard.VERSION
@@ -92,6 +93,7 @@ def test_benchmark_on_a_small_slice(run_dir, capsys):
     assert (run_dir / "ood-benchmark.md").read_text().startswith("| detector |")
 
 
+@pytest.mark.slow
 def test_ood_command_errors(run_dir, capsys):
     code, _, err = lenet_cli(capsys, "ood", run_dir, "extra")
     assert code == 2 and "unexpected argument 'extra'" in err

@@ -47,6 +47,7 @@ class Recorder(Sink):
         self.events.append(("close",))
 
 
+@pytest.mark.slow
 def test_a_custom_sink_sees_every_phase_and_a_rank_filter_is_one_wrapper(synthetic, tmp_path):
     run = lenet.Run.create(config(tmp_path, name="custom"))
     recorder, silent = Recorder(), Recorder()
@@ -64,6 +65,7 @@ def test_only_the_sinks_given_write(synthetic, tmp_path):
     assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.pt"]
 
 
+@pytest.mark.slow
 def test_stop_is_reported_and_resume_continues(synthetic, tmp_path):
     recorder = Recorder()
     run = lenet.Run.create(config(tmp_path, name="cut"))
@@ -77,6 +79,7 @@ def test_stop_is_reported_and_resume_continues(synthetic, tmp_path):
         lenet.Run.open(run.path).fit(console=QUIET)
 
 
+@pytest.mark.slow
 def test_fit_leaves_the_callers_rng_as_it_was(synthetic, tmp_path):
     torch.manual_seed(1234)
     expected = torch.rand(3)
@@ -90,6 +93,7 @@ def trained(synthetic, tmp_path):
     return lenet.Run.create(config(tmp_path, name="t", epochs=3)).fit(console=QUIET).run_dir
 
 
+@pytest.mark.slow
 def test_classify_returns_typed_predictions_with_an_ood_check(trained, synthetic, monkeypatch):
     reads = []
     real = checkpoint.load
@@ -120,6 +124,7 @@ def test_classify_returns_typed_predictions_with_an_ood_check(trained, synthetic
     assert len(reads) == 1  # the checkpoint is read once per Run
 
 
+@pytest.mark.slow
 def test_evaluate_and_activations(trained):
     run = lenet.Run.open(trained)
     ev = run.evaluate("test")
@@ -133,6 +138,7 @@ def test_evaluate_and_activations(trained):
     assert torch.allclose(acts.probabilities.sum(1), torch.ones(2))
 
 
+@pytest.mark.slow
 def test_open_refuses_changes_to_what_was_computed(trained):
     with pytest.raises(ConfigError, match="cannot change lr when resuming"):
         lenet.Run.open(trained, lr=0.5)

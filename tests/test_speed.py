@@ -67,6 +67,7 @@ def test_onnxruntime_and_torch_predictors_agree(name):
     assert sum(p for _, p in top.top) == pytest.approx(1, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_training_learns(synthetic, tmp_path):
     result = runner.train(TrainConfig(dataset="synthetic", model="lenet5-modern", epochs=3,
                                       batch_size=20, optimizer="adam", lr=0.01, device="cpu",

@@ -72,6 +72,7 @@ def test_non_finite_loss_is_caught():
         train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1))
 
 
+@pytest.mark.slow
 def test_run_writes_a_complete_record(synthetic, tmp_path):
     result = runner.train(config(tmp_path, name="a"), console=QUIET)
     run = result.run_dir
@@ -175,6 +176,7 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(synthetic, tmp_path, mon
     assert checkpoint.load(tmp_path / "runs" / "nan")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_resume_rules(synthetic, tmp_path):
     run = runner.train(config(tmp_path, epochs=1, name="r"), console=QUIET).run_dir
     with pytest.raises(ConfigError, match="cannot change lr when resuming"):
@@ -187,12 +189,14 @@ def test_resume_rules(synthetic, tmp_path):
         runner.resume(tmp_path / "nowhere", console=QUIET)
 
 
+@pytest.mark.slow
 def test_existing_run_directory_is_not_overwritten(synthetic, tmp_path):
     runner.train(config(tmp_path, epochs=1, name="same"), console=QUIET)
     with pytest.raises(ConfigError, match="already holds a run"):
         runner.train(config(tmp_path, epochs=1, name="same"), console=QUIET)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, schedule, extra", [
     ("sgd", "cosine", {"momentum": 0.9, "nesterov": True}),
     ("adamw", "one-cycle", {"weight_decay": 0.01}),
@@ -207,6 +211,7 @@ def test_optimizers_and_schedules(synthetic, tmp_path, optimizer, schedule, extr
         assert result.history[-1]["lr"] < 1e-6  # annealed to zero at the end
 
 
+@pytest.mark.slow
 def test_val_split_replaces_test(synthetic, tmp_path):
     result = runner.train(config(tmp_path, epochs=1, val_split=0.25), console=QUIET)
     row = result.history[0]
