@@ -27,6 +27,7 @@ from . import checkpoint, fitting
 from .activations import LAYERS, capture
 from .config import TrainConfig
 from .console import Console
+from .datasets import SPLITS
 from .errors import ConfigError
 from .evaluation import Evaluation, evaluate_split
 from .fitting import RunResult, StopRequest
@@ -219,8 +220,8 @@ class Run:
         """Loss, accuracy, per-class metrics and confusion matrix on a split of the run's
         dataset ("test" or "train"), or on any object with `images` and `labels`."""
         if isinstance(split, str):
-            if split not in ("test", "train"):
-                raise ConfigError(f"unknown split {split!r}; choose test or train")
+            if split not in SPLITS:
+                raise ConfigError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
             name, split = name or split, getattr(self.dataset, split)
         return evaluate_split(self.predictor(backend), split.images, split.labels,
                               name or "custom")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..datasets import DATASETS
+from ..datasets import DATASETS, SPLITS
 from .args import positive_int
 
 
@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = data.add_parser("show", help="a grid of sample images with their labels")
     p.add_argument("--dataset", default="fashion-mnist", choices=list(DATASETS))
     p.add_argument("--data-dir", metavar="DIR", help="look here first")
-    p.add_argument("--split", default="train", choices=("train", "test"))
+    p.add_argument("--split", default="train", choices=SPLITS)
     p.add_argument("--n", type=positive_int, default=18, help="how many images [18]")
     p.add_argument("--seed", type=int, default=None, help="pick at random with this seed "
                    "[the first N]")

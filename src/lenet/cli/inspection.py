@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..datasets import SPLITS
 from ..device import DEVICE_CHOICES
 from ..errors import LenetError
 from ..inference import BACKENDS
@@ -34,7 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         return p
 
     p = run_parser("evaluate", "loss, accuracy, per-class metrics and a confusion matrix")
-    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--out", metavar="FILE.png", help="[RUN/confusion-SPLIT.png]")
     p.set_defaults(handler=run_evaluate)
 
