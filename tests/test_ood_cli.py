@@ -81,16 +81,18 @@ def test_ood_fit_on_an_older_run_and_predict_with_the_flag(run_dir, tmp_path, ca
 def test_benchmark_on_a_small_slice(run_dir, capsys):
     code, out, _ = lenet_cli(capsys, "ood", run_dir, "--benchmark", "--n", "20")
     assert code == 0
+    first_cells = {line.split("|")[1].strip() for line in out.splitlines()
+                   if line.startswith("|")}
     for detector in ("msp", "energy", "mahalanobis", "knn", "pixels", "**combined** (default)"):
-        assert f"| {detector} |" in out
+        assert detector in first_cells
     for name in ("photo crops", "rendered digits", "uniform noise", "test images rotated 90"):
-        assert f"| {name} |" in out
+        assert name in first_cells
     report = json.loads((run_dir / "ood-benchmark.json").read_text())
     rows = {r["detector"]: r for r in report["summary"]}
     assert 0 <= rows["combined"]["far_auroc"] <= 1 and report["default"] == "combined"
     assert report["conditions"]["seed"] == 1 and report["conditions"]["ood_holdout"] == 40
     assert (run_dir / "ood-benchmark.png").read_bytes()[:4] == b"\x89PNG"
-    assert (run_dir / "ood-benchmark.md").read_text().startswith("| detector |")
+    assert (run_dir / "ood-benchmark.md").read_text().split("|")[1].strip() == "detector"
 
 
 @pytest.mark.slow
