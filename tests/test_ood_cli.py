@@ -101,3 +101,18 @@ def test_ood_command_errors(run_dir, capsys):
     assert code == 2 and "unexpected argument 'extra'" in err
     code, _, err = lenet_cli(capsys, "ood", "fit", run_dir / "missing")
     assert code == 2 and "no checkpoint there" in err
+
+
+@pytest.mark.slow
+def test_a_resized_run_trains_and_predicts_without_detectors(synthetic, tmp_path, capsys):
+    config = TrainConfig(dataset="synthetic", model="lenet5-modern", epochs=1, batch_size=64,
+                         resize=(32, 32), out_dir=str(tmp_path / "runs"), name="r", device="cpu")
+    run = lenet.Run.create(config).fit(console=Console(progress=False)).run_dir
+    assert "lenet fits OOD detectors only for models of the data's image size" in \
+        capsys.readouterr().err
+    assert not (run / guard.META).exists()
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((30, 30), 200, np.uint8)).save(image)
+    code, out, err = lenet_cli(capsys, "predict", run, image, "--json")
+    assert code == 0 and "no out-of-distribution check" in err
+    assert json.loads(out)[0]["out_of_distribution"] is None

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_text
+from ..errors import LenetError
 from ..inference import Predictor
 from . import benchmark, calibration
 from .detectors import Inputs
@@ -77,6 +78,11 @@ def fit(run_dir: str | Path, predictor: Predictor, train_images: np.ndarray,
 
 def _fit(predictor: Predictor, train_images: np.ndarray, train_labels: np.ndarray,
          train_config: dict[str, Any], epoch: int | None) -> Guard:
+    if tuple(train_images.shape[1:]) != tuple(predictor.input_size):
+        h, w = predictor.input_size
+        raise LenetError(f"the model takes {h}x{w} images and the training images are "
+                         f"{train_images.shape[1]}x{train_images.shape[2]} (--resize): lenet "
+                         "fits OOD detectors only for models of the data's image size")
     guard = calibration.fit(FeatureExtractor(predictor), train_images, train_labels,
                             holdout=int(train_config.get("ood_holdout") or 0),
                             seed=int(train_config.get("seed") or 0))
