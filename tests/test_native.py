@@ -22,12 +22,11 @@ from lenet.native import lenet5
 CPU = torch.device("cpu")
 FACTOR = 2.0  # the kernel may be at most this many times PyTorch's float32 error ...
 FLOOR = 1e-6  # ... plus this, times the size of the values (at least 1)
-# Batch norm reduces over batch x positions (100,000 terms at batch 128), and its
-# gradients cancel (a bias before a batch norm has a true gradient of 0). Measured, the
-# kernel's float32 reductions are up to 10x (statistics) and 40x (gradients) less exact
-# than PyTorch's there: up to 4e-6 in outputs, 1.3e-5 of the largest gradient. With batch
-# norm the floors are these (gradients: relative to the largest gradient of the blocks).
-BN_FLOOR, BN_GRAD_FLOOR = 1e-5, 3e-5
+# Behind a batch norm, each conv gradient sums 100,000 terms (batch 128) that nearly cancel
+# (a conv bias before a batch norm has a true gradient of 0). There the kernel's float32
+# terms leave up to 5e-5 of the largest gradient (measured: conv1's weight in the SSE build,
+# which has no FMA; 3e-5 for conv2's bias), PyTorch's up to 1e-5: this floor, not FLOOR.
+BN_GRAD_FLOOR = 8e-5
 
 
 @pytest.fixture(autouse=True)
@@ -101,13 +100,13 @@ def test_forward_and_weight_gradients_as_accurate_as_pytorchs(activation, pool, 
     reference.zero_grad()
 
     out = fused(reference, x, activation, pool, batch_norm)
-    assert_as_accurate(out, expected, truth, "forward", BN_FLOOR if batch_norm else FLOOR)
+    assert_as_accurate(out, expected, truth, "forward")
     out.backward(grad)
     largest = max(w64.abs().max().item() for _, w64 in want)
-    floor = BN_GRAD_FLOOR if batch_norm else FLOOR
     names = [name for name, _ in reference.named_parameters()]
     for name, p, (w, w64) in zip(names, reference.parameters(), want, strict=True):
-        assert_as_accurate(p.grad, w, w64, f"gradient of {name}", floor, largest)
+        assert_as_accurate(p.grad, w, w64, f"gradient of {name}",
+                           BN_GRAD_FLOOR if batch_norm else FLOOR, largest)
     with torch.no_grad():  # inference: no saved maps, same output
         torch.testing.assert_close(fused(reference, x, activation, pool, batch_norm), out)
 

@@ -284,34 +284,31 @@ static void act_pool2(const float *z2, const float *scale, const float *shift, f
             }
 }
 
-/* Per-channel sums of z and z^2 over one image's conv1 map (columns < 28 only). */
-static void stats1(const float *z, double *sum, double *sq) {
+/* Per-channel sums over one image's conv1 map (columns < 28 only) of z, or, given the
+   batch's mean, of (z - mean)^2: the variance in two passes, not as E[z^2] - mean^2, whose
+   cancellation in float32 cost the forward pass 10x PyTorch's error. */
+static void stats1(const float *z, const float *mean, double *out) {
     for (int c = 0; c < 6; c++) {
-        vf s = splat(0.0f), q = splat(0.0f);
+        vf s = splat(0.0f);
         for (int i = 0; i < 28; i++)
             for (int v = 0; v < NR; v++) {
                 vf x = loadv(z + (c * 28 + i) * A1_W + v * VW);
+                if (mean) x = (x - mean[c]) * (x - mean[c]);
                 if (HAS_SPARE(v)) x *= col_mask(v);
                 s += x;
-                q += x * x;
             }
-        sum[c] += hsum(s);
-        sq[c] += hsum(q);
+        out[c] += hsum(s);
     }
 }
 
-static void stats2(const float *z2, double *sum, double *sq) {
+static void stats2(const float *z2, const float *mean, double *out) {
     for (int h = 0; h < NV; h++) {
-        vf s = splat(0.0f), q = splat(0.0f);
+        vf s = splat(0.0f), m = mean ? loadv(mean + h * VW) : splat(0.0f);
         for (int p = 0; p < 100; p++) {
             vf v = loadv(z2 + p * 16 + h * VW);
-            s += v;
-            q += v * v;
+            s += mean ? (v - m) * (v - m) : v;
         }
-        for (int k = 0; k < VW; k++) {
-            sum[h * VW + k] += s[k];
-            sq[h * VW + k] += q[k];
-        }
+        for (int k = 0; k < VW; k++) out[h * VW + k] += s[k];
     }
 }
 
@@ -373,16 +370,13 @@ static void chunk_totals(const double *sums, int parts, int channels, double *fi
     }
 }
 
-/* The batch's mean and biased variance from per-chunk sums of z and z^2. */
-static void bn_batch_stats(const double *sums, int parts, int channels, double count,
-                           float *mean, float *var) {
+/* The batch's mean (what = 0) or biased variance (what = 1) from per-chunk sums of z or of
+   (z - mean)^2. */
+static void bn_batch_stat(const double *sums, int parts, int channels, double count, int what,
+                          float *out) {
     double s[16], q[16];
     chunk_totals(sums, parts, channels, s, q);
-    for (int c = 0; c < channels; c++) {
-        double m = s[c] / count, v = q[c] / count - m * m;
-        mean[c] = (float)m;
-        var[c] = (float)(v > 0.0 ? v : 0.0);
-    }
+    for (int c = 0; c < channels; c++) out[c] = (float)((what ? q[c] : s[c]) / count);
 }
 
 /* One image through both blocks in one pass, its maps (kept in `maps`) still in L1 from one
@@ -434,9 +428,14 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
             shifted_input(x + (long)b * 784, xs);
             float *z1 = saved + (long)b * SAVED_SIZE_BN + Z1_OFFSET;
             conv1_raw(xs, w1, b1, z1);
-            stats1(z1, sums1[k], sums1[k] + 6);
+            stats1(z1, NULL, sums1[k]);
         }
-    bn_batch_stats(&sums1[0][0], parts, 6, (double)n * 784, bn + BN_MEAN1, bn + BN_VAR1);
+    bn_batch_stat(&sums1[0][0], parts, 6, (double)n * 784, 0, bn + BN_MEAN1);
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; k++)
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++)
+            stats1(saved + (long)b * SAVED_SIZE_BN + Z1_OFFSET, bn + BN_MEAN1, sums1[k] + 6);
+    bn_batch_stat(&sums1[0][0], parts, 6, (double)n * 784, 1, bn + BN_VAR1);
     bn_affine(bn, bn_mode, 1, scale1, shift1);
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
@@ -444,9 +443,14 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
             float *m = saved + (long)b * SAVED_SIZE_BN;
             act_pool1(m + Z1_OFFSET, scale1, shift1, m, m + A1_SIZE, act, pool);
             conv2_raw(m + A1_SIZE, w2t, b2, m + Z2_OFFSET);
-            stats2(m + Z2_OFFSET, sums2[k], sums2[k] + 16);
+            stats2(m + Z2_OFFSET, NULL, sums2[k]);
         }
-    bn_batch_stats(&sums2[0][0], parts, 16, (double)n * 100, bn + BN_MEAN2, bn + BN_VAR2);
+    bn_batch_stat(&sums2[0][0], parts, 16, (double)n * 100, 0, bn + BN_MEAN2);
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; k++)
+        for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++)
+            stats2(saved + (long)b * SAVED_SIZE_BN + Z2_OFFSET, bn + BN_MEAN2, sums2[k] + 16);
+    bn_batch_stat(&sums2[0][0], parts, 16, (double)n * 100, 1, bn + BN_VAR2);
     bn_affine(bn, bn_mode, 2, scale2, shift2);
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
@@ -479,7 +483,7 @@ static inline void unpool4(float g, float m, const float *r0, const float *r1, i
 /* gw[ki][kj] += sum_{i,j} dy[i][j] * padded[i+ki][j+kj] for one conv1 channel: one pass
    over the rows per ki and block of two vectors, with ten independent accumulators (few
    enough to stay in registers, enough to hide the FMA latency). */
-static void conv1_weight_grad(const float *dy, const float *xs, float *gw) {
+static void conv1_weight_grad(const float *dy, const float *xs, double *gw) {
     for (int ki = 0; ki < 5; ki++) {
         vf lo_acc[5], hi_acc[5];
         for (int kj = 0; kj < 5; kj++) lo_acc[kj] = hi_acc[kj] = splat(0.0f);
@@ -532,11 +536,13 @@ static void act_pool2_backward(const float *gout, const float *a2, float *dy2, i
 /* conv2 backward from dz2 ([100][16], gradient at its raw output): bias and weight gradients
    added to gb2[16] and gw2t ([150][16], channels last), input gradient into dp1[6][14][16]. */
 static void conv2_backward(const float *dz2, const float *p1, const float *w2, float *gw2t,
-                           float *gb2, float *dp1) {
+                           double *gb2, float *dp1) {
+    /* the bias gradient in double across images: after a batch norm it is a sum of terms
+       that cancel (the norm removes the bias), and float across a chunk lost 5 digits */
     for (int h = 0; h < NV; h++) {
-        vf s = loadv(gb2 + h * VW);
+        vf s = splat(0.0f);
         for (int p = 0; p < 100; p++) s += loadv(dz2 + p * 16 + h * VW);
-        storev(gb2 + h * VW, s);
+        for (int k = 0; k < VW; k++) gb2[h * VW + k] += s[k];
     }
     /* weight gradient: kernel rows ki and ki+1 together, ten accumulators sharing each dz2
        load (five chains left the FMA units waiting; measured 1.3x faster) */
@@ -622,8 +628,11 @@ static void act_pool1_backward(const float *dp1, const float *a1, const float *p
     }
 }
 
-/* conv1's bias and weight gradients from dz1 (gradient at its raw output), added to gb1, gw1. */
-static void conv1_backward(const float *dz1, const float *xs, float *gw1, float *gb1) {
+/* conv1's bias and weight gradients from dz1 (gradient at its raw output), added to g1:
+   the weight's 150, then the bias's 6. Images add up in double: each weight's gradient sums
+   100,000 terms at batch 128, and after a batch norm they cancel. */
+static void conv1_backward(const float *dz1, const float *xs, double *g1) {
+    double *gw1 = g1, *gb1 = g1 + 150;
     for (int c = 0; c < 6; c++) {
         const float *d = dz1 + c * 28 * A1_W;
         vf s = splat(0.0f);
@@ -636,9 +645,9 @@ static void conv1_backward(const float *dz1, const float *xs, float *gw1, float 
 
 /* A chunk's conv2 gradients into its row of grads, in PyTorch's layouts: the weight
    (16,6,5,5) from the channels-last accumulators, then the bias. */
-static void store_conv2_grads(const float *gw2t, const float *gb2, float *row) {
+static void store_conv2_grads(const float *gw2t, const double *gb2, float *row) {
     for (int co = 0; co < 16; co++) {
-        row[2556 + co] = gb2[co];
+        row[2556 + co] = (float)gb2[co];
         for (int j = 0; j < 150; j++) row[156 + co * 150 + j] = gw2t[j * 16 + co];
     }
 }
@@ -659,9 +668,9 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
         for (int k = 0; k < parts; k++) {
             float *row = grads + (long)k * GRAD_FLOATS;
-            ALIGNED float gw2t[150 * 16], gb2[16];
+            ALIGNED float gw2t[150 * 16];
+            double gb2[16] = {0}, g1[156] = {0};
             memset(gw2t, 0, sizeof gw2t);
-            memset(gb2, 0, sizeof gb2);
             for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
                 ALIGNED float xs[XS_SIZE], dp1[6 * 14 * 16], dy1[A1_SIZE], dy2[100 * 16];
                 const float *m = saved + (long)b * stride;
@@ -669,8 +678,9 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                 conv2_backward(dy2, m + A1_SIZE, w2, gw2t, gb2, dp1);
                 act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
                 shifted_input(x + (long)b * 784, xs);
-                conv1_backward(dy1, xs, row, row + 150);
+                conv1_backward(dy1, xs, g1);
             }
+            for (int j = 0; j < 156; j++) row[j] = (float)g1[j];
             store_conv2_grads(gw2t, gb2, row);
         }
         return;
@@ -694,12 +704,13 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
 
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++) {
-        vf sdy[NV], sdyx[NV];
-        for (int h = 0; h < NV; h++) sdy[h] = sdyx[h] = splat(0.0f);
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             const float *m = saved + (long)b * stride;
             float *dy2 = scratch + b * scratch_stride + A1_SIZE;
             act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
+            /* one image's sums in float, the chunk's in double (as the other reductions) */
+            vf sdy[NV], sdyx[NV];
+            for (int h = 0; h < NV; h++) sdy[h] = sdyx[h] = splat(0.0f);
             for (int p = 0; p < 100; p++)
                 for (int h = 0; h < NV; h++) {
                     vf xhat = (loadv(m + Z2_OFFSET + p * 16 + h * VW) - loadv(mean2 + h * VW))
@@ -708,12 +719,12 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                     sdy[h] += d;
                     sdyx[h] += d * xhat;
                 }
+            for (int h = 0; h < NV; h++)
+                for (int l = 0; l < VW; l++) {
+                    s2[k][h * VW + l] += sdy[h][l];
+                    s2[k][16 + h * VW + l] += sdyx[h][l];
+                }
         }
-        for (int h = 0; h < NV; h++)
-            for (int l = 0; l < VW; l++) {
-                s2[k][h * VW + l] = sdy[h][l];
-                s2[k][16 + h * VW + l] = sdyx[h][l];
-            }
     }
     double sum_dy2[16], sum_dyx2[16];
     chunk_totals(&s2[0][0], parts, 16, sum_dy2, sum_dyx2);
@@ -729,9 +740,9 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++) {
         float *row = grads + (long)k * GRAD_FLOATS;
-        ALIGNED float gw2t[150 * 16], gb2[16];
+        ALIGNED float gw2t[150 * 16];
+        double gb2[16] = {0};
         memset(gw2t, 0, sizeof gw2t);
-        memset(gb2, 0, sizeof gb2);
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             ALIGNED float dp1[6 * 14 * 16];
             const float *m = saved + (long)b * stride;
@@ -780,6 +791,7 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++) {
         float *row = grads + (long)k * GRAD_FLOATS;
+        double g1[156] = {0};
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             ALIGNED float xs[XS_SIZE];
             const float *m = saved + (long)b * stride;
@@ -799,8 +811,9 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                 }
             }
             shifted_input(x + (long)b * 784, xs);
-            conv1_backward(dz1, xs, row, row + 150);
+            conv1_backward(dz1, xs, g1);
         }
+        for (int j = 0; j < 156; j++) row[j] = (float)g1[j];
     }
     float *bn_grads = grads + 2572;
     for (int c = 0; c < 6; c++) {
