@@ -144,6 +144,7 @@ def test_resume_with_augmentation_matches(synthetic, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # importing TensorBoard alone takes seconds
 def test_tensorboard_logs_the_csv_metrics(synthetic, tmp_path):
     pytest.importorskip("tensorboard")
     result = runner.train(TrainConfig(dataset="synthetic", epochs=1, batch_size=50, device="cpu",
