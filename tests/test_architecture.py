@@ -15,8 +15,7 @@ SRC = Path(__file__).parents[1] / "src"
 ROOMS = [
     ("base", {"lenet", "errors", "atomic", "tables"}),
     ("data", {"data", "idx", "datasets", "download", "sources", "loader", "images"}),
-    ("models", {"models", "model_settings", "summary", "diagram", "device", "native",
-                "fastpath"}),
+    ("models", {"models", "model_settings", "summary", "diagram", "device", "native"}),
     ("training", {"config", "optim", "training", "checkpoint", "console", "plots"}),
     ("run record", {"rundir", "sinks", "fitting", "run", "runner", "inference", "evaluation",
                     "activations", "export", "ood", "compare", "sweep"}),

@@ -15,9 +15,9 @@ from torch import nn
 
 from lenet import activations
 from lenet.errors import ConfigError
-from lenet.fastpath import FusedSequential, fused_conv_blocks, prepare_model
 from lenet.models import MODELS, build_model, with_settings
 from lenet.native import lenet5
+from lenet.native.fastpath import FusedSequential, fused_conv_blocks, prepare_model
 
 CPU = torch.device("cpu")
 FACTOR = 2.0  # the kernel may be at most this many times PyTorch's float32 error ...

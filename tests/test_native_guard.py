@@ -10,9 +10,9 @@ import torch
 from lenet import runner
 from lenet.config import TrainConfig
 from lenet.console import Console
-from lenet.fastpath import native_choice, prepare_model
 from lenet.models import MODELS, build_model, with_settings
 from lenet.native import guard, lenet5
+from lenet.native.fastpath import native_choice, prepare_model
 
 CPU = torch.device("cpu")
 

@@ -11,9 +11,9 @@ from lenet.bench import measure
 from lenet.config import RECIPES, TrainConfig
 from lenet.console import Console
 from lenet.errors import ConfigError
-from lenet.fastpath import AvgPool2d, FusedSequential, prepare_model
 from lenet.inference import Predictor
 from lenet.models import MODELS, LeNet, ModelConfig, build_model, with_settings
+from lenet.native.fastpath import AvgPool2d, FusedSequential, prepare_model
 
 QUIET = Console(progress=False)
 

@@ -37,9 +37,9 @@ from . import checkpoint, sources
 from .config import TrainConfig
 from .device import describe, pick_device, set_threads
 from .errors import ConfigError, TrainingError
-from .fastpath import native_choice, prepare_model
 from .loader import make_loaders
 from .models import ModelConfig, build_model
+from .native.fastpath import native_choice, prepare_model
 from .optim import build_optimizer, build_scheduler
 from .rundir import RunDir, environment
 from .sinks import EpochEnd, Progress, RunFinish, RunStart, RunStop, Sink, Sinks

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from . import checkpoint
 from .device import available_cpus, pick_device
 from .errors import ConfigError
-from .fastpath import native_network, prepare_model
 from .models import LeNet
+from .native.fastpath import native_network, prepare_model
 
 BACKENDS = ("auto", "native", "torch", "onnxruntime", "hybrid")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
@@ -94,7 +94,7 @@ def onnxruntime_available() -> bool:
 
 class Predictor:
     """`model` stays as built (hooks, export); PyTorch inference runs a copy laid out for
-    speed (lenet.fastpath). `precision="bf16"` runs PyTorch's bfloat16 kernels (PyTorch
+    speed (lenet.native.fastpath). `precision="bf16"` runs PyTorch's bfloat16 kernels (PyTorch
     only; for LeNet-5 on the CPU about 2x fewer images/s than fp32 with the fused kernel,
     but faster for models the kernel does not cover on CPUs with AMX)."""
 

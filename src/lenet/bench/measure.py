@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..fastpath import prepare_model
 from ..inference import Predictor
 from ..loader import make_loaders
 from ..models import MODELS, build_model
+from ..native.fastpath import prepare_model
 from ..optim import build_optimizer
 from ..rundir import read_metrics
 from ..runner import AUTOCAST

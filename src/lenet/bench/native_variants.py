@@ -59,10 +59,10 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
 
     from .. import sources
     from ..config import TrainConfig
-    from ..fastpath import prepare_model
     from ..loader import make_loaders
     from ..models import MODELS, build_model
     from ..native import guard, lenet5
+    from ..native.fastpath import prepare_model
     from ..optim import build_optimizer
     from ..training import train_one_epoch
 

@@ -47,8 +47,8 @@ def state(measure: bool = False) -> dict[str, Any]:
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "device": describe(pick_device("auto"))}
     if measure and lenet5.available():
-        from ..fastpath import native_choice, prepare_model
         from ..models import MODELS, build_model
+        from ..native.fastpath import native_choice, prepare_model
 
         cpu = torch.device("cpu")
         report["measured"] = {

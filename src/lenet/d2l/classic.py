@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fastpath import prepare_model
 from ..loader import Batches
+from ..native.fastpath import prepare_model
 from ..training import EpochTotals, evaluate, train_one_epoch
 from .core import fashion_mnist_tensors, in_memory_batches, torchvision_root
 from .figures import Animator

@@ -19,9 +19,10 @@ from torch.nn.parameter import is_lazy
 from torch.utils.data import TensorDataset
 
 from .. import device as devices
-from .. import fastpath, loader, sources, summary
+from .. import loader, sources, summary
 from ..models import LeNet as LeNetNetwork
 from ..models import ModelConfig
+from ..native import fastpath
 from .figures import ProgressBoard, show_images
 from .hparams import HyperParameters
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.onnx import is_in_onnx_export  # imported once: the attribute path costs 10 us
 
-from .models import LeNet
-from .native import guard, lenet5
+from ..models import LeNet
+from . import guard, lenet5
 
 
 class AvgPool2d(nn.AvgPool2d):
