@@ -68,10 +68,7 @@ class ModelSettings:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSettings:
         """Settings from `{key: value}`: values typed (TOML, JSON) or text (the command line,
         older runs' records); keys may be the aliases of `--set` (`kernel`, `bn`, ...)."""
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            values[_field_name(key)] = value
-        return cls(**values)
+        return cls(**{_field_name(key): value for key, value in data.items()})
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that are set, by field name (what config.json and checkpoints keep)."""
