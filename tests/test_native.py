@@ -17,7 +17,7 @@ from lenet import activations
 from lenet.errors import ConfigError
 from lenet.models import MODELS, build_model, with_settings
 from lenet.native import lenet5
-from lenet.native.fastpath import FusedSequential, fused_conv_blocks, prepare_model
+from lenet.native.fastpath import kernel_blocks, kernel_path, layer_by_layer, prepare_model
 
 CPU = torch.device("cpu")
 FACTOR = 2.0  # the kernel may be at most this many times PyTorch's float32 error ...
@@ -135,15 +135,16 @@ def test_results_do_not_depend_on_timing():
 ])
 def test_which_models_run_fused(name, settings, fused):
     model = build_model(with_settings(MODELS[name], settings))
-    assert fused_conv_blocks(list(model)) == fused
+    blocks = kernel_blocks(model.conv_blocks())
+    assert (blocks.kind if blocks is not None else None) == fused
     prepare_model(model, CPU)
-    assert isinstance(model, FusedSequential) == (fused is not None)
+    assert (kernel_path(model) is not None) == (fused is not None)
 
 
 def test_fused_model_falls_back_where_the_kernel_cannot_serve(monkeypatch):
     plain = build_model(MODELS["lenet5"], seed=0)
     fast = prepare_model(build_model(MODELS["lenet5"], seed=0), CPU)
-    assert isinstance(fast, FusedSequential)
+    assert kernel_path(fast) is not None
     x = torch.rand(5, 1, 28, 28)
 
     # activation capture hooks the layers inside the fused blocks: they must fire
@@ -175,12 +176,56 @@ def test_fused_model_falls_back_where_the_kernel_cannot_serve(monkeypatch):
     torch.testing.assert_close(double(x.double()).float(), plain(x), rtol=1e-5, atol=1e-6)
 
 
+def test_hooks_on_fused_layers_fire_layer_by_layer_only(monkeypatch):
+    # PyTorch has no public way to ask whether a layer has hooks: a fused call runs conv1 ...
+    # pool2 as one (their hooks do not fire), `layer_by_layer()` runs them as modules.
+    fast = prepare_model(build_model(MODELS["lenet5"], seed=0), CPU)
+    x = torch.rand(4, 1, 28, 28)
+    seen = []
+    handles = [fast.act1.register_forward_hook(lambda *_: seen.append("act1")),
+               fast.output.register_forward_hook(lambda *_: seen.append("output"))]
+    with monkeypatch.context() as m:
+        m.setattr(lenet5, "conv_blocks", lambda *a, **k: seen.append("kernel") or
+                  torch.zeros(len(a[0]), *lenet5.OUTPUT_SHAPE))
+        fast(x)
+        assert seen == ["kernel", "output"]  # the layers after the blocks are modules
+        seen.clear()
+        with layer_by_layer():
+            fast(x)
+        assert seen == ["act1", "output"]
+    for handle in handles:
+        handle.remove()
+
+
+def test_a_prepared_model_reads_and_loads_as_the_plain_one(tmp_path):
+    from lenet import checkpoint
+    from lenet.summary import format_summary, summarize
+
+    config = with_settings(MODELS["lenet5-modern"], {"batch_norm": "true"})
+    plain = build_model(config, seed=0)
+    fast = prepare_model(build_model(config, seed=3), CPU)
+    assert kernel_path(fast) is not None and type(fast) is type(plain)
+    assert repr(fast) == repr(plain)
+    assert format_summary(summarize(fast)) == format_summary(summarize(plain))
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    assert [n for n, _ in fast.named_parameters()] == [n for n, _ in plain.named_parameters()]
+    checkpoint.save(tmp_path / "plain.pt", {"model_state": plain.state_dict()})  # as before
+    fast.load_state_dict(checkpoint.load(tmp_path / "plain.pt")["model_state"])
+    x = torch.rand(6, 1, 28, 28)
+    fast.eval()
+    plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    copied = copy.deepcopy(fast)  # the copy's kernel path reads the copy's layers
+    assert kernel_path(copied).kernel.conv1 is copied.conv1
+
+
 def train_three(config, x, y, steps, **sgd):
     """The same model trained `steps` SGD steps three ways: PyTorch's layers in float32, the
     fused kernel, PyTorch's layers in float64 (the reference); their state dicts."""
     plain = build_model(config, seed=0)
     fast = prepare_model(build_model(config, seed=0), CPU)
-    assert isinstance(fast, FusedSequential)
+    assert kernel_path(fast) is not None
     exact = copy.deepcopy(plain).double()
     for model in (plain, fast, exact):
         optim = torch.optim.SGD(model.parameters(), **sgd)
@@ -213,8 +258,36 @@ def test_the_books_own_classes_run_fused():
     model = d2l.LeNet(lr=0.1)
     model.apply_init([torch.rand(2, 1, 28, 28)], d2l.init_cnn)
     prepare_model(model, CPU)
-    assert isinstance(model.net, FusedSequential)
+    assert kernel_path(model) is not None  # its `net` is lenet's LeNet
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_the_books_sequential_runs_fused(monkeypatch):
+    from lenet import d2l
+    from lenet.d2l.fused import SequentialKernel
+
+    class Chapter(d2l.Classifier):  # the chapter's own LeNet, with plain layers
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+                nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2, 2), nn.Flatten(),
+                nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(),
+                nn.Linear(84, 10))
+
+    torch.manual_seed(0)
+    model = Chapter()
+    plain = copy.deepcopy(model.net)
+    d2l.Trainer(max_epochs=1).prepare_model(model)
+    assert type(model.net) is nn.Sequential and isinstance(model.fused_net, SequentialKernel)
+    x = torch.rand(9, 1, 28, 28)
+    ran = []
+    kernel = lenet5.conv_blocks
+    monkeypatch.setattr(lenet5, "conv_blocks", lambda *a, **k: ran.append(1) or kernel(*a, **k))
+    torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-6)
+    assert ran
+    model.net[1] = nn.Tanh()  # another model: not the kernel's blocks
+    assert SequentialKernel.of(model.net) is None
 
 
 @pytest.mark.parametrize("name,settings,native", [
@@ -253,7 +326,7 @@ def test_batch_norm_blocks_train_like_pytorchs(name):
     config = with_settings(MODELS[name], {"batch_norm": "true"})
     x, y = torch.rand(40, 1, 28, 28), torch.arange(40) % 10
     plain, fast, exact = train_three(config, x, y, 4, lr=0.2, momentum=0.9)
-    assert fast.fused[2]
+    assert kernel_path(fast).kernel.kind[2]  # batch norm, in the kernel
     # weights, biases, batch norm parameters and running statistics all follow float64 as
     # closely as PyTorch's float32 layers do
     assert_trained_as_accurately(plain, fast, exact)
@@ -287,4 +360,4 @@ def test_empty_batches_and_mismatched_norms_use_pytorchs_layers():
     assert torch.isfinite(model.bn1.running_mean).all()  # no statistics from no images
     model = build_model(config, seed=0)
     model.bn2.eps = 1e-3  # the kernel takes one eps for both
-    assert fused_conv_blocks(list(model)) is None
+    assert kernel_blocks(model.conv_blocks()) is None

@@ -12,7 +12,7 @@ from lenet.config import TrainConfig
 from lenet.console import Console
 from lenet.models import MODELS, build_model, with_settings
 from lenet.native import guard, lenet5
-from lenet.native.fastpath import native_choice, prepare_model
+from lenet.native.fastpath import kernel_path, native_choice, prepare_model
 
 CPU = torch.device("cpu")
 
@@ -154,7 +154,7 @@ def test_the_guard_does_not_touch_the_global_rng(tmp_path, fresh, monkeypatch):
     monkeypatch.setattr(guard, "current", lambda: guard.Guard(None, budget_s=0.0))
     fast = prepare_model(build_model(MODELS["lenet5"], seed=0), CPU)
     state = torch.get_rng_state()
-    guard.decide(fast._head(), fast.fused, 16, backward=True)
+    guard.decide(kernel_path(fast).kernel, 16, backward=True)
     assert torch.equal(state, torch.get_rng_state())  # training results stay reproducible
 
 

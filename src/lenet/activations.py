@@ -1,7 +1,8 @@
 """Looking inside: the feature maps of LeNet's first and second convolution.
 
 `capture` runs inputs through a model and keeps the outputs of named layers
-(forward hooks, removed afterwards). `plot_activations` draws, for each input,
+(forward hooks, removed afterwards; layer by layer, so a model prepared for the
+fused kernel runs the hooked layers too). `plot_activations` draws, for each input,
 the image with its true and predicted class, then every feature map of layer
 1 and layer 2 (after the activation), each layer on one shared colour scale.
 """
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .errors import LenetError
+from .native.fastpath import layer_by_layer
 
 LAYERS = ("act1", "act2")  # the activations after conv1 and conv2
 
@@ -33,7 +35,8 @@ def capture(model: nn.Module, x: torch.Tensor,
     hooks = [modules[n].register_forward_hook(
         lambda _m, _i, out, n=n: outputs.__setitem__(n, out.detach())) for n in names]
     try:
-        result = model(x)
+        with layer_by_layer():
+            result = model(x)
     finally:
         for hook in hooks:
             hook.remove()

@@ -4,7 +4,9 @@ A `ModelConfig` says everything about the architecture; `build_model(config)`
 makes an initialised `LeNet` with explicit layer sizes (no lazy layers), so a
 checkpoint that stores the config rebuilds the model alone. Layers are named
 (`conv1`, `act1`, `pool1`, ..., `fc1`, ..., `output`) so that summaries,
-activation hooks and initialisation walk them by name.
+activation hooks and initialisation walk them by name. `LeNet.conv_blocks()`
+gives each conv block's layers by role, which is how a fused kernel
+(lenet.native) finds what it computes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 import torch
 from torch import nn
@@ -108,8 +110,37 @@ class ModelConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+@dataclass(frozen=True)
+class ConvBlock:
+    """One conv block's layers by role: conv -> [batch norm] -> activation -> pool."""
+
+    conv: nn.Module
+    norm: nn.Module | None
+    act: nn.Module
+    pool: nn.Module
+
+    def layers(self) -> list[nn.Module]:
+        return [m for m in (self.conv, self.norm, self.act, self.pool) if m is not None]
+
+
+class BlocksKernel(Protocol):
+    """Something that computes a LeNet's first `blocks` conv blocks in one call."""
+
+    blocks: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Their output for `x`, or None where this call must run layer by layer."""
+
+
 class LeNet(nn.Sequential):
-    """A LeNet-style CNN; input (B, in_channels, H, W), output logits (B, num_classes)."""
+    """A LeNet-style CNN; input (B, in_channels, H, W), output logits (B, num_classes).
+
+    `blocks_kernel`, None unless lenet.native.prepare_model sets it, computes the
+    first conv blocks in one call where a forward allows; the layers, their names and
+    the parameters stay the same either way.
+    """
+
+    blocks_kernel: BlocksKernel | None = None
 
     def __init__(self, config: ModelConfig) -> None:
         act, pool = ACTIVATIONS[config.activation], POOLS[config.pool]
@@ -142,6 +173,26 @@ class LeNet(nn.Sequential):
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def conv_blocks(self) -> list[ConvBlock]:
+        """Each conv block's layers, by name (`conv1`, `bn1`, `act1`, `pool1`, ...)."""
+        layers = dict(self.named_children())
+        return [ConvBlock(layers[f"conv{i}"], layers.get(f"bn{i}"), layers[f"act{i}"],
+                          layers[f"pool{i}"]) for i in range(1, len(self.config.channels) + 1)]
+
+    def layers_after(self, name: str) -> list[nn.Module]:
+        """The layers that follow the one named `name`, in order."""
+        names = [n for n, _ in self.named_children()]
+        return list(self)[names.index(name) + 1:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
+        kernel = self.blocks_kernel
+        features = kernel(x) if kernel is not None else None
+        if features is None:
+            return super().forward(x)
+        for layer in self.layers_after(f"pool{kernel.blocks}"):
+            features = layer(features)
+        return features
 
 
 def init_weights(model: nn.Module, scheme: str = "xavier") -> None:

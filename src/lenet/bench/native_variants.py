@@ -62,7 +62,7 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
     from ..loader import make_loaders
     from ..models import MODELS, build_model
     from ..native import guard, lenet5
-    from ..native.fastpath import prepare_model
+    from ..native.fastpath import kernel_path, prepare_model
     from ..optim import build_optimizer
     from ..training import train_one_epoch
 
@@ -76,7 +76,7 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
         for name, recipe in RECIPES:
             model = prepare_model(build_model(MODELS[name], seed=0), cpu)
             fused_s, torch_s, n = guard.measure(
-                *guard.contenders(model._head(), model.fused, 128, True), budget_s=budget_s)
+                *guard.contenders(kernel_path(model).kernel, 128, True), budget_s=budget_s)
             result["blocks"].append({"threads": n_threads, "recipe": recipe, "rounds": n,
                                      "fused_ms": fused_s * 1e3, "torch_ms": torch_s * 1e3})
     torch.set_num_threads(threads)

@@ -20,6 +20,7 @@ from ..native.fastpath import prepare_model
 from ..training import EpochTotals, evaluate, train_one_epoch
 from .core import fashion_mnist_tensors, in_memory_batches, torchvision_root
 from .figures import Animator
+from .fused import SequentialKernel, Trained
 
 
 class Timer:
@@ -101,6 +102,8 @@ def train_ch6(net: nn.Module, train_iter: Iterable, test_iter: Iterable, num_epo
     net.apply(init_weights)
     print("training on", device)
     prepare_model(net, torch.device(device))
+    fused = SequentialKernel.of(net) if torch.device(device).type == "cpu" else None
+    model = Trained(net, fused) if fused is not None else net  # trains net's parameters
     for batches in (train_iter, test_iter):
         if isinstance(batches, Batches):
             batches.to(device)  # once, instead of every batch
@@ -116,13 +119,13 @@ def train_ch6(net: nn.Module, train_iter: Iterable, test_iter: Iterable, num_epo
         def point(t: EpochTotals, epoch: int = epoch) -> None:
             animator.add(epoch + t.steps / num_batches, (t.loss, t.accuracy, None))
 
-        totals = train_one_epoch(net, train_iter, optimizer, epoch=epoch, on_progress=point,
-                                 progress_every=every)
+        totals = train_one_epoch(model, train_iter, optimizer, epoch=epoch,
+                                 on_progress=point, progress_every=every)
         if totals.steps % every:
             point(totals)  # the book's last point of an epoch
         train_seconds += totals.seconds
         examples += totals.examples
-        test_acc = evaluate_accuracy_gpu(net, test_iter)
+        test_acc = evaluate_accuracy_gpu(model, test_iter)
         animator.add(epoch + 1, (None, None, test_acc))
     print(f"loss {totals.loss:.3f}, train acc {totals.accuracy:.3f}, test acc {test_acc:.3f}")
     print(f"{examples / train_seconds:.1f} examples/sec on {device!s}")

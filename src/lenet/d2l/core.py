@@ -24,6 +24,7 @@ from ..models import LeNet as LeNetNetwork
 from ..models import ModelConfig
 from ..native import fastpath
 from .figures import ProgressBoard, show_images
+from .fused import SequentialKernel
 from .hparams import HyperParameters
 
 # ---- devices (the book's cpu/gpu helpers; MPS counts as a GPU when there is no CUDA) ----
@@ -147,6 +148,10 @@ def get_fashion_mnist_labels(labels: Any) -> list[str]:
 class Module(nn.Module, HyperParameters):
     """The base class of models."""
 
+    # The book's own Sequential `net` on the fused kernel, set by Trainer.prepare_model
+    # where it fits (a lenet LeNet as `net` has its own); None: `net` as it is.
+    fused_net: SequentialKernel | None = None
+
     def __init__(self, plot_train_per_epoch: int = 2, plot_valid_per_epoch: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -157,7 +162,7 @@ class Module(nn.Module, HyperParameters):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         assert hasattr(self, "net"), "Neural network is defined"
-        return self.net(X)
+        return (self.fused_net or self.net)(X)
 
     def plot(self, key: str, value: torch.Tensor, train: bool) -> None:
         """Plot a point in animation."""
@@ -265,6 +270,8 @@ class Trainer(HyperParameters):
             model.to(self.device)  # shapes unknown yet: no layout change
         else:
             fastpath.prepare_model(model, self.device)
+            net = getattr(model, "net", None)
+            model.fused_net = SequentialKernel.of(net) if self.device.type == "cpu" else None
         self.model = model
 
     def fit(self, model: Module, data: DataModule) -> None:

@@ -169,16 +169,16 @@ def current() -> Guard:
 _memo: dict[tuple, Decision] = {}  # per-step lookups without building the key string
 
 
-def decide(head: list[nn.Module], fused: tuple[str, str, bool], batch: int,
-           backward: bool) -> Decision:
-    """The guard's decision for conv blocks `head` (the model's own modules: they are copied,
-    never run) at `batch` images, with or without the backward pass."""
-    bn_training = fused[2] and head[1].training
+def decide(blocks: lenet5.Blocks, batch: int, backward: bool) -> Decision:
+    """The guard's decision for `blocks` (the model's own layers: they are copied, never
+    run) at `batch` images, with or without the backward pass."""
+    fused = blocks.kind
+    bn_training = blocks.bn1 is not None and blocks.bn1.training
     memo_key = (fused, bn_training, backward, bucket(batch), torch.get_num_threads(),
                 build.mode())
     if memo_key not in _memo:
         _memo[memo_key] = current().decide(setting(fused, bn_training, backward, batch),
-                                           lambda: contenders(head, fused, batch, backward))
+                                           lambda: contenders(blocks, batch, backward))
     return _memo[memo_key]
 
 
@@ -188,21 +188,19 @@ def forget() -> None:
     _guards.clear()
 
 
-def allows(head: list[nn.Module], fused: tuple[str, str, bool], x: torch.Tensor) -> bool:
-    """Whether the kernel should run `head` on `x` in this grad mode (cheap once decided)."""
-    backward = torch.is_grad_enabled() and any(p.requires_grad for m in head
+def allows(blocks: lenet5.Blocks, x: torch.Tensor) -> bool:
+    """Whether the kernel should run `blocks` on `x` in this grad mode (cheap once decided)."""
+    backward = torch.is_grad_enabled() and any(p.requires_grad for m in blocks.layers
                                                for p in m.parameters())
-    return decide(head, fused, x.shape[0], backward).use_kernel
+    return decide(blocks, x.shape[0], backward).use_kernel
 
 
-def contenders(head: list[nn.Module], fused: tuple[str, str, bool], batch: int,
-                backward: bool) -> tuple[Callable[[], None], Callable[[], None]]:
-    """Two calls doing the same work, fused and layer by layer, on copies of `head` (the
+def contenders(blocks: lenet5.Blocks, batch: int,
+               backward: bool) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Two calls doing the same work, fused and layer by layer, on copies of `blocks` (the
     model's gradients, statistics and RNG stay untouched)."""
-    layers = copy.deepcopy(nn.Sequential(*head))
-    activation, pool, batch_norm = fused
-    convs = (layers[0], layers[4]) if batch_norm else (layers[0], layers[3])
-    norms = (layers[1], layers[5]) if batch_norm else (None, None)
+    copied = copy.deepcopy(blocks)  # one copy of each layer, shared by both contenders
+    layers = nn.Sequential(*copied.layers)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand((batch, *lenet5.INPUT_SHAPE), generator=generator)
     grad = torch.randn((batch, *lenet5.OUTPUT_SHAPE), generator=generator)
@@ -216,8 +214,7 @@ def contenders(head: list[nn.Module], fused: tuple[str, str, bool], batch: int,
                     out.backward(grad)
         return run
 
-    return (step(lambda: lenet5.conv_blocks(x, *convs, activation, pool, *norms)),
-            step(lambda: layers(x)))
+    return step(lambda: copied(x)), step(lambda: layers(x))
 
 
 def kernel_report() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """LeNet-5's two convolution blocks as one fused CPU kernel, with autograd.
 
-`conv_blocks(x, conv1, conv2, activation, pool)` computes
+`conv_blocks(x, conv1, conv2, activation, pool)` (or `Blocks(...)(x)`) computes
 pool(act(conv2(pool(act(conv1(x)))))) for the book's shapes (1x28x28 input,
 6@5x5 pad 2, 16@5x5, 2x2/2 pools) in lenet5.c and returns (B, 16, 5, 5); its
 backward gives the gradients of both convolutions' weights and biases (not of
@@ -13,11 +13,10 @@ not depend on timing (they do on the thread count, as PyTorch's own do).
 from __future__ import annotations
 
 import ctypes
-import threading
 import warnings
+from dataclasses import dataclass
 from functools import cache
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -144,7 +143,7 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
-def _bn_buffer(bn1: nn.BatchNorm2d, bn2: nn.BatchNorm2d, mode: int) -> torch.Tensor:
+def bn_buffer(bn1: nn.BatchNorm2d, bn2: nn.BatchNorm2d, mode: int) -> torch.Tensor:
     """The kernel's batch norm block: gamma1 beta1 gamma2 beta2 mean1 var1 mean2 var2 eps
     (the statistics are the running ones for BN_GIVEN, filled in by the kernel for
     BN_BATCH)."""
@@ -198,6 +197,36 @@ class _ConvBlocks(torch.autograd.Function):
                 None, None, None, None)
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """LeNet-5's two conv blocks as the kernel reads them: the model's own layers by role,
+    `layers` all of them in order (what PyTorch runs instead)."""
+
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
+    activation: str  # a key of ACTIVATIONS
+    pool: str  # a key of POOLS
+    bn1: nn.BatchNorm2d | None
+    bn2: nn.BatchNorm2d | None
+    layers: tuple[nn.Module, ...]
+
+    @property
+    def kind(self) -> tuple[str, str, bool]:
+        """(activation, pool, batch norm): what the guard's settings name."""
+        return self.activation, self.pool, self.bn1 is not None
+
+    def tensors(self) -> list[torch.Tensor]:
+        """What the kernel reads (looked up each time: `.to()` replaces buffers)."""
+        found = [self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias]
+        for bn in (self.bn1, self.bn2) if self.bn1 is not None else ():
+            found += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        return found
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 16, 5, 5)
+        return conv_blocks(x, self.conv1, self.conv2, self.activation, self.pool, self.bn1,
+                           self.bn2)
+
+
 def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation: str,
                 pool: str, bn1: nn.BatchNorm2d | None = None,
                 bn2: nn.BatchNorm2d | None = None) -> torch.Tensor:
@@ -211,7 +240,7 @@ def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation:
     mode = BN_BATCH if bn1.training else BN_GIVEN
     out, stats = _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
                                    bn1.weight, bn1.bias, bn2.weight, bn2.bias,
-                                   _bn_buffer(bn1, bn2, mode), activation, pool, mode)
+                                   bn_buffer(bn1, bn2, mode), activation, pool, mode)
     if mode == BN_BATCH:
         _update_running_stats(bn1, stats[:6], stats[6:12], x.shape[0] * 784)
         _update_running_stats(bn2, stats[12:28], stats[28:44], x.shape[0] * 100)
@@ -226,100 +255,3 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Ten
     bn.running_mean.mul_(1 - bn.momentum).add_(mean, alpha=bn.momentum)
     bn.running_var.mul_(1 - bn.momentum).add_(var * (count / max(count - 1, 1)),
                                               alpha=bn.momentum)
-
-
-class WholeNetwork:
-    """LeNet-5's whole forward pass for one uint8 image in the native kernel: the
-    low-latency path of `lenet predict` (no framework call between image and logits).
-
-    Built from an eval-mode model whose first layers are the fused conv blocks
-    (`activation`, `pool`, with or without batch norm) and whose rest is Flatten, then
-    Linear layers with that same activation between them; a BatchNorm1d after a Linear is
-    folded into it and Dropout is skipped, as both are in eval mode. Holds its own copy of
-    the weights and statistics: a snapshot, as the Predictor's fast model is.
-    """
-
-    def __init__(self, lib: ctypes.CDLL, head: list[nn.Module],
-                 dense: list[tuple[torch.Tensor, torch.Tensor]], activation: str,
-                 pool: str) -> None:
-        self._lib = lib
-        conv1, conv2 = head[0], head[4 if len(head) == 8 else 3]
-        self._tensors = [t.detach().float().contiguous().clone() for t in
-                         (conv1.weight, conv1.bias, conv2.weight, conv2.bias)]
-        self._bn_mode = BN_GIVEN if len(head) == 8 else BN_NONE
-        self._bn = (_bn_buffer(head[1], head[5], BN_GIVEN) if self._bn_mode == BN_GIVEN
-                    else torch.zeros(1))
-        self._dense = [t.float().contiguous() for pair in dense for t in pair]
-        sizes = [400, *(w.shape[0] for w, _ in dense)]
-        self._sizes = (ctypes.c_int * len(sizes))(*sizes)
-        self._weights = (ctypes.c_void_p * len(dense))(*(t.data_ptr() for t in self._dense[0::2]))
-        self._biases = (ctypes.c_void_p * len(dense))(*(t.data_ptr() for t in self._dense[1::2]))
-        self._n_dense = len(dense)
-        self._scratch_floats = lib.lenet5_saved_floats(0) + 2 * max(sizes)
-        self._classes = sizes[-1]
-        self._buffers = threading.local()  # the kernel runs without the GIL: one set a thread
-        self._codes = ACTIVATIONS[activation], POOLS[pool], self._bn_mode
-        self._conv = [t.data_ptr() for t in self._tensors]
-
-    @classmethod
-    def of(cls, layers: list[nn.Module], activation: str, pool: str,
-           batch_norm: bool = False) -> WholeNetwork | None:
-        """For `layers` (the conv blocks, then Flatten, Linear, [BatchNorm1d], act, [Dropout],
-        ..., Linear), or None when they are anything else."""
-        lib = library()
-        head, rest = layers[:8 if batch_norm else 6], layers[8 if batch_norm else 6:]
-        if lib is None or not rest or type(rest[0]) is not nn.Flatten:
-            return None
-        dense = _dense_stack(rest[1:], {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation])
-        if dense is None or dense[0][0].shape[1] != 400:
-            return None
-        return cls(lib, head, dense, activation, pool)
-
-    def logits_one(self, image: np.ndarray) -> np.ndarray:
-        """Logits of one uint8 (28, 28) image."""
-        image = np.ascontiguousarray(image, dtype=np.uint8)
-        if image.shape != INPUT_SHAPE[1:]:
-            raise ValueError(f"images must be {INPUT_SHAPE[1:]}, got {image.shape}")
-        buffers = self._buffers
-        if not hasattr(buffers, "scratch"):
-            buffers.scratch = np.zeros(self._scratch_floats, np.float32)
-        logits = np.empty(self._classes, np.float32)
-        self._lib.lenet5_logits(1, image.ctypes.data, *self._conv, self._n_dense,
-                                ctypes.addressof(self._sizes), ctypes.addressof(self._weights),
-                                ctypes.addressof(self._biases), logits.ctypes.data,
-                                buffers.scratch.ctypes.data, *self._codes, _ptr(self._bn))
-        return logits
-
-
-@torch.no_grad()
-def _dense_stack(layers: list[nn.Module],
-                 act: type[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """(weight, bias) per Linear of `layers` as eval mode computes them (a following
-    BatchNorm1d folded in, Dropout skipped), if they are Linear [BatchNorm1d] act [Dropout]
-    repeated, then a last Linear; else None."""
-    dense: list[tuple[torch.Tensor, torch.Tensor]] = []
-    k = 0
-    while k < len(layers):
-        linear = layers[k]
-        if type(linear) is not nn.Linear or linear.bias is None:
-            return None
-        if dense and dense[-1][0].shape[0] != linear.in_features:
-            return None
-        weight, bias = linear.weight.detach().clone(), linear.bias.detach().clone()
-        k += 1
-        if k < len(layers) and type(layers[k]) is nn.BatchNorm1d:
-            norm = layers[k]
-            if not norm.track_running_stats or not norm.affine:
-                return None
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            weight, bias = weight * scale[:, None], (bias - norm.running_mean) * scale + norm.bias
-            k += 1
-        dense.append((weight, bias))
-        if k == len(layers):
-            return dense  # the last Linear: the logits
-        if type(layers[k]) is not act:
-            return None
-        k += 1
-        if k < len(layers) and type(layers[k]) is nn.Dropout:
-            k += 1
-    return None  # ended on an activation: no output layer

@@ -4,8 +4,8 @@ Feature-space detectors (Mahalanobis, k-NN) need them, for batches and for
 single images at the latency of the logits alone:
 
 - batches go through the Predictor's fast PyTorch model, the features caught
-  by a forward pre-hook on `output` (the fused conv kernel still runs: only
-  hooks on the conv blocks turn it off);
+  by a forward pre-hook on `output` (the fused conv kernel still runs: `output`
+  is called as a module after it);
 - on the native backend one image goes through lenet's compiled kernel with the
   dense stack cut before the last activation: the kernel applies the
   activation after every Linear but the last, so it returns the penultimate
@@ -27,7 +27,8 @@ from torch import nn
 
 from ..errors import LenetError
 from ..inference import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_session
-from ..native import lenet5
+from ..native.fastpath import native_network
+from ..native.network import WholeNetwork
 
 FEATURES_OUTPUT = "features"
 LAST_LAYER = "output"  # models.LeNet names its last Linear so
@@ -54,19 +55,15 @@ class _WithFeatures(nn.Module):
         return self.head(features), features
 
 
-def _native_penultimate(model: nn.Module) -> lenet5.WholeNetwork | None:
+def _native_penultimate(model: nn.Module) -> WholeNetwork | None:
     """The native whole-network call cut just before the last hidden activation, or None."""
-    layers = list(model)
-    fused = getattr(model, "fused", None)
-    if fused is None:
-        return None
     names = [name for name, _ in model.named_children()]
     # The last activation before `output` (fc{n}_act); what follows it (dropout, output)
     # is identity in eval mode or done in numpy.
-    acts = [i for i, name in enumerate(names) if name.startswith("fc") and name.endswith("_act")]
+    acts = [name for name in names if name.startswith("fc") and name.endswith("_act")]
     if not acts or names[-1] != LAST_LAYER:
         return None  # no hidden dense layer: the kernel cannot stop at the flattened maps
-    return lenet5.WholeNetwork.of(layers[:acts[-1]], *fused)
+    return native_network(model, stop_before=acts[-1])
 
 
 class FeatureExtractor:
