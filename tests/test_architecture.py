@@ -107,3 +107,15 @@ def test_no_room_imports_another_rooms_private_names():
                 wrong += [f"{module}: {a.name} from {node.module}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_fast_path_reads_no_private_torch_names():
+    # The fused kernel's path works through public PyTorch only (issue 12): no private
+    # attribute of anything but its own objects (`self._x`).
+    files = ["native/fastpath.py", "native/guard.py", "native/lenet5.py", "native/network.py",
+             "d2l/fused.py", "models.py"]
+    wrong = [f"{name}:{node.lineno}: {ast.unparse(node)}" for name in files
+             for node in ast.walk(ast.parse((SRC / "lenet" / name).read_text()))
+             if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+             and not node.attr.startswith("__") and ast.unparse(node.value) != "self"]
+    assert not wrong, "\n".join(wrong)

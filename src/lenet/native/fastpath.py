@@ -190,7 +190,8 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     for net in _lenets(model):  # (after the pools: the path holds the layers it reads)
         net.blocks_kernel = KernelPath.of(net.conv_blocks()) if device.type == "cpu" else None
     if device.type == "cpu":
-        slow_in_nhwc = (nn.MaxPool2d, nn.modules.batchnorm._BatchNorm)
+        slow_in_nhwc = (nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                        nn.SyncBatchNorm)
         if not any(isinstance(m, slow_in_nhwc) for m in model.modules()):
             model.to(memory_format=torch.channels_last)
     return model
