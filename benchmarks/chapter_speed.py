@@ -35,7 +35,7 @@ def worker(which: str) -> None:
     if which == "book":
         import book_d2l
 
-        from lenet import sources
+        from lenet.data import sources
 
         data = sources.load("fashion-mnist", download=False)  # torchvision's loading, untimed
         book_d2l.FashionMNIST.arrays = {"train": (data.train.images, data.train.labels),

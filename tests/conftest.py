@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenet import datasets, idx
+from lenet.data import datasets, idx
 from lenet.runner import StopRequest
 
 SYNTHETIC_CLASSES = tuple(f"class{k}" for k in range(10))
@@ -61,7 +61,7 @@ def isolated_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("LENET_DATA_DIR", raising=False)
     monkeypatch.delenv("LENET_DATA_MIRROR", raising=False)
-    monkeypatch.setattr("lenet.sources.DEBIAN_DATASETS", tmp_path / "debian")
+    monkeypatch.setattr("lenet.data.sources.DEBIAN_DATASETS", tmp_path / "debian")
     return tmp_path
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import spec_for, write_dataset
 
 import lenet
-from lenet import datasets
+from lenet.data import datasets
 
 DOC = Path(__file__).parents[1] / "docs" / "API.md"
 

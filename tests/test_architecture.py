@@ -14,7 +14,7 @@ SRC = Path(__file__).parents[1] / "src"
 # under lenet (a package stands for everything in it).
 ROOMS = [
     ("base", {"lenet", "errors", "atomic", "tables"}),
-    ("data", {"data", "idx", "datasets", "download", "sources", "loader", "images"}),
+    ("data", {"data"}),
     ("models", {"models", "model_settings", "summary", "diagram", "device", "native"}),
     ("training", {"config", "optim", "training", "checkpoint", "console", "plots"}),
     ("run record", {"rundir", "sinks", "fitting", "run", "runner", "inference", "evaluation",

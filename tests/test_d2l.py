@@ -6,7 +6,7 @@ from conftest import synthetic_split
 from torch import nn
 
 from lenet import d2l
-from lenet.loader import Batches
+from lenet.data.loader import Batches
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,14 @@ import pytest
 import torch
 from conftest import StopAfter, write_dataset
 
-from lenet import checkpoint, runner, sources
+from lenet import checkpoint, runner
 from lenet.cli import main
 from lenet.compare import markdown_table, summarize_run
 from lenet.config import TrainConfig
 from lenet.console import Console
+from lenet.data import sources
+from lenet.data.loader import Batches, augment_batch
 from lenet.errors import ConfigError
-from lenet.loader import Batches, augment_batch
 from lenet.model_settings import ModelSettings, parse_settings
 from lenet.models import MODELS, ModelConfig, build_model, with_settings
 from lenet.sweep import load_spec, run_sweep

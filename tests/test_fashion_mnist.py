@@ -6,9 +6,10 @@ installs it, and CI must prove the real pipeline, not pass vacuously.
 
 import pytest
 
-from lenet import runner, sources
+from lenet import runner
 from lenet.config import TrainConfig
 from lenet.console import Console
+from lenet.data import sources
 
 pytestmark = pytest.mark.data
 

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from lenet import idx
+from lenet.data import idx
 from lenet.errors import DataError
 
 

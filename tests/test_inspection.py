@@ -8,10 +8,11 @@ import pytest
 from conftest import StopAfter
 from PIL import Image
 
-from lenet import runner, sources
+from lenet import runner
 from lenet.cli import main
 from lenet.config import TrainConfig
 from lenet.console import Console
+from lenet.data import sources
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]  # each test needs a trained model
 

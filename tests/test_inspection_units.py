@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lenet import images
 from lenet.activations import capture
+from lenet.data import images
 from lenet.evaluation import Evaluation, format_report, plot_confusion
 from lenet.models import MODELS, ModelConfig, build_model
 from lenet.ood import saturation, score

@@ -249,9 +249,9 @@ def test_benchmark_table_and_figure(tmp_path):
 def test_loaders_keep_the_calibration_images_out_of_training_and_evaluation():
     from conftest import synthetic_split
 
-    from lenet.datasets import DATASETS
-    from lenet.loader import calibration_holdout, make_loaders
-    from lenet.sources import Dataset, Split
+    from lenet.data.datasets import DATASETS
+    from lenet.data.loader import calibration_holdout, make_loaders
+    from lenet.data.sources import Dataset, Split
 
     images, labels = synthetic_split(500, seed=0)
     images[:, 0, 0] = np.arange(500) % 256  # a tag per image, to find it again

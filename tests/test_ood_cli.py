@@ -11,7 +11,7 @@ import lenet
 from lenet.cli import main
 from lenet.config import TrainConfig
 from lenet.console import Console
-from lenet.loader import calibration_holdout
+from lenet.data.loader import calibration_holdout
 from lenet.ood import guard
 
 

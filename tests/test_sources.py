@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import spec_for, write_dataset
 
-from lenet import datasets, idx, sources
-from lenet.download import download_dataset
+from lenet.data import datasets, idx, sources
+from lenet.data.download import download_dataset
 from lenet.errors import DataError
 
 

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from conftest import write_dataset
 
-from lenet import runner, sources
+from lenet import runner
 from lenet.bench import measure
 from lenet.config import RECIPES, TrainConfig
 from lenet.console import Console
+from lenet.data import sources
 from lenet.errors import ConfigError
 from lenet.inference import Predictor
 from lenet.models import MODELS, LeNet, ModelConfig, build_model, with_settings

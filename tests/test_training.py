@@ -10,8 +10,8 @@ from conftest import StopAfter
 from lenet import checkpoint, runner
 from lenet.config import TrainConfig
 from lenet.console import Console
+from lenet.data.loader import Batches
 from lenet.errors import ConfigError, LenetError, TrainingError
-from lenet.loader import Batches
 from lenet.models import MODELS, build_model
 from lenet.rundir import read_metrics
 from lenet.training import NonFiniteLossError, evaluate, train_one_epoch
@@ -47,8 +47,8 @@ def test_batches_cover_every_example_once_per_epoch():
 
 @pytest.mark.slow
 def test_train_one_epoch_learns_and_evaluate_reports(synthetic):
-    from lenet import sources
-    from lenet.loader import make_loaders
+    from lenet.data import sources
+    from lenet.data.loader import make_loaders
 
     data = make_loaders(sources.load("synthetic"), torch.device("cpu"), batch_size=20, seed=0)
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .atomic import write_text
-from .datasets import evaluation_split
+from .data.datasets import evaluation_split
 from .errors import LenetError
 from .model_settings import ModelSettings
 from .models import LeNet, ModelConfig

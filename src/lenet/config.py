@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS, evaluation_split
+from .data.datasets import DATASETS, evaluation_split
 from .errors import ConfigError
 from .model_settings import ModelSettings
 from .models import MODELS, ModelConfig, resolve_model_config

@@ -33,11 +33,12 @@ from typing import Any
 
 import torch
 
-from . import checkpoint, sources
+from . import checkpoint
 from .config import TrainConfig
+from .data import sources
+from .data.loader import make_loaders
 from .device import describe, pick_device, set_threads
 from .errors import ConfigError, TrainingError
-from .loader import make_loaders
 from .models import ModelConfig, build_model
 from .native.fastpath import native_choice, prepare_model
 from .optim import build_optimizer, build_scheduler

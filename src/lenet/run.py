@@ -27,11 +27,11 @@ from . import checkpoint, fitting
 from .activations import LAYERS, capture
 from .config import TrainConfig
 from .console import Console
-from .datasets import SPLITS
+from .data.datasets import SPLITS
+from .data.images import PreparedImage, prepare
 from .errors import ConfigError
 from .evaluation import Evaluation, evaluate_split
 from .fitting import RunResult, StopRequest
-from .images import PreparedImage, prepare
 from .inference import Prediction, Predictor
 from .models import LeNet
 from .rundir import RunDir, read_metrics
@@ -155,9 +155,9 @@ class Run:
 
     @property
     def dataset(self) -> Any:
-        """The run's dataset (lenet.sources.Dataset), loaded on first use."""
+        """The run's dataset (lenet.data.sources.Dataset), loaded on first use."""
         if self._dataset is None:
-            from . import sources
+            from .data import sources
 
             self._dataset = sources.load(self.checkpoint()["dataset"], self.config.data_dir)
         return self._dataset
@@ -177,8 +177,8 @@ class Run:
         return self._predictors[key]
 
     def load_image(self, path: str | Path, *, invert: bool | None = None) -> PreparedImage:
-        """An image file made to look like the run's training data (lenet.images.prepare)."""
-        from .datasets import DATASETS
+        """An image file made to look like the run's training data (lenet.data.images.prepare)."""
+        from .data.datasets import DATASETS
 
         spec = DATASETS.get(self.checkpoint()["dataset"])
         return prepare(path, size=self.model.config.input_size, invert=invert,

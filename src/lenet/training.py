@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from .data.loader import Batches
 from .errors import TrainingError
-from .loader import Batches
 
 
 class NonFiniteLossError(TrainingError):
@@ -73,7 +73,7 @@ def epoch_batches(batches: Batches | Iterable, epoch: int, start: int = 0) -> It
     if isinstance(batches, Batches):
         return batches.epoch(epoch, start)
     if start:
-        raise ValueError("only lenet.loader.Batches can resume in the middle of an epoch")
+        raise ValueError("only lenet.data.loader.Batches can resume in the middle of an epoch")
     return iter(batches)
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from .. import sources
 from ..atomic import write_text
 from ..config import TrainConfig
+from ..data import sources
 from ..device import describe, pick_device
 from ..inference import Predictor, onnxruntime_available
 from ..models import MODELS, build_model

@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
+from ..data.loader import make_loaders
+from ..data.sources import Dataset
 from ..inference import Predictor
-from ..loader import make_loaders
 from ..models import MODELS, build_model
 from ..native.fastpath import prepare_model
 from ..optim import build_optimizer
 from ..rundir import read_metrics
 from ..runner import AUTOCAST
-from ..sources import Dataset
 from ..training import train_one_epoch
 from .book_pipeline import book_dataloader, book_fit_epoch
 

@@ -57,9 +57,9 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
     """Measure one variant in this process (LENET_NATIVE_MARCH already set by the parent)."""
     import torch
 
-    from .. import sources
     from ..config import TrainConfig
-    from ..loader import make_loaders
+    from ..data import sources
+    from ..data.loader import make_loaders
     from ..models import MODELS, build_model
     from ..native import guard, lenet5
     from ..native.fastpath import kernel_path, prepare_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..datasets import DATASETS, SPLITS
+from ..data.datasets import DATASETS, SPLITS
 from .args import positive_int
 
 
@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from .. import sources
+    from ..data import sources
 
     dataset = sources.load(args.dataset, args.data_dir, download=not args.offline)
     print(f"{dataset.spec.title}: {len(dataset.train):,} train and {len(dataset.test):,} test "
@@ -40,7 +40,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import sources
+    from ..data import sources
     from ..plots import plot_samples
 
     dataset = sources.load(args.dataset, args.data_dir)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..datasets import SPLITS
+from ..data.datasets import SPLITS
 from ..device import DEVICE_CHOICES
 from ..errors import LenetError
 from ..inference import BACKENDS
@@ -88,7 +88,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..images import ImageError
+    from ..data.images import ImageError
 
     run = open_run(args)
     prepared, failures = {}, []

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 from ..config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
 from ..console import Console
-from ..datasets import DATASETS
+from ..data.datasets import DATASETS
 from ..device import DEVICE_CHOICES
 from ..model_settings import parse_settings, setting_names
 from ..models import MODELS, build_model, resolve_model_config

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..loader import Batches
+from ..data.loader import Batches
 from ..native.fastpath import prepare_model
 from ..training import EpochTotals, evaluate, train_one_epoch
 from .core import fashion_mnist_tensors, in_memory_batches, torchvision_root

@@ -19,7 +19,8 @@ from torch.nn.parameter import is_lazy
 from torch.utils.data import TensorDataset
 
 from .. import device as devices
-from .. import loader, sources, summary
+from .. import summary
+from ..data import loader, sources
 from ..models import LeNet as LeNetNetwork
 from ..models import ModelConfig
 from ..native import fastpath

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..loader import calibration_holdout
+from ..data.loader import calibration_holdout
 from .detectors import Inputs, make_detectors
 from .features import FeatureExtractor
 from .guard import DEFAULT, TPR, Guard

@@ -19,8 +19,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..activations import capture
+from ..data.images import prepare_image
 from ..errors import LenetError
-from ..images import prepare_image
 from ..inference import Predictor
 from ..tables import format_table
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..data.images import fit_to_square, prepare_image
 from ..errors import LenetError
-from ..images import fit_to_square, prepare_image
 
 # scikit-image's photos that ship inside the package (no download): loader names.
 PHOTOS = ("astronaut", "brick", "camera", "chelsea", "cell", "clock", "coffee", "coins",

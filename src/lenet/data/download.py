@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..atomic import atomic_path
+from ..errors import DataError
 from . import idx
-from .atomic import atomic_path
 from .datasets import DatasetSpec, IDXFile, find_file, md5_hex
-from .errors import DataError
 
 CHUNK = 1 << 16
 TIMEOUT_S = 30

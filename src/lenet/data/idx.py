@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 # IDX type code -> big-endian NumPy dtype (from LeCun's format description).
 IDX_DTYPES: dict[int, np.dtype] = {

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .datasets import evaluation_split
-from .errors import ConfigError
 from .sources import Dataset, Split
 
 SHIFT = 2  # pixels: the "shift" augmentation moves images by up to this much

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import LenetError
+from ..errors import LenetError
 
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs, accidental scans)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from . import idx
 from .datasets import (
     DATASETS,
@@ -28,7 +29,6 @@ from .datasets import (
     md5_hex,
 )
 from .download import download_dataset
-from .errors import DataError
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")
 DATA_DIR_ENV = "LENET_DATA_DIR"
