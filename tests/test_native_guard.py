@@ -224,4 +224,5 @@ def test_the_variants_benchmark_runs(tmp_path, capsys):
     if lenet5.available():
         assert len(native["blocks"]) == 4 and all(b["fused_ms"] > 0 for b in native["blocks"])
         assert len(native["epoch"]["kernel_examples_per_sec"]) == 1
-        assert "native " in text and "x (" in text
+        assert len(native["epoch"]["default_examples_per_sec"]) == 1
+        assert "native " in text and " forced " in text and " default " in text
