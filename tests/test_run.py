@@ -94,6 +94,22 @@ def trained(synthetic, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("ood", [True, False])
+def test_one_image_takes_the_single_image_path_with_the_batchs_answers(trained, ood):
+    run = lenet.Run.open(trained)
+    images = np.asarray(run.dataset.test.images[:4])
+    batch = run.classify(images, top_k=3, ood=ood)
+    for image, want in zip(images, batch, strict=True):
+        for one in (run.classify(image, top_k=3, ood=ood)[0],  # (H, W)
+                    run.classify(image[None], top_k=3, ood=ood)[0]):  # (1, H, W)
+            assert one.index == want.index and one.top[0][0] == want.top[0][0]
+            assert one.probability == pytest.approx(want.probability, abs=1e-5)
+            assert one.out_of_distribution == want.out_of_distribution
+            if ood:
+                # (native single-image features vs the batch path: float sums in another order)
+                assert one.score == pytest.approx(want.score, rel=1e-3, abs=1e-3)
+
+
 def test_classify_returns_typed_predictions_with_an_ood_check(trained, synthetic, monkeypatch):
     reads = []
     real = checkpoint.load

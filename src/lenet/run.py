@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import checkpoint, fitting
@@ -208,7 +209,14 @@ class Run:
         predictor = self.predictor(backend)
         detector = self.ood_detector(backend=backend) if ood is True else ood or None
         if detector is None:
-            return predictor.predictions(predictor.logits(images), top_k=top_k)
+            pixels = np.asarray(images)
+            if pixels.dtype == np.uint8 and (pixels.ndim == 2 or len(pixels) == 1):
+                # one image: the single-image path (native where it runs)
+                logits = torch.from_numpy(np.asarray(
+                    predictor.logits_one(pixels.reshape(pixels.shape[-2:]))))[None]
+            else:
+                logits = predictor.logits(images)
+            return predictor.predictions(logits, top_k=top_k)
         logits, verdicts = detector.verdicts(images)  # once: classes, features, OOD score
         return [replace(p, score=v.score, detector=v.detector, threshold=v.threshold,
                         out_of_distribution=v.out_of_distribution)
