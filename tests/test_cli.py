@@ -101,7 +101,7 @@ def test_data_show_needs_out(capsys):
     assert info.value.code == 2 and "--out" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value, message", [("-1", "must be >= 0, got -1"),
+@pytest.mark.parametrize("value, message", [("-1", "must be at least 0, got -1"),
                                             ("two", "expected a whole number, got 'two'")])
 def test_sweep_workers_must_be_a_count(capsys, value, message):
     with pytest.raises(SystemExit) as info:
