@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from ..atomic import atomic_path, write_text
 from ..errors import ConfigError
 from .toolchain import (
     MARCH_ENV,
@@ -119,11 +120,8 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+class _Unclean(Exception):
+    """A compile that said something: its library is not kept."""
 
 
 def compile_once(command: list[str], source: Path, output: str) -> tuple[bool, str]:
@@ -157,21 +155,18 @@ def build(name: str = "lenet5", source: Path | None = None) -> Build:
             result.failed.append(failed)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}-", suffix=".tmp")
-        os.close(fd)
         try:
-            clean, text_log = compile_once([*chain.command, *flags], source, tmp)
-            _atomic_write(log if clean else failed, text_log)
-            if clean:
-                os.replace(tmp, target)
-                result.path, result.flags, result.log = target, flags, log
-                return result
+            with atomic_path(target) as tmp:  # concurrent builders each write their own
+                clean, text_log = compile_once([*chain.command, *flags], source, str(tmp))
+                write_text(log if clean else failed, text_log)
+                if not clean:
+                    raise _Unclean
+            result.path, result.flags, result.log = target, flags, log
+            return result
+        except _Unclean:
             result.failed.append(failed)
         except (OSError, subprocess.TimeoutExpired) as error:  # not cached: may be transient
             raise BuildError(f"could not compile {source.name}: {error}") from error
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     raise BuildError(f"could not compile {source.name} cleanly (log: "
                      f"{result.failure_summary()})", result)
 

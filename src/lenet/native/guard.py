@@ -15,11 +15,10 @@ LENET_NATIVE=1 skips the guard (always the kernel); LENET_NATIVE=0 turns the ker
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-import os
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import write_text
 from . import build, lenet5
 
 MARGIN = 0.909  # the kernel's time must be at most this share of PyTorch's (>= 10% faster)
@@ -139,13 +139,8 @@ class Guard:
             return
         known = self.cached()  # another process may have added settings since
         known[key] = {k: v for k, v in asdict(decision).items() if k != "source"}
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}-")
-            with os.fdopen(fd, "w") as f:
-                json.dump({"decisions": known}, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a read-only cache: the decision holds for this process only
+        with contextlib.suppress(OSError):  # a read-only cache: the decision holds here only
+            write_text(self.path, json.dumps({"decisions": known}, indent=1, sort_keys=True))
 
 
 def _from_json(data: dict[str, Any]) -> Decision:
