@@ -81,6 +81,15 @@ def test_logit_scores():
     assert msp[0] > 0.99 and msp[1] < 0.4
 
 
+def test_pixel_check_flags_a_photo_padded_with_black_bars():
+    train = fashion_like(2000)
+    det = Pixels().fit(inputs(np.zeros((2000, 4), np.float32), train), np.zeros(2000, int))
+    photo = np.random.default_rng(2).integers(60, 200, (28, 28)).astype(np.uint8)
+    photo[:6] = photo[-6:] = 0  # a landscape photo made square: bars above and below
+    assert det.score(inputs(np.zeros((2, 4), np.float32), np.stack([photo, photo.T])))[0] < 0
+    assert det.score(inputs(np.zeros((1, 4), np.float32), photo.T[None]))[0] < 0
+
+
 def test_pixel_check_flags_statistics_no_training_image_has():
     train = fashion_like(2000)
     det = Pixels().fit(inputs(np.zeros((2000, 4), np.float32), train), np.zeros(2000, int))
@@ -165,12 +174,12 @@ def test_fit_save_load_round_trip_and_version_check(tmp_path):
     meta = json.loads((tmp_path / guard.META).read_text())
     meta["version"] = guard.VERSION + 1
     (tmp_path / guard.META).write_text(json.dumps(meta))
-    with pytest.raises(LenetError, match="format version 2, this lenet reads version 1: "
-                                         "upgrade lenet"):
+    with pytest.raises(LenetError, match=f"format version {guard.VERSION + 1}, this lenet reads "
+                                         f"version {guard.VERSION}: upgrade lenet"):
         guard.Guard.load(tmp_path)
-    meta["version"] = 0
+    meta["version"] = guard.VERSION - 1  # older: missing, so refitted where lenet can
     (tmp_path / guard.META).write_text(json.dumps(meta))
-    with pytest.raises(LenetError, match="refit them with: lenet ood fit"):
+    with pytest.raises(guard.MissingDetectors, match=r"older format version.*lenet ood fit"):
         guard.Guard.load(tmp_path)
     with pytest.raises(guard.MissingDetectors, match="lenet ood fit"):
         guard.Guard.load(tmp_path / "nowhere")

@@ -13,6 +13,7 @@ from lenet.config import TrainConfig
 from lenet.console import Console
 from lenet.data.loader import calibration_holdout
 from lenet.ood import guard
+from lenet.ood.guard import VERSION
 
 
 def lenet_cli(capsys, *argv):
@@ -74,7 +75,8 @@ def test_ood_fit_on_an_older_run_and_predict_with_the_flag(run_dir, tmp_path, ca
     meta["version"] = 99
     (run_dir / guard.META).write_text(json.dumps(meta))
     code, _, err = lenet_cli(capsys, "ood", run_dir, "--no-photos", "--n", "10")
-    assert code == 2 and "format version 99, this lenet reads version 1: upgrade lenet" in err
+    assert code == 2 and (f"format version 99, this lenet reads version {VERSION}: upgrade lenet"
+                          in err)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from ..errors import LenetError
 from .detectors import Detector, Inputs, make_detectors
 
 FORMAT = "lenet-ood"
-VERSION = 1
+VERSION = 2  # 2: the pixel check gained a fifth statistic (a frame lit on two opposite sides)
 ARRAYS, META = "ood-detectors.npz", "ood-detectors.json"
 # The detector `lenet predict` and `Run.classify` flag with: the best far-OOD and glyph
 # AUROC on `lenet ood RUN --benchmark` (README, "Out-of-distribution inputs").
@@ -130,11 +130,13 @@ class Guard:
                              f"lenet ood fit {run_dir}") from e
         if meta.get("format") != FORMAT:
             raise LenetError(f"{meta_path}: not a lenet OOD file")
-        if meta.get("version") != VERSION:
-            advice = ("upgrade lenet" if meta.get("version", 0) > VERSION
-                      else f"refit them with: lenet ood fit {run_dir}")
+        if meta.get("version", 0) > VERSION:
             raise LenetError(f"{meta_path}: OOD detectors in format version {meta.get('version')}"
-                             f", this lenet reads version {VERSION}: {advice}")
+                             f", this lenet reads version {VERSION}: upgrade lenet")
+        if meta.get("version") != VERSION:  # older: like missing ones, refitted where possible
+            raise MissingDetectors(f"{meta_path}: OOD detectors in the older format version "
+                                   f"{meta.get('version')}; refit them with: lenet ood fit "
+                                   f"{run_dir}")
         with np.load(run_dir / ARRAYS) as npz:
             arrays = {k: npz[k] for k in npz.files}
         detectors = make_detectors()
