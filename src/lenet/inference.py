@@ -84,6 +84,15 @@ def onnx_session(model_bytes_or_path: bytes | str | Path, threads: int | None = 
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def single_image(images: Any) -> np.ndarray | None:
+    """The (H, W) uint8 image when `images` is one such image ((H, W) or (1, H, W)), else
+    None: one image can take the single-image path (native where it runs)."""
+    pixels = np.asarray(images)
+    if pixels.dtype == np.uint8 and (pixels.ndim == 2 or (pixels.ndim == 3 and len(pixels) == 1)):
+        return pixels.reshape(pixels.shape[-2:])
+    return None
+
+
 def onnxruntime_available() -> bool:
     try:
         import onnxruntime  # noqa: F401

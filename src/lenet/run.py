@@ -33,7 +33,7 @@ from .data.images import PreparedImage, prepare
 from .errors import ConfigError
 from .evaluation import Evaluation, evaluate_split
 from .fitting import RunResult, StopRequest
-from .inference import Prediction, Predictor
+from .inference import Prediction, Predictor, single_image
 from .models import LeNet
 from .rundir import RunDir, read_metrics
 from .sinks import Sink, default_sinks
@@ -209,13 +209,9 @@ class Run:
         predictor = self.predictor(backend)
         detector = self.ood_detector(backend=backend) if ood is True else ood or None
         if detector is None:
-            pixels = np.asarray(images)
-            if pixels.dtype == np.uint8 and (pixels.ndim == 2 or len(pixels) == 1):
-                # one image: the single-image path (native where it runs)
-                logits = torch.from_numpy(np.asarray(
-                    predictor.logits_one(pixels.reshape(pixels.shape[-2:]))))[None]
-            else:
-                logits = predictor.logits(images)
+            one = single_image(images)
+            logits = (predictor.logits(images) if one is None
+                      else torch.from_numpy(np.asarray(predictor.logits_one(one)))[None])
             return predictor.predictions(logits, top_k=top_k)
         logits, verdicts = detector.verdicts(images)  # once: classes, features, OOD score
         return [replace(p, score=v.score, detector=v.detector, threshold=v.threshold,

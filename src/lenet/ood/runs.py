@@ -20,7 +20,7 @@ import torch
 
 from ..atomic import write_text
 from ..errors import LenetError
-from ..inference import Predictor
+from ..inference import Predictor, single_image
 from . import benchmark, calibration
 from .detectors import Inputs
 from .features import FeatureExtractor
@@ -52,12 +52,11 @@ class OODCheck:
     def check(self, images: Any, detector: str | None = None,
               tpr: float | None = None) -> tuple[torch.Tensor, list[Verdict]]:
         """(logits (N, classes), a verdict per image) from one forward pass."""
-        pixels = np.asarray(images)
-        if pixels.dtype == np.uint8 and (pixels.ndim == 2 or len(pixels) == 1):
-            # one image: the single-image path (native where it runs), no batch machinery
-            logits, verdict = self.check_one(pixels.reshape(pixels.shape[-2:]), detector, tpr)
+        one = single_image(images)
+        if one is not None:  # no batch machinery for one image
+            logits, verdict = self.check_one(one, detector, tpr)
             return torch.from_numpy(np.asarray(logits))[None], [verdict]
-        x = self.inputs(pixels)
+        x = self.inputs(images)
         return torch.from_numpy(x.logits), self.guard.assess(x, detector, tpr)
 
     def check_one(self, image: np.ndarray, detector: str | None = None,
