@@ -11,6 +11,7 @@ clear line.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,15 @@ MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs, accidental
 
 
 class ImageError(LenetError):
-    pass
+    """The data is an image, but a truncated or corrupt one (or the file is missing)."""
+
+
+class NotAnImage(ImageError):
+    """No image format Pillow reads: a text file, an archive, empty data."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than allowed: refused from the header, before decoding."""
 
 
 @dataclass
@@ -37,31 +46,47 @@ class PreparedImage:
 def open_image(path: str | Path) -> tuple[Image.Image, list[str]]:
     """Open and fully decode the first frame of an image file."""
     path = Path(path)
-    notes: list[str] = []
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+        raise NotAnImage(f"{path}: empty file (0 bytes)")
+    return _decode(path, str(path), MAX_PIXELS)
+
+
+def decode_image(data: bytes, *, source: str = "<upload>",
+                 max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, list[str]]:
+    """Decode image bytes (any format Pillow reads) like `open_image`: the size is checked
+    from the header before any pixel is decoded (`ImageTooLarge`); `NotAnImage` when no
+    format matches; `ImageError` when the data is truncated or corrupt."""
+    if not data:
+        raise NotAnImage(f"{source}: empty (0 bytes)")
+    return _decode(io.BytesIO(data), source, max_pixels)
+
+
+def _decode(file: Path | io.BytesIO, source: str,
+            max_pixels: int) -> tuple[Image.Image, list[str]]:
+    notes: list[str] = []
+    limit = f"the limit is {max_pixels / 1e6:g} MP"
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)
+            image = Image.open(file)  # reads the header only
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"{path}: image too large ({_pixel_count(path)}; the limit "
-                                 f"is {MAX_PIXELS / 1e6:.0f} MP)")
+            if width * height > max_pixels:
+                raise ImageTooLarge(f"{source}: image too large ({width}x{height}, "
+                                    f"{width * height / 1e6:.0f} MP; {limit})")
             frames = getattr(image, "n_frames", 1)
             if frames > 1:
                 notes.append(f"animated image with {frames} frames: using the first")
                 image.seek(0)
             image.load()
         except UnidentifiedImageError:
-            raise ImageError(f"{path}: not an image Pillow can read") from None
+            raise NotAnImage(f"{source}: not an image Pillow can read") from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise ImageError(f"{path}: image too large ({_pixel_count(path)}; the limit is "
-                             f"{MAX_PIXELS / 1e6:.0f} MP)") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{path}: truncated or corrupt image data ({e})") from None
+            size = _pixel_count(file) if isinstance(file, Path) else "over Pillow's limit"
+            raise ImageTooLarge(f"{source}: image too large ({size}; {limit})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageError(f"{source}: truncated or corrupt image data ({e})") from None
     return image, notes
 
 
