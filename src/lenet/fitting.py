@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import TrainConfig
 from .data import sources
 from .data.loader import make_loaders
@@ -43,7 +43,7 @@ from .models import ModelConfig, build_model
 from .native.fastpath import native_choice, prepare_model
 from .optim import build_optimizer, build_scheduler
 from .rundir import RunDir, environment
-from .sinks import EpochEnd, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
+from .sinks import EpochEnd, OnlyIf, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
 from .training import EpochTotals, EvalResult, NonFiniteLossError, evaluate, train_one_epoch
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -93,15 +93,19 @@ class StopRequest:
 
 def fit(run_dir: RunDir, config: TrainConfig, payload: dict[str, Any] | None,
         sinks: list[Sink], stop: StopRequest | None, background_imports: bool) -> RunResult:
-    """Train a new run, or resume one from its checkpoint's `payload`, to `config.epochs`."""
-    device = pick_device(config.device)
+    """Train a new run, or resume one from its checkpoint's `payload`, to `config.epochs`.
+    Under torchrun every process calls this; rank 0 alone tells the sinks (distributed.py)."""
+    world = distributed.world()
+    device = distributed.device_for(pick_device(config.device), world)
+    if world.distributed:
+        sinks = [OnlyIf(sink, world.main) for sink in sinks]
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" or (
         torch.cuda.is_available() and torch.cuda.is_initialized()) else []
     events = Sinks(sinks)
     try:
         with torch.random.fork_rng(devices=cuda):  # the run's seeding stays inside
             return _Fit(run_dir, config, payload, device, events, stop or StopRequest(),
-                        background_imports).run()
+                        background_imports, world).run()
     finally:
         events.close()
 
@@ -111,9 +115,9 @@ class _Fit:
 
     def __init__(self, run_dir: RunDir, config: TrainConfig, payload: dict[str, Any] | None,
                  device: torch.device, sinks: Sinks, stop: StopRequest,
-                 background_imports: bool) -> None:
+                 background_imports: bool, world: distributed.World) -> None:
         self.run_dir, self.config, self.payload = run_dir, config, payload
-        self.device, self.sinks, self.stop = device, sinks, stop
+        self.device, self.sinks, self.stop, self.world = device, sinks, stop, world
         self.background_imports = background_imports
 
     def run(self) -> RunResult:
@@ -134,10 +138,17 @@ class _Fit:
                                     resize=config.resize, augment=config.augment,
                                     eval_batch_size=config.eval_batch_size,
                                     ood_holdout=config.ood_holdout)
+        world = self.world
+        distributed.check_batch(config.batch_size, self.loaders.train.num_examples, world)
+        for batches in (self.loaders.train, self.loaders.eval):
+            batches.shard(world.rank, world.size)  # each rank its share of every batch
         self.eval_name = self.loaders.eval_name
         self.model_config = resolve_model_config(config, dataset.spec.classes,
                                                  dataset.train.images.shape[1:], self.payload)
-        model = self.model = prepare_model(build_model(self.model_config), device)
+        model, batch_norm = distributed.sync_batch_norm(build_model(self.model_config), device,
+                                                        world)
+        model = self.model = prepare_model(model, device)
+        self.trained = distributed.wrap(model, device, world)  # DDP under torchrun
         self.optimizer = build_optimizer(model.parameters(), config)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))
         self.scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
@@ -145,6 +156,7 @@ class _Fit:
         self.start_epoch, self.totals = 0, None
         if self.payload is not None:
             self.restore(self.payload)
+        distributed.rank_seed(config.seed, world, len(self.history))
         self.classes, self.dataset_name = list(dataset.classes), dataset.spec.name
         self.train_split = dataset.train  # all of it: the OOD fit picks its own images
         self.device_name = describe(device)
@@ -156,7 +168,10 @@ class _Fit:
                   "parameters": model.num_parameters, "device": self.device_name,
                   "environment": environment(),
                   # which path trains the conv blocks and why (the guard's timings)
-                  "native": native_choice(model, config.batch_size, config.precision)}
+                  "native": native_choice(model, config.batch_size // world.size,
+                                          config.precision),
+                  **({"distributed": {**world.describe(), "batch_norm": batch_norm}}
+                     if world.distributed else {}), "world_size": world.size}
         self.sinks.emit("on_start", RunStart(
             self.run_dir, config, record, list(self.history), self.start_epoch,
             self.payload is not None, self.eval_name, dataset.spec.title,
@@ -169,7 +184,9 @@ class _Fit:
         if self.scaler is not None and payload.get("scaler_state"):
             self.scaler.load_state_dict(payload["scaler_state"])
         self.history, self.start_epoch = payload["history"], payload["epoch"]
-        self.totals = _totals_from(payload.get("partial"), self.device)
+        partial = payload.get("partial")  # (rank 0 carries the sums so far)
+        self.totals = (EpochTotals.from_state(partial, self.device, sums=self.world.main)
+                       if partial else None)
         checkpoint.restore_rng(payload["rng"])
 
     def state(self, epoch: int, partial: EpochTotals | None) -> dict[str, Any]:
@@ -180,7 +197,8 @@ class _Fit:
             "model_state": self.model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(), "train_config": config.to_dict(),
-            "epoch": epoch, "partial": _partial_state(partial), "history": self.history,
+            "epoch": epoch, "partial": partial.to_state() if partial else None,
+            "history": self.history,
             "classes": self.classes, "dataset": self.dataset_name,
             "rng": checkpoint.capture_rng(),
             "scaler_state": self.scaler.state_dict() if self.scaler is not None else None,
@@ -196,7 +214,7 @@ class _Fit:
                     self.stopped(lambda e=epoch, t=totals: self.state(e, t))
                     return False
                 result = self.evaluate(epoch, totals)
-                interrupted = self.stop.requested and epoch + 1 < config.epochs
+                interrupted = self.world.any(self.stop.requested) and epoch + 1 < config.epochs
                 target = config.target_accuracy
                 reached = (target if not interrupted and target and result.accuracy >= target
                            else None)
@@ -221,10 +239,10 @@ class _Fit:
                                             self.totals.steps if self.totals else 0, total, None))
         try:
             totals = train_one_epoch(
-                self.model, self.loaders.train, self.optimizer, self.scheduler, epoch=epoch,
+                self.trained, self.loaders.train, self.optimizer, self.scheduler, epoch=epoch,
                 clip_grad=self.config.clip_grad, totals=self.totals, should_stop=self.stop,
                 on_progress=show, autocast_dtype=AUTOCAST[self.config.precision],
-                scaler=self.scaler)
+                scaler=self.scaler, world=self.world)
         except NonFiniteLossError as e:
             self.failed(e)
         finally:
@@ -235,7 +253,8 @@ class _Fit:
 
     def evaluate(self, epoch: int, totals: EpochTotals) -> EvalResult:
         eval_start = time.perf_counter()
-        result = evaluate(self.model, self.loaders.eval)
+        distributed.sync_buffers(self.model, self.world)  # rank 0's batch-norm statistics
+        result = evaluate(self.model, self.loaders.eval, self.world)
         now = time.perf_counter()
         self.history.append(_row(epoch + 1, totals, result, self.eval_name,
                                  self.optimizer.param_groups[0]["lr"], now - eval_start,
@@ -264,6 +283,7 @@ class _Fit:
         if not completed:
             return RunResult(self.run_dir.path, history, False, speed, self.device_name)
         final = {**history[-1], "examples_per_sec_overall": speed, "device": self.device_name,
+                 "world_size": self.world.size,
                  "train_seconds": train_seconds,
                  "wall_seconds_total": sum(r["wall_seconds"] for r in history),
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -332,17 +352,3 @@ def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,
             "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds,
             "wall_seconds": totals.seconds + eval_seconds,
             "elapsed_seconds": elapsed}  # since this process began the run (or resumed it)
-
-
-def _partial_state(totals: EpochTotals | None) -> dict[str, Any] | None:
-    if totals is None:
-        return None
-    return {"loss_sum": totals.loss_sum.cpu(), "correct": totals.correct.cpu(),
-            "examples": totals.examples, "steps": totals.steps, "seconds": totals.seconds}
-
-
-def _totals_from(state: dict[str, Any] | None, device: torch.device) -> EpochTotals | None:
-    if state is None:
-        return None
-    return EpochTotals(state["loss_sum"].to(device), state["correct"].to(device),
-                       state["examples"], state["steps"], state["seconds"])

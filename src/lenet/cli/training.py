@@ -9,6 +9,7 @@ from ..config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, 
 from ..console import Console
 from ..data.datasets import DATASETS
 from ..device import DEVICE_CHOICES
+from ..distributed import World, check_batch
 from ..model_settings import parse_settings, setting_names
 from ..models import MODELS, build_model, resolve_model_config
 from ..summary import format_summary, summarize
@@ -20,6 +21,7 @@ from .args import (
     positive_int,
     size_pair,
 )
+from .launch import launch
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -74,6 +76,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     where.add_argument("--device", choices=DEVICE_CHOICES,
                        help=f"auto picks CUDA, then MPS, then CPU [{d.device}]")
     where.add_argument("--threads", type=positive_int, help="CPU threads [torch's default]")
+    where.add_argument("--nproc", type=positive_int, metavar="N",
+                       help="train in N processes on this machine (DistributedDataParallel; "
+                            "--batch-size stays the global batch, split among them): "
+                            "torchrun --standalone --nproc-per-node N -m lenet train ... [1]")
     where.add_argument("--data-dir", metavar="DIR", help="directory holding the IDX files")
     where.add_argument("--out-dir", metavar="DIR", help=f"where run directories go [{d.out_dir}]")
     where.add_argument("--name", help="run directory name [MODEL-TIMESTAMP]")
@@ -94,6 +100,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, help="train on to this many epochs in all")
     p.add_argument("--device", choices=DEVICE_CHOICES, help="[the run's]")
     p.add_argument("--threads", type=positive_int, help="CPU threads [torch's default]")
+    p.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="continue in N processes (any number: progress is kept in global "
+                        "batches) [1]")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the IDX files")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar (it shows by default on a terminal)")
@@ -119,15 +128,23 @@ def run_train(args: argparse.Namespace) -> int:
         given["model_settings"] = parse_settings(given["model_settings"])
     console = Console(progress=args.progress)
     if args.resume:
+        if args.nproc and args.nproc > 1:
+            return launch(args.nproc, args.argv)
         Run.open(args.resume, **given).fit(console=console)
     else:
-        Run.create(TrainConfig.from_recipe(**given)).fit(console=console)
+        config = TrainConfig.from_recipe(**given)  # options checked before any launch
+        if args.nproc and args.nproc > 1:
+            check_batch(config.batch_size, 0, World(size=args.nproc))
+            return launch(args.nproc, args.argv)
+        Run.create(config).fit(console=console)
     return 0
 
 
 def run_resume(args: argparse.Namespace) -> int:
     from ..run import Run
 
+    if args.nproc and args.nproc > 1:
+        return launch(args.nproc, args.argv)
     run = Run.open(args.run, epochs=args.epochs, device=args.device, threads=args.threads,
                    data_dir=args.data_dir)
     run.fit(console=Console(progress=args.progress))

@@ -55,6 +55,7 @@ class Batches:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.resize = batch_size, shuffle, seed, resize
         self.augment = augment
+        self.rank, self.world = 0, 1  # shard(): this process's share of each batch
         self._epochs_started = 0  # plain `for` loops draw a fresh order each time
 
     def __len__(self) -> int:
@@ -63,6 +64,18 @@ class Batches:
     @property
     def num_examples(self) -> int:
         return len(self.labels)
+
+    def shard(self, rank: int, world: int) -> Batches:
+        """From now on yield only share `rank` of `world` of every batch (several processes
+        training one model, lenet.distributed): the same order and augmentation draws on
+        every rank, each global batch cut into `world` consecutive shares that differ in
+        size by at most one. Length and `num_examples` stay the global ones."""
+        self.rank, self.world = rank, world
+        return self
+
+    def global_size(self, step: int) -> int:
+        """Examples in global batch `step` of an epoch (all shares together)."""
+        return min(self.batch_size, len(self.labels) - step * self.batch_size)
 
     def order(self, epoch: int) -> torch.Tensor | None:
         """The example order for `epoch` (None: in storage order)."""
@@ -75,14 +88,18 @@ class Batches:
         """The batches of `epoch`, skipping the first `start` (to resume mid-epoch)."""
         order = self.order(epoch)
         draws = self.augment_draws(epoch) if self.augment else None
-        for i in range(start * self.batch_size, len(self.labels), self.batch_size):
+        n = len(self.labels)
+        for i in range(start * self.batch_size, n, self.batch_size):
+            length = min(self.batch_size, n - i)
+            lo = i + self.rank * length // self.world  # this rank's share of the batch
+            hi = i + (self.rank + 1) * length // self.world
             if order is None:
-                x, y = self.images[i:i + self.batch_size], self.labels[i:i + self.batch_size]
+                x, y = self.images[lo:hi], self.labels[lo:hi]
             else:
-                ids = order[i:i + self.batch_size]
+                ids = order[lo:hi]
                 x, y = self.images.index_select(0, ids), self.labels.index_select(0, ids)
             if draws is not None:
-                x = augment_batch(x, *(d[i:i + self.batch_size] for d in draws))
+                x = augment_batch(x, *(d[lo:hi] for d in draws))
             if self.resize is not None:
                 x = F.interpolate(x, size=self.resize, mode="bilinear", antialias=True)
             yield x, y

@@ -1,0 +1,44 @@
+"""`lenet train --nproc N` (and `lenet resume RUN --nproc N`): the same command started N
+times on this machine by torch's elastic launcher, as `torchrun --standalone
+--nproc-per-node N -m lenet ...` would (lenet/distributed.py does the rest)."""
+
+from __future__ import annotations
+
+import os
+
+from ..device import available_cpus
+from ..errors import LenetError
+
+
+def without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` and `option=VALUE`."""
+    rest, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == option:
+            skip = True
+        elif not token.startswith(option + "="):
+            rest.append(token)
+    return rest
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `lenet ARGV` (without --nproc) in `nproc` processes; their exit status."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    # One thread per process unless --threads says otherwise: N processes share the cores
+    # (torchrun sets 1 and warns; this says it quietly, and fits more cores).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // nproc)))
+    args = get_args_parser().parse_args(
+        ["--standalone", "--nproc-per-node", str(nproc), "--module", "lenet",
+         *without_option(argv, "--nproc")])
+    try:
+        run(args)
+    except ChildFailedError as e:  # each process has said its own `lenet: error:` line
+        codes = [failure.exitcode for failure in e.failures.values()]
+        return next((c for c in codes if c > 0), 1)
+    except Exception as e:  # the launcher itself: a rendezvous that failed, ...
+        raise LenetError(f"could not start {nproc} processes: {type(e).__name__}: {e}") from e
+    return 0
