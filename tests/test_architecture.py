@@ -13,13 +13,13 @@ SRC = Path(__file__).parents[1] / "src"
 # one above (data -> models -> training -> run record -> cli/serve). Listed by module name
 # under lenet (a package stands for everything in it).
 ROOMS = [
-    ("base", {"lenet", "errors", "atomic", "tables"}),
+    ("base", {"lenet", "errors", "atomic", "tables", "lock", "names"}),
     ("data", {"data"}),
     ("models", {"models", "model_settings", "summary", "diagram", "device", "native"}),
     ("training", {"config", "optim", "training", "checkpoint", "console", "plots"}),
     ("run record", {"rundir", "sinks", "fitting", "run", "runner", "inference", "evaluation",
                     "activations", "export", "ood", "compare", "sweep"}),
-    ("applications", {"bench", "d2l", "cli", "__main__"}),
+    ("applications", {"bench", "d2l", "cli", "serve", "__main__"}),
 ]
 
 

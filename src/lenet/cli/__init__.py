@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import LenetError
-from . import data, doctor, experiments, inspection, ood, training
+from . import data, doctor, experiments, inspection, ood, serve, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build, train, inspect and ship LeNet-family CNNs on Fashion-MNIST and MNIST.")
     parser.add_argument("--version", action="version", version=f"lenet {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for area in (training, experiments, inspection, ood, data, doctor):
+    for area in (training, experiments, inspection, ood, data, doctor, serve):
         area.register(commands)
     return parser
 

@@ -1,0 +1,251 @@
+"""The routes: the JSON API under /v1, health, metrics, and the page at /.
+
+Every answer other than 200 is `{"error": ..., "detail": ...}` (limits.ApiError);
+bad input is never a 500. The OpenAPI schema is at /openapi.json, shown at /docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from .decoding import ModelInput, body_kind
+from .limits import ApiError, bad_request, too_large
+from .service import Service, png_base64
+
+STATIC = Path(__file__).parent / "static"
+ROUTES = {"/", "/v1/predict", "/v1/predict/batch", "/v1/activations", "/v1/model",
+          "/v1/sample", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
+ERRORS = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+          405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "string", "format": "binary"}}}}}}}
+BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+Input = Literal["png", "list", "none"]
+Prepare = Literal["auto", "full", "none"]
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(json.dumps(content, separators=(",", ":")), status,
+                    media_type="application/json")
+
+
+def create_app(service: Service) -> FastAPI:
+    """The app for `service`; it loads the run on a thread at start-up unless loaded."""
+    limits = service.limits
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        if not service.ready.is_set():
+            threading.Thread(target=service.load, name="lenet-load", daemon=True).start()
+        yield
+        service.close()
+
+    app = FastAPI(title="lenet serve", version=__version__, lifespan=lifespan,
+                  description="A trained LeNet: classify images, see its activations. Every "
+                              'error is JSON: {"error": ..., "detail": ...}.')
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, e: ApiError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return Response(json.dumps(e.body()), e.status, headers,
+                        media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, e: RequestValidationError) -> Response:
+        detail = "; ".join(f"{'.'.join(str(x) for x in err['loc'][1:])}: {err['msg']}"
+                           for err in e.errors())
+        return json_response({"error": "bad_request", "detail": detail}, 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, e: HTTPException) -> Response:
+        return json_response({"error": ERRORS.get(e.status_code, "error"),
+                              "detail": str(e.detail)}, e.status_code)
+
+    @app.exception_handler(Exception)
+    async def bug(_request: Request, e: Exception) -> Response:  # logged by uvicorn too
+        return json_response({"error": "internal", "detail": f"a bug in lenet serve: "
+                                                             f"{type(e).__name__}"}, 500)
+
+    async def body(request: Request) -> bytes:
+        try:
+            async with asyncio.timeout(limits.timeout):
+                return await request.body()
+        except TimeoutError:
+            raise ApiError(408, "timeout", f"the body did not arrive within "
+                                           f"{limits.timeout:g} s") from None
+
+    async def files(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+        """(name, bytes) of every file part of a multipart body, in order."""
+        try:
+            async with asyncio.timeout(limits.timeout):
+                form = await request.form(max_files=max_files + 1, max_fields=100,
+                                          max_part_size=limits.max_bytes)
+                found = [(getattr(v, "filename", None) or k, await v.read())
+                         for k, v in form.multi_items() if not isinstance(v, str)]
+                await form.close()
+        except TimeoutError:
+            raise ApiError(408, "timeout", f"the body did not arrive within "
+                                           f"{limits.timeout:g} s") from None
+        except HTTPException as e:  # starlette's multipart parser: too many files, bad framing
+            if "Too many files" in str(e.detail):
+                raise too_large(f"more than {max_files:,} files; the limit is "
+                                f"{max_files:,}") from None
+            raise bad_request(f"multipart body: {e.detail}") from None
+        if len(found) > max_files:
+            raise too_large(f"{len(found):,} files; the limit is {max_files:,}")
+        return found
+
+    async def answer(work: Any) -> Any:
+        try:
+            async with asyncio.timeout(limits.timeout):
+                return await work
+        except TimeoutError:
+            raise ApiError(503, "timeout", f"no answer within {limits.timeout:g} s; the "
+                                           "server is overloaded") from None
+
+    async def one_image(request: Request, prepare: str, invert: bool | None) -> ModelInput:
+        service.check_ready()
+        if body_kind(request.headers.get("content-type")) == "multipart":
+            found = await files(request, 1)
+            if not found:
+                raise bad_request("the multipart body has no file; send it as field 'file'")
+            name, data = found[0]
+            return decode(data, prepare, invert, name)
+        return decode(await body(request), prepare, invert, "body")
+
+    def decode(data: bytes, prepare: str, invert: bool | None, source: str) -> ModelInput:
+        return service.decoder.one(data, prepare=prepare, invert=invert, source=source)
+
+    def result(p: Any, top_k: int) -> dict[str, Any]:
+        return {"class": p.label, "index": p.index, "probability": p.probability,
+                "top": [{"class": c, "index": i, "probability": q}
+                        for (c, q), i in zip(p.top[:top_k], p.top_indices, strict=False)],
+                "ood": None if p.threshold is None else {
+                    "out_of_distribution": p.out_of_distribution, "score": p.score,
+                    "threshold": p.threshold, "detector": p.detector}}
+
+    def model_input(image: ModelInput, form: str) -> dict[str, Any]:
+        seen: dict[str, Any] = {"height": image.pixels.shape[0], "width": image.pixels.shape[1],
+                                "inverted": image.inverted, "notes": image.notes}
+        if form == "png":
+            seen["png"] = png_base64(image.pixels)
+        elif form == "list":
+            seen["pixels"] = image.pixels.tolist()
+        return seen
+
+    def no_ood(images: Any) -> Any:
+        return service.run.classify(images, top_k=len(service.classes), ood=False,
+                                    backend=service.options.backend)
+
+    @app.post("/v1/predict", openapi_extra=IMAGE_BODY, summary="Classify one image")
+    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000),
+                      input: Input = "png", prepare: Prepare = "auto",
+                      invert: bool | None = None, ood: bool = True) -> Response:
+        """One image (PNG, JPEG, GIF, BMP, WebP, PGM, NPY, IDX) as the raw body or the
+        multipart field `file`. Returns the top classes, the out-of-distribution verdict,
+        the 28x28 input the model saw (`input`: png, list or none) and the server's
+        latency."""
+        started = time.perf_counter()
+        batcher = service.batcher
+        if batcher is not None:
+            batcher.arriving += 1
+        try:
+            image = await one_image(request, prepare, invert)
+        finally:
+            if batcher is not None:
+                batcher.arriving -= 1
+        if ood:
+            p = await answer(service.classify_one(image.pixels))
+        else:
+            p = (await answer(service.classify_many(image.pixels[None], no_ood)))[0]
+        return json_response({**result(p, top_k), "input": model_input(image, input),
+                              "latency_ms": (time.perf_counter() - started) * 1e3})
+
+    @app.post("/v1/predict/batch", openapi_extra=BATCH_BODY, summary="Classify many images")
+    async def predict_batch(request: Request, top_k: int = Query(5, ge=1, le=1000),
+                            input: Input = "none", prepare: Prepare = "auto",
+                            invert: bool | None = None, ood: bool = True) -> Response:
+        """An NPY or IDX array (N, 28, 28) as the raw body, or pictures as multipart files
+        (any field name); one result per image, in order."""
+        started = time.perf_counter()
+        service.check_ready()
+        if body_kind(request.headers.get("content-type")) == "multipart":
+            inputs = [decode(data, prepare, invert, name)
+                      for name, data in await files(request, limits.max_batch)]
+            if not inputs:
+                raise bad_request("the multipart body has no files")
+            import numpy as np
+
+            images = np.stack([i.pixels for i in inputs])
+        else:
+            images = service.decoder.many(await body(request), limits.max_batch)
+            inputs = None
+        predictions = await answer(service.classify_many(images, None if ood else no_ood))
+        results = [result(p, top_k) for p in predictions]
+        if input != "none":
+            for k, r in enumerate(results):
+                r["input"] = model_input(inputs[k] if inputs else ModelInput(images[k]), input)
+        return json_response({"count": len(results), "results": results,
+                              "latency_ms": (time.perf_counter() - started) * 1e3})
+
+    @app.post("/v1/activations", openapi_extra=IMAGE_BODY, summary="Feature maps of one image")
+    async def activations(request: Request, values: bool = False, prepare: Prepare = "auto",
+                          invert: bool | None = None) -> Response:
+        """The layer-1 and layer-2 feature maps (after the activation) as base64 PNGs, one
+        colour scale per layer; `values=true` adds the numbers."""
+        started = time.perf_counter()
+        image = await one_image(request, prepare, invert)
+        maps = await answer(service.activations(image.pixels, values))
+        return json_response({**maps, "input": model_input(image, "png"),
+                              "latency_ms": (time.perf_counter() - started) * 1e3})
+
+    @app.get("/v1/model", summary="The model being served")
+    async def model() -> Response:
+        service.check_ready()
+        return json_response(service.info)
+
+    @app.get("/v1/sample", summary="An image of the run's dataset")
+    async def sample(split: Literal["test", "train"] = "test",
+                     index: int | None = Query(None, ge=0)) -> Response:
+        """A random image of the split (or image `index`), its label, as a base64 PNG."""
+        service.check_ready()
+        return json_response(await service.sample(split, index))
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> Response:
+        return json_response({"alive": True})
+
+    @app.get("/readyz", summary="The model is loaded and warmed up")
+    async def readyz() -> Response:
+        service.check_ready()
+        return json_response({"ready": True, "backend": service.info["backend"]})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

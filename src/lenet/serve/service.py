@@ -1,0 +1,198 @@
+"""The served run: opened once, warmed up, then asked from the event loop.
+
+Classification goes through the micro-batcher's one worker thread (batching.py);
+activations, which hook the PyTorch model's layers, through a second single
+thread; the dataset (for "a random test image") loads on first use. Answers are
+plain dicts, ready for JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LenetError
+from .batching import MicroBatcher
+from .decoding import Decoder
+from .limits import ApiError, Limits
+from .metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Options:
+    run: str  # a run directory or checkpoint file
+    backend: str = "auto"
+    device: str = "cpu"
+    threads: int = 1  # PyTorch's; the event loop has the other core(s)
+    max_batch_size: int = 256  # images per micro-batch
+
+
+class Service:
+    def __init__(self, options: Options, limits: Limits, metrics: Metrics) -> None:
+        self.options, self.limits, self.metrics = options, limits, metrics
+        self.ready = threading.Event()
+        self.failure: str | None = None
+        self.run: Any = None
+        self.batcher: MicroBatcher | None = None
+        self._maps = ThreadPoolExecutor(1, thread_name_prefix="lenet-activations")
+        self._data_lock = threading.Lock()
+
+    # --- start-up (a thread of its own: /healthz answers meanwhile) -----------------------
+
+    def load(self) -> None:
+        try:
+            self._load()
+        except LenetError as e:
+            self.failure = str(e)
+            print(f"lenet serve: error: {e}", file=sys.stderr)
+        except Exception as e:  # a bug; /readyz reports it
+            self.failure = f"{type(e).__name__}: {e}"
+            raise
+
+    def _load(self) -> None:
+        from ..data.datasets import DATASETS
+        from ..device import set_threads
+        from ..run import Run
+
+        started = time.perf_counter()
+        set_threads(self.options.threads)
+        run = Run.open(self.options.run, device=self.options.device)
+        predictor = run.predictor(self.options.backend)
+        try:
+            self.detector: Any = run.ood_detector(backend=self.options.backend)
+        except LenetError as e:
+            self.detector = False
+            print(f"lenet serve: note: no out-of-distribution check ({e})", file=sys.stderr)
+        spec = DATASETS.get(run.checkpoint()["dataset"])
+        self.decoder = Decoder(run.model.config.input_size, spec.object_fill if spec else 1.0,
+                               self.limits.max_pixels)
+        self.run, self.classes = run, run.classes
+        self.info = self._describe(run, predictor)
+        self.palette = _magma()
+        self.batcher = MicroBatcher(self._classify, max_batch=self.options.max_batch_size,
+                                    max_wait=self.limits.max_wait,
+                                    max_queue=self.limits.max_queue,
+                                    on_batch=self.metrics.model_call)
+        size = run.model.config.input_size
+        for n in (1, 2, 8, 64, 256):  # every code path once: kernels built, caches filled
+            self._classify(np.zeros((n, *size), np.uint8))
+        self._activations(np.zeros(size, np.uint8), values=False)
+        self.metrics.describe_model({k: self.info[k] for k in (
+            "model", "backend", "dataset", "checkpoint_sha256")})
+        self.metrics.ready.set(1)
+        self.ready.set()
+        print(f"lenet serve: {run.path} ready in {time.perf_counter() - started:.1f} s "
+              f"({self.info['model']}, {predictor.backend} backend)", file=sys.stderr)
+
+    def _describe(self, run: Any, predictor: Any) -> dict[str, Any]:
+        file = Path(run.dir.checkpoint)
+        history = run.history
+        return {
+            "model": run.config.model, "recipe": run.config.recipe,
+            "parameters": sum(p.numel() for p in run.model.parameters()),
+            "input_size": list(run.model.config.input_size), "dataset": run.checkpoint()["dataset"],
+            "classes": run.classes, "epochs": len(history),
+            "test_accuracy": float(history[-1]["test_acc"]) if history else None,
+            "checkpoint": file.name,
+            "checkpoint_sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+            "backend": predictor.backend, "device": str(predictor.device),
+            "ood": ({"detector": self.detector.name, "threshold": self.detector.threshold,
+                     "tpr": self.detector.tpr} if self.detector else None),
+            "limits": self.limits.describe(),
+        }
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self._maps.shutdown(wait=False)
+
+    # --- answers --------------------------------------------------------------------------
+
+    def check_ready(self) -> None:
+        if not self.ready.is_set():
+            raise ApiError(503, "not_ready", self.failure or "the model is still loading")
+
+    def _classify(self, images: np.ndarray) -> list[Any]:
+        """Every class ranked (requests cut their own top k), with the OOD verdict."""
+        return self.run.classify(images, top_k=len(self.classes), ood=self.detector,
+                                 backend=self.options.backend)
+
+    async def classify_one(self, pixels: np.ndarray) -> Any:
+        return await self.batcher.submit(pixels)
+
+    async def classify_many(self, images: np.ndarray, classify: Any = None) -> list[Any]:
+        """A whole batch in one model call (by `classify`, default `_classify`)."""
+        return list(await self.batcher.run(images, classify))
+
+    async def activations(self, pixels: np.ndarray, values: bool) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._maps, self._activations, pixels, values)
+
+    def _activations(self, pixels: np.ndarray, values: bool) -> dict[str, Any]:
+        acts = self.run.activations(pixels[None])
+        layers = {}
+        for name, output in acts.layers.items():
+            maps = output[0].numpy()  # (C, H, W)
+            low, high = float(maps.min()), float(maps.max())
+            scaled = np.round((maps - low) / ((high - low) or 1.0) * 255).astype(np.uint8)
+            layers[name] = {
+                "channels": maps.shape[0], "height": maps.shape[1], "width": maps.shape[2],
+                "min": low, "max": high,  # one colour scale for the layer's maps
+                "png": [png_base64(m, self.palette) for m in scaled],
+                **({"values": np.round(maps, 5).tolist()} if values else {})}
+        probabilities = acts.probabilities[0].tolist()
+        return {"layers": layers, "probabilities": dict(zip(self.classes, probabilities,
+                                                            strict=True))}
+
+    async def sample(self, split: str, index: int | None) -> dict[str, Any]:
+        """One image of the run's dataset (the page's "random test image")."""
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, self._dataset_split, split)
+        if index is None:
+            index = int(np.random.default_rng().integers(len(data.labels)))
+        elif not 0 <= index < len(data.labels):
+            raise ApiError(400, "bad_request", f"index {index}: the {split} split has "
+                                               f"{len(data.labels):,} images")
+        label = int(data.labels[index])
+        return {"split": split, "index": index, "label": self.classes[label],
+                "label_index": label, "png": png_base64(data.images[index])}
+
+    def _dataset_split(self, split: str) -> Any:
+        with self._data_lock:
+            try:
+                return getattr(self.run.dataset, split)
+            except LenetError as e:
+                raise ApiError(404, "no_dataset", f"the run's dataset is not available to "
+                                                  f"this server: {e}") from None
+
+
+def png_base64(pixels: np.ndarray, palette: bytes | None = None) -> str:
+    """A (H, W) uint8 array as a base64 PNG, grayscale or through a 256-colour palette."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    if palette is not None:
+        image.putpalette(palette)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _magma() -> bytes:
+    """matplotlib's magma as a 256-entry RGB palette (activation maps, as `lenet
+    activations` draws them)."""
+    from matplotlib import colormaps
+
+    rgb = colormaps["magma"](np.arange(256))[:, :3]
+    return bytes(np.round(rgb * 255).astype(np.uint8).ravel())
