@@ -62,7 +62,7 @@ def test_a_custom_sink_sees_every_phase_and_a_rank_filter_is_one_wrapper(synthet
 def test_only_the_sinks_given_write(synthetic, tmp_path):
     run = lenet.Run.create(config(tmp_path, name="bare", epochs=1))
     run.fit(sinks=[CheckpointSink(run.dir)])
-    assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.pt"]
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", "checkpoint.pt"]  # + the lock
 
 
 @pytest.mark.slow

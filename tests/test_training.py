@@ -78,8 +78,8 @@ def test_run_writes_a_complete_record(synthetic, tmp_path):
     run = result.run_dir
     assert result.completed and run == tmp_path / "runs" / "a"
     assert {p.name for p in run.iterdir()} == {
-        "config.json", "metrics.csv", "curves.png", "checkpoint.pt", "results.json",
-        "ood-detectors.json", "ood-detectors.npz"}
+        "config.json", "metrics.csv", "curves.png", "checkpoint.pt", "checkpoint.prev.pt",
+        "results.json", "ood-detectors.json", "ood-detectors.npz", ".lock"}
     record = json.loads((run / "config.json").read_text())
     assert record["train"]["seed"] == 3 and record["model"]["activation"] == "relu"
     assert record["environment"]["torch"] == torch.__version__

@@ -6,22 +6,37 @@ configuration, its weights, the optimizer and scheduler states, how far
 training got (completed epochs, steps into the next one, that epoch's running
 sums), the metrics history and the RNG states. Writes are atomic: a crash while
 saving leaves the previous checkpoint intact.
+
+Integrity: every checkpoint carries the SHA-256 of its content (`digest`: every
+tensor's dtype, shape and bytes, every other value), checked on load, so a
+truncated or bit-flipped file is refused with a message naming it. The last
+two good checkpoints are kept (`checkpoint.pt`, `checkpoint.prev.pt`), and
+`load_latest` falls back to the previous one when the newest is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_path
+from .atomic import write_bytes
 from .errors import LenetError
 from .models import LeNet, ModelConfig
 
 FORMAT = "lenet-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: with a checksum; version 1 files (none) still load
 FILENAME = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the good checkpoint before the newest
+CHECKSUM = "sha256"
+
+
+class CorruptCheckpoint(LenetError):
+    """A checkpoint file that cannot be read, or whose content fails its checksum."""
 
 
 def capture_rng() -> dict[str, Any]:
@@ -38,12 +53,58 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write `payload` (a dict of plain values and tensors) to `path`."""
+def digest(payload: Any) -> str:
+    """SHA-256 of a checkpoint's content, its checksum entry aside: tensors by dtype, shape
+    and bytes, dicts by sorted keys, other values by their repr."""
+    h = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{value.dtype}{tuple(value.shape)}:".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            keys = sorted((k for k in value if value is not payload or k != CHECKSUM), key=repr)
+            h.update(f"D{len(keys)}:".encode())
+            for key in keys:
+                h.update(repr(key).encode())
+                walk(value[key])
+        elif isinstance(value, list | tuple):
+            h.update(f"L{len(value)}:".encode())
+            for item in value:
+                walk(item)
+        else:
+            h.update(f"V{value!r};".encode())
+
+    walk(payload)
+    return h.hexdigest()
+
+
+def previous(path: str | Path) -> Path:
+    """Where the good checkpoint before `path`'s is kept."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+    return path.with_name(PREVIOUS) if path.name == FILENAME else path.with_suffix(".prev.pt")
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically write `payload` (a dict of plain values and tensors) to `path`, with its
+    checksum; the file it replaces becomes `previous(path)` if it is a good one."""
+    path = Path(path)
+    content = {"format": FORMAT, "version": VERSION, **payload}
+    content[CHECKSUM] = digest(content)
+    buffer = io.BytesIO()  # whole in memory first: a full disk is then an OSError of ours
+    torch.save(content, buffer)
+    keep = previous(path) if _is_good(path) else None  # never a bad file over a good one
+    write_bytes(path, buffer.getvalue(), keep_previous=keep)
     return path
+
+
+def _is_good(path: Path) -> bool:
+    try:
+        load(path)
+    except LenetError:
+        return False
+    return True
 
 
 def resolve(path: str | Path) -> Path:
@@ -58,19 +119,58 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         raise LenetError(f"{path}: no checkpoint there")
     try:
+        # weights_only: tensors and plain values, never pickled code from someone else's file
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for bad files
-        raise LenetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+        raise CorruptCheckpoint(f"{path}: not a readable checkpoint, truncated or corrupt "
+                                f"({type(e).__name__}: {_first_line(e)})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise LenetError(f"{path}: not a lenet checkpoint")
-    if payload.get("version", 0) > VERSION:
-        raise LenetError(f"{path}: written by a newer lenet (format {payload['version']})")
+    version = payload.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise LenetError(f"{path}: written by a newer lenet (format {version!r})")
+    if version >= 2 and payload.get(CHECKSUM) != digest(payload):
+        raise CorruptCheckpoint(f"{path}: corrupt checkpoint: its content does not match its "
+                                "checksum")
+    for key, kind in (("model_config", dict), ("model_state", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise LenetError(f"{path}: not a lenet checkpoint (no {key})")
     return payload
 
 
+def load_latest(path: str | Path, note: Callable[[str], None],
+                map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+    """(file, content) of the newest good checkpoint of a run: `path`'s, or, when that one is
+    refused as corrupt, the previous one (saying so through `note`)."""
+    path = resolve(path)
+    try:
+        return path, load(path, map_location)
+    except CorruptCheckpoint as e:
+        older = previous(path)
+        if not older.is_file():
+            raise
+        try:
+            payload = load(older, map_location)
+        except LenetError as e2:
+            raise CorruptCheckpoint(f"{e}; the previous one is refused too: {e2}") from e
+        note(f"{e}; using the previous good checkpoint {older} (after epoch "
+             f"{payload.get('epoch')})")
+        return older, payload
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
 def model_from_payload(payload: dict[str, Any], device: str | torch.device = "cpu") -> LeNet:
-    model = LeNet(ModelConfig.from_dict(payload["model_config"]))
-    model.load_state_dict(payload["model_state"])
+    config = ModelConfig.from_dict(payload["model_config"])
+    model = LeNet(config)
+    try:
+        model.load_state_dict(payload["model_state"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise LenetError(f"the checkpoint's weights do not fit its model {config} "
+                         f"({_first_line(e)})") from e
     return model.to(device).eval()
 
 

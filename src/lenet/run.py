@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, fitting
+from . import checkpoint, distributed, fitting
 from .activations import LAYERS, capture
 from .config import TrainConfig
 from .console import Console
@@ -85,16 +85,25 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.config.model!r})"
 
     @classmethod
-    def create(cls, config: TrainConfig) -> Run:
-        """A new, empty run directory for `config` (OUT_DIR/NAME)."""
-        return cls(RunDir.create(config.out_dir, config.name, default_stem=config.model), config)
+    def create(cls, config: TrainConfig, *, lock: bool = True) -> Run:
+        """A new, empty run directory for `config` (OUT_DIR/NAME), locked for this process
+        until `fit` ends (`lock=False` in the processes that do not write it)."""
+        made: list[RunDir] = []
+
+        def make() -> Path:
+            made.append(RunDir.create(config.out_dir, config.name, default_stem=config.model,
+                                      lock=lock))
+            return made[0].path
+
+        path = distributed.world().from_main(make)  # under torchrun rank 0 makes it
+        return cls(made[0] if made else RunDir(path), config)
 
     @classmethod
     def open(cls, path: str | Path, **overrides: Any) -> Run:
         """A recorded run: its directory or checkpoint file. `overrides` change where it runs
         (device, threads, data_dir) or, to train on, epochs; nothing else."""
-        file = checkpoint.resolve(path)
-        payload = checkpoint.load(file)
+        # a corrupt newest checkpoint: the previous good one, said in a note
+        file, payload = checkpoint.load_latest(path, _note)
         saved = TrainConfig.from_dict(payload["train_config"])
         config = saved.replace(**fitting.check_resumable(saved, overrides))
         return cls(RunDir(file.parent), config, payload)
@@ -106,20 +115,26 @@ class Run:
         return default_sinks(self.dir, self.config, console or Console())
 
     def fit(self, *, console: Console | None = None, stop: StopRequest | None = None,
-            sinks: Sequence[Sink] | None = None, background_imports: bool = True) -> RunResult:
+            sinks: Sequence[Sink] | None = None, background_imports: bool = True,
+            lock: bool = True) -> RunResult:
         """Train to `config.epochs`, from the start or from the checkpoint.
 
         `sinks` default to `default_sinks(console)`; `stop` is asked after each step
         (Ctrl-C sets it). `background_imports` imports matplotlib and torch._dynamo on a
-        daemon thread during set-up, so they are ready when needed (fitting.py)."""
+        daemon thread during set-up, so they are ready when needed (fitting.py). `lock`
+        takes the run's lock (lenet/lock.py) for the process that writes its files; pass
+        False in the others when several train one run."""
         payload = self._payload
         if payload is not None and payload["epoch"] >= self.config.epochs:
             raise ConfigError(f"{self.path} already finished {payload['epoch']} of "
                               f"{self.config.epochs} epochs; pass a larger --epochs to train on")
         sinks = self.default_sinks(console) if sinks is None else list(sinks)
+        if lock and distributed.world().main:
+            self.dir.lock.acquire()  # one writer per run (lenet/lock.py); Run.create took it
         try:
             return fitting.fit(self.dir, self.config, payload, sinks, stop, background_imports)
         finally:  # the checkpoint on disk is newer now: read it again when next needed
+            self.dir.lock.release()
             self._payload, self._model = None, None
             self._predictors.clear()
             self._ood_checks.clear()

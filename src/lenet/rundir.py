@@ -6,6 +6,7 @@
       curves.png     the book's figure (train loss, train acc, test acc)
       checkpoint.pt  weights and training state, rewritten after each epoch
       results.json   final figures, written when the run ends
+      .lock          held (flock) by the process writing the run (lenet/lock.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from . import __version__
 from .atomic import write_text
 from .checkpoint import FILENAME as CHECKPOINT
 from .errors import ConfigError
+from .lock import RunLock
+from .names import check_name
 
 
 def cpu_model() -> str:
@@ -58,11 +61,17 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock = RunLock(self.path)  # the writer holds it: RunDir.create, Run.fit
 
     @classmethod
-    def create(cls, out_dir: str | Path, name: str | None, *, default_stem: str) -> RunDir:
-        """A new run directory; a default name is made unique with a timestamp."""
+    def create(cls, out_dir: str | Path, name: str | None, *, default_stem: str,
+               lock: bool = True) -> RunDir:
+        """A new run directory; a default name is made unique with a timestamp. With `lock`
+        (the process that writes the run: rank 0 of several) its lock is taken first, so
+        that of two runs started at once with one name, one is refused."""
         out_dir = Path(out_dir)
+        if name is not None:
+            check_name(name, "run name (--name)")
         if name is None:
             stem = f"{default_stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             name, n = stem, 1
@@ -80,7 +89,15 @@ class RunDir:
             probe.unlink()
         except OSError as e:
             raise ConfigError(f"cannot write the run directory {path}: {e.strerror or e}") from e
-        return cls(path)
+        run_dir = cls(path)
+        if lock:
+            run_dir.lock.acquire()
+            # checked again under the lock: another process may have started it meanwhile
+            if (path / CHECKPOINT).exists() or (path / cls.CONFIG).exists():
+                run_dir.lock.release()
+                raise ConfigError(f"{path} already holds a run: continue it with --resume "
+                                  f"{path}, or choose another --name")
+        return run_dir
 
     def file(self, name: str) -> Path:
         return self.path / name
