@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
@@ -21,8 +22,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from .decoding import ModelInput, body_kind
+from . import queries as q
+from .decoding import PREPARE, ModelInput, body_kind
 from .limits import ApiError, bad_request, too_large
+from .queries import documented
 from .service import Service, png_base64
 
 STATIC = Path(__file__).parent / "static"
@@ -39,8 +42,7 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {
     "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
-Input = Literal["png", "list", "none"]
-Prepare = Literal["auto", "full", "none"]
+INPUT = ("png", "list", "none")
 
 
 def json_response(content: Any, status: int = 200) -> Response:
@@ -122,8 +124,10 @@ def create_app(service: Service) -> FastAPI:
             raise ApiError(503, "timeout", f"no answer within {limits.timeout:g} s; the "
                                            "server is overloaded") from None
 
-    async def one_image(request: Request, prepare: str, invert: bool | None) -> ModelInput:
+    async def one_image(request: Request) -> ModelInput:
         service.check_ready()
+        prepare = q.choice(request.query_params, "prepare", PREPARE)
+        invert = q.flag(request.query_params, "invert", None)
         if body_kind(request.headers.get("content-type")) == "multipart":
             found = await files(request, 1)
             if not found:
@@ -156,20 +160,24 @@ def create_app(service: Service) -> FastAPI:
         return service.run.classify(images, top_k=len(service.classes), ood=False,
                                     backend=service.options.backend)
 
-    @app.post("/v1/predict", openapi_extra=IMAGE_BODY, summary="Classify one image")
-    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000),
-                      input: Input = "png", prepare: Prepare = "auto",
-                      invert: bool | None = None, ood: bool = True) -> Response:
+    @app.post("/v1/predict", summary="Classify one image", openapi_extra={
+        **IMAGE_BODY, "parameters": documented(
+            top_k=q.TOP_K, input=("string", "png", "the 28x28 input the model saw: png "
+                                  "(base64), list (rows of 0-255) or none"),
+            prepare=q.PREPARE, invert=q.INVERT, ood=q.OOD)})
+    async def predict(request: Request) -> Response:
         """One image (PNG, JPEG, GIF, BMP, WebP, PGM, NPY, IDX) as the raw body or the
         multipart field `file`. Returns the top classes, the out-of-distribution verdict,
-        the 28x28 input the model saw (`input`: png, list or none) and the server's
-        latency."""
+        the 28x28 input the model saw and the server's latency."""
         started = time.perf_counter()
+        query = request.query_params
+        top_k, form = q.number(query, "top_k", 5, 1, 1000), q.choice(query, "input", INPUT)
+        ood = q.flag(query, "ood", True)
         batcher = service.batcher
         if batcher is not None:
             batcher.arriving += 1
         try:
-            image = await one_image(request, prepare, invert)
+            image = await one_image(request)
         finally:
             if batcher is not None:
                 batcher.arriving -= 1
@@ -177,43 +185,51 @@ def create_app(service: Service) -> FastAPI:
             p = await answer(service.classify_one(image.pixels))
         else:
             p = (await answer(service.classify_many(image.pixels[None], no_ood)))[0]
-        return json_response({**result(p, top_k), "input": model_input(image, input),
+        return json_response({**result(p, top_k), "input": model_input(image, form),
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 
-    @app.post("/v1/predict/batch", openapi_extra=BATCH_BODY, summary="Classify many images")
-    async def predict_batch(request: Request, top_k: int = Query(5, ge=1, le=1000),
-                            input: Input = "none", prepare: Prepare = "auto",
-                            invert: bool | None = None, ood: bool = True) -> Response:
+    @app.post("/v1/predict/batch", summary="Classify many images", openapi_extra={
+        **BATCH_BODY, "parameters": documented(
+            top_k=q.TOP_K, input=("string", "none", "each input as the model saw it: none, "
+                                  "png or list"),
+            prepare=q.PREPARE, invert=q.INVERT, ood=q.OOD)})
+    async def predict_batch(request: Request) -> Response:
         """An NPY or IDX array (N, 28, 28) as the raw body, or pictures as multipart files
         (any field name); one result per image, in order."""
         started = time.perf_counter()
+        query = request.query_params
+        top_k, form = q.number(query, "top_k", 5, 1, 1000), q.choice(query, "input",
+                                                                      ("none", "png", "list"))
+        ood = q.flag(query, "ood", True)
         service.check_ready()
         if body_kind(request.headers.get("content-type")) == "multipart":
+            prepare, invert = q.choice(query, "prepare", PREPARE), q.flag(query, "invert", None)
             inputs = [decode(data, prepare, invert, name)
                       for name, data in await files(request, limits.max_batch)]
             if not inputs:
                 raise bad_request("the multipart body has no files")
-            import numpy as np
-
             images = np.stack([i.pixels for i in inputs])
         else:
             images = service.decoder.many(await body(request), limits.max_batch)
             inputs = None
         predictions = await answer(service.classify_many(images, None if ood else no_ood))
         results = [result(p, top_k) for p in predictions]
-        if input != "none":
+        if form != "none":
             for k, r in enumerate(results):
-                r["input"] = model_input(inputs[k] if inputs else ModelInput(images[k]), input)
+                r["input"] = model_input(inputs[k] if inputs else ModelInput(images[k]), form)
         return json_response({"count": len(results), "results": results,
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 
-    @app.post("/v1/activations", openapi_extra=IMAGE_BODY, summary="Feature maps of one image")
-    async def activations(request: Request, values: bool = False, prepare: Prepare = "auto",
-                          invert: bool | None = None) -> Response:
+    @app.post("/v1/activations", summary="Feature maps of one image", openapi_extra={
+        **IMAGE_BODY, "parameters": documented(
+            values=("boolean", False, "add the maps' values (C x H x W numbers per layer)"),
+            prepare=q.PREPARE, invert=q.INVERT)})
+    async def activations(request: Request) -> Response:
         """The layer-1 and layer-2 feature maps (after the activation) as base64 PNGs, one
         colour scale per layer; `values=true` adds the numbers."""
         started = time.perf_counter()
-        image = await one_image(request, prepare, invert)
+        values = bool(q.flag(request.query_params, "values", False))
+        image = await one_image(request)
         maps = await answer(service.activations(image.pixels, values))
         return json_response({**maps, "input": model_input(image, "png"),
                               "latency_ms": (time.perf_counter() - started) * 1e3})

@@ -29,9 +29,10 @@ Classify = Callable[[np.ndarray], Sequence[Any]]  # (N, H, W) uint8 -> N results
 
 class MicroBatcher:
     def __init__(self, classify: Classify, *, max_batch: int = 256, max_wait: float = 0.002,
-                 max_queue: int = 8192, on_batch: Callable[[int], None] | None = None) -> None:
+                 max_queue: int = 8192, on_batch: Callable[[int], None] | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.classify, self.max_batch, self.max_wait = classify, max_batch, max_wait
-        self.max_queue, self.on_batch = max_queue, on_batch
+        self.max_queue, self.on_batch, self.on_start = max_queue, on_batch, on_start
         self.arriving = 0  # requests reading or decoding their bodies (event loop only)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
@@ -67,6 +68,8 @@ class MicroBatcher:
     # --- the worker thread ----------------------------------------------------------------
 
     def _work(self) -> None:
+        if self.on_start is not None:  # per-thread settings: PyTorch's OpenMP threads
+            self.on_start()
         held = None  # a batch or the stop signal met while filling a micro-batch: next
         while True:
             item, held = (held, None) if held is not None else (self._queue.get(), None)

@@ -45,10 +45,17 @@ class Service:
         self.failure: str | None = None
         self.run: Any = None
         self.batcher: MicroBatcher | None = None
-        self._maps = ThreadPoolExecutor(1, thread_name_prefix="lenet-activations")
+        # OpenMP's thread count is a per-thread setting: each model thread sets its own.
+        self._maps = ThreadPoolExecutor(1, thread_name_prefix="lenet-activations",
+                                        initializer=self._threads)
         self._data_lock = threading.Lock()
 
     # --- start-up (a thread of its own: /healthz answers meanwhile) -----------------------
+
+    def _threads(self) -> None:
+        from ..device import set_threads
+
+        set_threads(self.options.threads)
 
     def load(self) -> None:
         try:
@@ -62,11 +69,11 @@ class Service:
 
     def _load(self) -> None:
         from ..data.datasets import DATASETS
-        from ..device import set_threads
         from ..run import Run
 
         started = time.perf_counter()
-        set_threads(self.options.threads)
+        self._threads()
+        _one_blas_thread()
         run = Run.open(self.options.run, device=self.options.device)
         predictor = run.predictor(self.options.backend)
         try:
@@ -83,7 +90,8 @@ class Service:
         self.batcher = MicroBatcher(self._classify, max_batch=self.options.max_batch_size,
                                     max_wait=self.limits.max_wait,
                                     max_queue=self.limits.max_queue,
-                                    on_batch=self.metrics.model_call)
+                                    on_batch=self.metrics.model_call,
+                                    on_start=self._threads)
         size = run.model.config.input_size
         for n in (1, 2, 8, 64, 256):  # every code path once: kernels built, caches filled
             self._classify(np.zeros((n, *size), np.uint8))
@@ -175,6 +183,16 @@ class Service:
             except LenetError as e:
                 raise ApiError(404, "no_dataset", f"the run's dataset is not available to "
                                                   f"this server: {e}") from None
+
+
+def _one_blas_thread() -> None:
+    """numpy's OpenBLAS threads (the OOD detectors' matrix products) spin between calls,
+    taking the core the event loop needs; one thread is faster for batches this small."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # the serve extra installs it; without it, only slower
+        return
+    threadpool_limits(1, user_api="blas")
 
 
 def png_base64(pixels: np.ndarray, palette: bytes | None = None) -> str:
