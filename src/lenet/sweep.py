@@ -172,6 +172,19 @@ def execute(run: PlannedRun, stop: Any = None) -> str:
     return "done" if result.completed else "interrupted"
 
 
+FAILED = "failed.txt"  # in a run directory: why its last attempt failed
+
+
+def record_result(run: PlannedRun, result: str) -> None:
+    """A failed run's error in RUN/failed.txt (the next attempt clears it)."""
+    file = Path(run.config.out_dir) / run.name / FAILED
+    if result.startswith("failed"):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_text(file, result.removeprefix("failed: ") + "\n")
+    else:
+        file.unlink(missing_ok=True)
+
+
 def _worker_init(threads: int) -> None:
     # Ctrl-C reaches every process of the terminal: an idle worker ignores it, a
     # training one saves and stops (its runner installs its own handler).
@@ -190,10 +203,13 @@ def default_workers(pending: int) -> int:
 
 
 def run_sweep(path: str | Path, *, workers: int | None = None,
-              say: Callable[[str], None] = print, stop: Any = None) -> list[RunSummary]:
+              say: Callable[[str], None] = print, stop: Any = None,
+              ray: str | None = None) -> list[RunSummary]:
     """Run every unfinished run of a sweep file, then compare them all.
 
-    `workers=0` runs in this process, one after another (`stop` then applies).
+    `workers=0` runs in this process, one after another (`stop` then applies). `ray`
+    runs them as Ray tasks instead (lenet/sweep_ray.py): on the cluster at that address,
+    "auto", or "local" for a Ray started here.
     """
     name, out, runs = load_spec(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +225,10 @@ def run_sweep(path: str | Path, *, workers: int | None = None,
             if result != "done":
                 interrupted = True
                 break
+    elif pending and ray is not None:
+        from .sweep_ray import run_on_ray  # Ray: an optional extra
+
+        interrupted = run_on_ray(pending, ray, Path(path), out / STOP_MARKER, say)
     elif pending:
         workers = workers or default_workers(len(pending))
         threads = max(1, available_cpus() // workers)
@@ -259,6 +279,7 @@ def _run_pool(pending: list[PlannedRun], workers: int, threads: int, stop_marker
                         result = f"failed: {type(e).__name__}: {e}"
                     if result != "done":
                         interrupted = interrupted or result == "interrupted"
+                    record_result(run, result)
                     say(f"[{done_count}/{len(pending)}] {run.name}: {result}")
         finally:
             signal.signal(signal.SIGINT, previous)

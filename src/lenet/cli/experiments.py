@@ -18,6 +18,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=non_negative_int, default=None,
                    help="worker processes [as many as cores and memory allow]; 0 runs "
                         "in this process")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each run as a Ray task instead of in worker processes: on the "
+                        "cluster at ADDRESS (host:port, ray://host:port, or auto for the one "
+                        "`ray start` runs here), or, without ADDRESS, on a Ray started here "
+                        "for the sweep; CPUs/GPUs per run from the file's [resources] "
+                        "(needs pip install 'lenet[ray]')")
     p.set_defaults(handler=run_sweep)
 
     p = commands.add_parser("compare", help="a comparison table and overlaid learning curves")
@@ -47,7 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_sweep(args: argparse.Namespace) -> int:
     from ..sweep import run_sweep as sweep
 
-    sweep(args.spec, workers=args.workers)
+    sweep(args.spec, workers=args.workers, ray=args.ray)
     return 0
 
 
