@@ -16,9 +16,10 @@ ROOMS = [
     ("base", {"lenet", "errors", "atomic", "tables", "lock", "names"}),
     ("data", {"data"}),
     ("models", {"models", "model_settings", "summary", "diagram", "device", "native"}),
-    ("training", {"config", "optim", "training", "checkpoint", "console", "plots"}),
+    ("training", {"config", "optim", "training", "checkpoint", "console", "plots",
+                  "distributed"}),
     ("run record", {"rundir", "sinks", "fitting", "run", "runner", "inference", "evaluation",
-                    "activations", "export", "ood", "compare", "sweep"}),
+                    "activations", "export", "ood", "compare", "sweep", "sweep_ray"}),
     ("applications", {"bench", "d2l", "cli", "serve", "__main__"}),
 ]
 
