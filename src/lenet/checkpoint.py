@@ -129,7 +129,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     version = payload.get("version", 0)
     if not isinstance(version, int) or version > VERSION:
         raise LenetError(f"{path}: written by a newer lenet (format {version!r})")
-    if version >= 2 and payload.get(CHECKSUM) != digest(payload):
+    # Version 1 files have no checksum; any file that has one is checked.
+    if (version >= 2 or CHECKSUM in payload) and payload.get(CHECKSUM) != digest(payload):
         raise CorruptCheckpoint(f"{path}: corrupt checkpoint: its content does not match its "
                                 "checksum")
     for key, kind in (("model_config", dict), ("model_state", dict)):

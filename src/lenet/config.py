@@ -11,12 +11,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from .data.datasets import DATASETS, evaluation_split
 from .errors import ConfigError
 from .model_settings import ModelSettings
 from .models import MODELS, ModelConfig, resolve_model_config
+from .names import check_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "one-cycle")
@@ -115,8 +116,11 @@ class TrainConfig:
         for f in fields(self):
             if getattr(self, f.name) is FROM_RECIPE:
                 object.__setattr__(self, f.name, recipe.get(f.name, f.metadata["book"]))
+        _check_types(self)
         settings = self.model_settings
         if not isinstance(settings, ModelSettings):
+            if not isinstance(settings, Mapping):
+                raise ConfigError(f"model settings must be a mapping, got {settings!r:.60}")
             settings = ModelSettings.from_dict(settings)
         base = recipe.get("model_settings", UNCHANGED)
         object.__setattr__(self, "model_settings", base.updated(settings))
@@ -156,6 +160,8 @@ class TrainConfig:
         need(self.ood_holdout >= 0, f"--ood-holdout must be >= 0, got {self.ood_holdout}")
         need(self.threads is None or self.threads >= 1,
              f"--threads must be >= 1, got {self.threads}")
+        if self.name is not None:
+            check_name(self.name, "run name (--name)")
 
     @classmethod
     def from_recipe(cls, recipe: str = "book", **options: Any) -> TrainConfig:
@@ -187,3 +193,27 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Each option of the type its field says (values from TOML or JSON may be anything);
+    an int is a float here, a bool is not an int."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        kinds = tuple(k for k in get_args(hint) or (hint,) if k is not type(None))
+        if (value is None and type(None) in get_args(hint)) or f.name == "model_settings":
+            continue
+        if float in kinds:
+            kinds = (float, int)
+        if get_origin(kinds[0]) is tuple:  # resize: (H, W) whole numbers
+            ok = isinstance(value, tuple) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value)
+        else:
+            ok = isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+        if not ok:
+            words = " or ".join(_TYPE_WORDS.get(k, "two whole numbers (H, W)") for k in kinds)
+            raise ConfigError(f"option {f.name} must be {words}, got {value!r:.60}")
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}

@@ -24,6 +24,7 @@ default, as many as the cores and memory allow.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import re
@@ -52,6 +53,7 @@ from .config import TrainConfig
 from .device import available_cpus
 from .errors import ConfigError, LenetError
 from .model_settings import ModelSettings
+from .names import check_name
 from .rundir import RunDir
 
 MEMORY_PER_WORKER = 1.2e9  # bytes: torch, a dataset copy and a LeNet, with margin
@@ -98,33 +100,58 @@ def _run_name(varying: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9=.,+-]+", "_", "_".join(parts)) or "run"
 
 
+MAX_RUNS = 10_000  # grid combinations: more is a mistake (and a list too large to build)
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: Any) -> Any:
+    """`table[key]` (or `default`), refused unless of `kind` (a bool is no int here)."""
+    value = table.get(key, default)
+    if value is not default and (not isinstance(value, kind) or (
+            kind is int and isinstance(value, bool))):
+        what = {str: "text", int: "a whole number", dict: "a table", list: "a list"}[kind]
+        raise ConfigError(f"{where}: {key} must be {what}, got {value!r:.60}")
+    return value
+
+
 def load_spec(path: str | Path) -> tuple[str, Path, list[PlannedRun]]:
     """(sweep name, sweep directory, planned runs) from a sweep file."""
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text())
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the sweep file ({e.strerror or e})") from e
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from e
-    name = spec.get("name", path.stem)
-    out = Path(spec.get("out_dir", "runs/sweeps")) / name
-    base = _options(spec.get("base", {}), f"{path} [base]")
-    grid = spec.get("grid", {})
+    name = check_name(_typed(spec, "name", str, path.stem, path), f"{path}: the sweep name")
+    out = Path(_typed(spec, "out_dir", str, "runs/sweeps", path)) / name
+    base = _options(_typed(spec, "base", dict, {}, path), f"{path} [base]")
+    grid = _typed(spec, "grid", dict, {}, path)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path} [grid]: {key} must be a non-empty list of values")
+    if math.prod(len(v) for v in grid.values()) > MAX_RUNS:
+        raise ConfigError(f"{path} [grid]: more than {MAX_RUNS:,} combinations; sample them "
+                          "with [random]")
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     if "random" in spec:
-        rng = random.Random(spec["random"].get("seed", 0))
-        points = rng.sample(points, min(int(spec["random"]["samples"]), len(points)))
+        sampling = _typed(spec, "random", dict, {}, path)
+        samples, seed = (_typed(sampling, k, int, d, f"{path} [random]")
+                         for k, d in (("samples", None), ("seed", 0)))
+        if samples is None or samples < 1:
+            raise ConfigError(f"{path} [random]: samples must be a whole number >= 1")
+        points = random.Random(seed).sample(points, min(samples, len(points)))
     planned = []
     for point in points if grid else []:
         options = _merge(base, _options(point, f"{path} [grid]"))
         planned.append((_run_name({k: v for k, v in point.items() if len(grid[k]) > 1}), options))
-    for i, extra in enumerate(spec.get("runs", [])):
+    extras = _typed(spec, "runs", list, [], path)
+    if not all(isinstance(extra, dict) for extra in extras):
+        raise ConfigError(f"{path}: runs must be tables: [[runs]]")
+    for i, extra in enumerate(extras):
         extra = dict(extra)
-        run_name = extra.pop("name", f"run{i + 1}")
+        run_name = check_name(_typed(extra, "name", str, f"run{i + 1}", f"{path} [[runs]]"),
+                              f"{path} [[runs]] name")
+        extra.pop("name", None)
         planned.append((run_name, _merge(base, _options(extra, f"{path} [[runs]] {run_name}"))))
     if not planned:
         raise ConfigError(f"{path}: no runs: give a [grid] or [[runs]]")

@@ -99,7 +99,8 @@ def header(data: bytes, source: str | Path = "<bytes>") -> tuple[np.dtype, tuple
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[type_code]
     expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-    if expected > MAX_DATA_BYTES:
+    # (0, 2**32, 2**32) holds nothing, yet no array has that shape: the sizes bound too
+    if math.prod(max(d, 1) for d in shape) * dtype.itemsize > MAX_DATA_BYTES:
         raise DataError(f"{source}: header says {shape} ({expected:,} bytes of data), more "
                         f"than the {MAX_DATA_BYTES:,} bytes lenet reads from an IDX file")
     return dtype, shape, header_size, expected

@@ -11,6 +11,7 @@ clear line.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import LenetError
 
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs, accidental scans)
+MAX_SIDE = 4096  # the padded square's side at most (64 MB of float32)
 
 
 class ImageError(LenetError):
@@ -83,19 +85,24 @@ def _decode(file: Path | io.BytesIO, source: str,
         except UnidentifiedImageError:
             raise NotAnImage(f"{source}: not an image Pillow can read") from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            size = _pixel_count(file) if isinstance(file, Path) else "over Pillow's limit"
-            raise ImageTooLarge(f"{source}: image too large ({size}; {limit})") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(f"{source}: truncated or corrupt image data ({e})") from None
+            raise ImageTooLarge(f"{source}: image too large ({_pixel_count(file)}; "
+                                f"{limit})") from None
+        except ImageError:
+            raise
+        except Exception as e:  # Pillow's decoders raise many types for broken files
+            raise ImageError(f"{source}: truncated or corrupt image data "
+                             f"({type(e).__name__}: {e})") from None
     return image, notes
 
 
-def _pixel_count(path: Path) -> str:
+def _pixel_count(file: Path | io.BytesIO) -> str:
+    if isinstance(file, io.BytesIO):
+        file.seek(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Image.MAX_IMAGE_PIXELS, limit = None, Image.MAX_IMAGE_PIXELS
         try:
-            with Image.open(path) as image:  # reads the header only
+            with Image.open(file) as image:  # reads the header only
                 w, h = image.size
         finally:
             Image.MAX_IMAGE_PIXELS = limit
@@ -103,13 +110,27 @@ def _pixel_count(path: Path) -> str:
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
-    """(H, W) float32 in [0, 1]; transparent areas become white."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    image = ImageOps.exif_transpose(image)  # photos taken sideways
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    """(H, W) float32 in [0, 1]; transparent areas become white; 16-bit and float images
+    scaled from their own range (Pillow's "L" would clip them)."""
+    with contextlib.suppress(Exception):  # a broken orientation tag: the image as stored
+        image = ImageOps.exif_transpose(image)  # photos taken sideways
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        top = float(np.nanmax(values)) if values.size else 0.0
+        scale = (65535.0 if mode.startswith("I;16") or top > 255 else
+                 1.0 if mode == "F" and top <= 1.0 else 255.0)
+        return np.nan_to_num(np.clip(values / scale, 0.0, 1.0)).astype(np.float32)
+    try:
+        if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+                mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        gray = image.getchannel("L") if mode == "LAB" else image.convert("L")
+    except (ValueError, OSError) as e:
+        raise ImageError(f"an image in mode {mode} cannot be made grayscale ({e})") from None
+    return np.asarray(gray, dtype=np.float32) / 255.0
 
 
 def has_light_background(gray: np.ndarray) -> bool:
@@ -133,6 +154,12 @@ def fit_to_square(gray: np.ndarray, size: tuple[int, int], fill: float = 1.0) ->
         gray = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = gray.shape
     side = max(1, round(max(h, w) / fill))
+    if side > MAX_SIDE:  # a long, thin strip: shrink it first, or the square is gigabytes
+        shrink = MAX_SIDE / side
+        h, w = max(1, round(h * shrink)), max(1, round(w * shrink))
+        gray = np.asarray(Image.fromarray(gray.astype(np.float32), "F").resize(
+            (w, h), Image.Resampling.LANCZOS), dtype=np.float32)
+        side = max(1, round(max(h, w) / fill))
     canvas = np.zeros((side, side), dtype=np.float32)
     top, left = (side - h) // 2, (side - w) // 2
     canvas[top:top + h, left:left + w] = gray

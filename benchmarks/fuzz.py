@@ -1,0 +1,103 @@
+"""The deeper fuzzing run: every parser target of tests/fuzz_targets.py for a time budget.
+
+    python benchmarks/fuzz.py                      # 60 s per target (5 targets)
+    python benchmarks/fuzz.py --seconds 10 --targets idx,set
+
+Each target's inputs come from hypothesis (profile "lenet-deep", random); an input whose
+outcome is neither a correct result nor a LenetError with a message is a crash: it is
+recorded (type, message, where, the input's size) and the run goes on. Prints, per target,
+the inputs executed and the crashes (distinct by type and place), then the totals; exits 1
+when there was a crash. The process's address space is capped (--memory-gb) so that a
+memory blow-up is a crash (MemoryError), not a stalled machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+class TimeUp(BaseException):  # noqa: N818 (not an error: the budget is spent)
+    """Raised inside a target once its time is up; hypothesis lets it through unshrunk."""
+
+
+def fuzz(name: str, seconds: float) -> tuple[int, dict[str, tuple[int, str]]]:
+    """(inputs executed, {crash key: (count, first report)}) for one target."""
+    from hypothesis import given, settings
+
+    import fuzz_targets
+
+    strategy, check = fuzz_targets.TARGETS[name]
+    executed, crashes = 0, {}
+    end = time.monotonic() + seconds
+
+    @settings(settings.get_profile("lenet-deep"), max_examples=10**9)
+    @given(strategy)
+    def run(data):
+        nonlocal executed
+        if time.monotonic() > end:
+            raise TimeUp
+        executed += 1
+        try:
+            check(data)
+        except Exception as e:  # a crash: recorded, and the run goes on
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            key = f"{type(e).__name__} at {Path(frame.filename).name}:{frame.lineno}"
+            size = len(data) if hasattr(data, "__len__") else "?"
+            count, first = crashes.get(key, (0, f"{key}: {str(e)[:300]} (input size {size}: "
+                                                f"{data!r:.200})"))
+            crashes[key] = (count + 1, first)
+
+    try:
+        run()
+    except TimeUp:
+        pass
+    return executed, crashes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="per target [60]")
+    parser.add_argument("--targets", default="idx,image,set,sweep,checkpoint",
+                        help="comma-separated: idx, image, set, sweep, checkpoint [all]")
+    parser.add_argument("--memory-gb", type=float, default=8.0,
+                        help="address-space cap of this process, in GB [8]")
+    args = parser.parse_args()
+    import torch  # imported before the cap: its libraries reserve address space
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # Pillow warns about each odd file it reads
+    limit = int(args.memory_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.environ.setdefault("LENET_NATIVE", "0")
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"fuzzing {args.targets} for {args.seconds:g} s each on {cpu}, "
+          f"hypothesis profile lenet-deep, address space capped at {args.memory_gb:g} GB")
+    total_inputs, total_crashes = 0, 0
+    for name in args.targets.split(","):
+        started = time.monotonic()
+        executed, crashes = fuzz(name, args.seconds)
+        spent = time.monotonic() - started
+        n = sum(c for c, _ in crashes.values())
+        total_inputs, total_crashes = total_inputs + executed, total_crashes + n
+        print(f"{name:11s} {executed:9,d} inputs  {executed / spent:8,.0f}/s  {n} crashes "
+              f"({len(crashes)} distinct)")
+        for count, first in crashes.values():
+            print(f"    {count} x {first}")
+    print(f"total       {total_inputs:9,d} inputs, {total_crashes} crashes")
+    return 1 if total_crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
