@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -168,32 +169,42 @@ def rss_mib(pid: int) -> float:
 
 def start_server(command: list[str], port: int, env: dict[str, str] | None = None,
                  wait: float = 120.0) -> subprocess.Popen:
-    """`command` (a `lenet serve ...` line) on `port`, once /readyz answers 200."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env=env, text=True)
+    """`command` (a `lenet serve ...` line) on `port`, once /readyz answers 200. Its
+    standard error goes to a temporary file (a pipe nobody reads would fill and stop it):
+    `stop_server` returns it."""
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop_server)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env,
+                               text=True)
+    process.log = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"lenet serve exited with {process.returncode}:\n"
-                               f"{process.stderr.read()}")
+                               f"{stop_server(process)}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
                 if r.status == 200:
                     return process
         except OSError:
             time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"lenet serve was not ready within {wait:.0f} s")
+    raise RuntimeError(f"lenet serve was not ready within {wait:.0f} s:\n"
+                       f"{stop_server(process)}")
 
 
 def stop_server(process: subprocess.Popen) -> str:
-    process.terminate()
-    try:
-        _, err = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-    return err
+    """Stop it (SIGTERM, then SIGKILL after 15 s); its standard error."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    log = process.log  # type: ignore[attr-defined]
+    log.seek(0)
+    text = log.read()
+    log.close()
+    return text
 
 
 async def run_all(port: int, pid: int, singles: list[bytes], batches: list[bytes], *,

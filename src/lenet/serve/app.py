@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from . import queries as q
 from .decoding import PREPARE, ModelInput, body_kind
-from .limits import ApiError, bad_request, too_large
+from .limits import ApiError, Limits, bad_request, too_large
 from .queries import documented
 from .service import Service, png_base64
 
@@ -50,9 +50,10 @@ def json_response(content: Any, status: int = 200) -> Response:
                     media_type="application/json")
 
 
-def create_app(service: Service) -> FastAPI:
-    """The app for `service`; it loads the run on a thread at start-up unless loaded."""
-    limits = service.limits
+def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
+    """The app for `service` (limits: the service's unless given); it loads the run on a
+    thread at start-up unless loaded."""
+    limits = limits or service.limits
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:

@@ -21,10 +21,11 @@ LOOPBACK = ("localhost",)
 def build(options: Options, limits: Limits | None = None, *, token: str | None = None,
           cors: Sequence[str] = (), log: Callable[[str], None] | None = None,
           service: Service | None = None) -> tuple[Any, Service]:
-    """(the ASGI app, its service). Pass `service` to serve one already loaded."""
-    limits = limits or Limits()
+    """(the ASGI app, its service). Pass `service` to serve one already loaded (with
+    `limits` of this app's own, the decoder's pixel limit aside)."""
+    limits = limits or (service.limits if service else Limits())
     service = service or Service(options, limits, Metrics())
-    app: Any = Gate(create_app(service), limits=limits, metrics=service.metrics,
+    app: Any = Gate(create_app(service, limits), limits=limits, metrics=service.metrics,
                     routes=ROUTES, token=token, log=log)
     if cors:
         from starlette.middleware.cors import CORSMiddleware
