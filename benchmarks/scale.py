@@ -1,0 +1,162 @@
+"""Scaling out on one machine, in one run: data-parallel training and sweeps on Ray.
+
+1. Training speed (examples/s over the training passes, from each run's results.json) of
+   the book's recipe in 1 process x T threads vs T processes x 1 thread (`lenet train
+   --nproc T`, DistributedDataParallel over gloo), alternating, `--rounds` times; the
+   ratio (target: >= 0.8 on 2 cores) and each command's wall time.
+2. The wall time of one 8-run sweep (`lenet sweep`) with the process pool and with
+   `--ray` (a local Ray started for the sweep), alternating; Ray's start-up alone; the
+   overhead per run of Ray over the pool (target: <= 1 s), with and without start-up.
+
+Each command runs in a fresh process, as a user would run it. Run it on an idle machine:
+
+    python benchmarks/scale.py                 # full: Fashion-MNIST, 2 epochs; ~6 minutes
+    python benchmarks/scale.py --quick         # a 6,400-image slice: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Wall seconds of `command`; its output shown only when it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
+    if result.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def data_slice(directory: Path, n_train: int) -> str:
+    """The first `n_train` training images of Fashion-MNIST (and 2,000 test images)."""
+    from lenet.data import idx, sources
+
+    data = sources.load("fashion-mnist")
+    for prefix, split, n in (("train", data.train, n_train), ("t10k", data.test, 2000)):
+        idx.write(directory / f"{prefix}-images-idx3-ubyte", split.images[:n])
+        idx.write(directory / f"{prefix}-labels-idx1-ubyte", split.labels[:n])
+    return str(directory)
+
+
+def training(work: Path, dataset: str, epochs: int, rounds: int, cores: int) -> dict:
+    """Part 1: examples/s of 1 process x `cores` threads and `cores` processes x 1."""
+    common = ["train", "--dataset", dataset, "--epochs", str(epochs), "--no-progress",
+              "--out-dir", str(work / "runs")]
+    contenders = {
+        f"1 process x {cores} threads": ["--threads", str(cores)],
+        f"{cores} processes x 1 thread": ["--nproc", str(cores), "--threads", "1"],
+    }
+    speeds: dict[str, list[float]] = {name: [] for name in contenders}
+    walls: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(rounds + 1):  # round 0 warms up: the kernel's build and guard decisions
+        for name in (names if r % 2 else names[::-1]):
+            run_name = f"r{r}-{name.split()[0]}"
+            wall = run([str(BIN / "lenet"), *common, "--name", run_name, *contenders[name]],
+                       work)
+            final = json.loads((work / "runs" / run_name / "results.json").read_text())
+            if r:
+                speeds[name].append(final["examples_per_sec_overall"])
+                walls[name].append(wall)
+    figures = {name: {"examples_per_sec": statistics.median(speeds[name]),
+                      "all": [round(s) for s in speeds[name]],
+                      "wall_s": statistics.median(walls[name])} for name in names}
+    figures["ratio"] = figures[names[1]]["examples_per_sec"] / figures[names[0]][
+        "examples_per_sec"]
+    return figures
+
+
+SWEEP = """name = "{name}"
+out_dir = "{out}"
+[base]
+dataset = "{dataset}"
+epochs = 1
+[grid]
+lr = [0.1, 0.3]
+seed = [0, 1, 2, 3]
+[resources]
+cpus = 1
+"""
+
+
+def sweeps(work: Path, dataset: str, rounds: int, cores: int) -> dict:
+    """Part 2: one 8-run sweep with the pool and on Ray; Ray's start-up alone."""
+    walls: dict[str, list[float]] = {"pool": [], "ray": []}
+    startup = []
+    env = {"RAY_DISABLE_USAGE_STATS": "1"}
+    for r in range(rounds):
+        for backend in (("pool", "ray") if r % 2 == 0 else ("ray", "pool")):
+            spec = work / f"{backend}-{r}.toml"
+            spec.write_text(SWEEP.format(name=f"{backend}-{r}", out=work / "sweeps",
+                                         dataset=dataset))
+            extra = ["--workers", str(cores)] if backend == "pool" else ["--ray"]
+            walls[backend].append(run([str(BIN / "lenet"), "sweep", str(spec), *extra], work,
+                                      env))
+        startup.append(run([sys.executable, "-c",
+                            "import ray; ray.init(include_dashboard=False); ray.shutdown()"],
+                           work, env))
+    pool, ray = statistics.median(walls["pool"]), statistics.median(walls["ray"])
+    start = statistics.median(startup)
+    return {"pool_s": pool, "ray_s": ray, "ray_startup_s": start, "runs": 8,
+            "overhead_per_run_s": (ray - pool) / 8,
+            "overhead_per_run_without_startup_s": (ray - pool - start) / 8,
+            "all": {k: [round(v, 1) for v in vs] for k, vs in walls.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds [2]")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per training run [2]")
+    parser.add_argument("--quick", action="store_true",
+                        help="a 6,400-image slice, 1 round, 1 epoch: checks that it runs")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args()
+    from lenet.device import available_cpus
+    from lenet.rundir import cpu_model
+
+    cores = available_cpus()
+    load = os.getloadavg()[0]
+    print(f"CPU: {cpu_model()}, {cores} cores; load average {load:.2f} at the start"
+          + ("  (NOT idle: figures unreliable)" if load > 0.5 else ""))
+    with tempfile.TemporaryDirectory(prefix="lenet-scale-") as tmp:
+        work = Path(tmp)
+        rounds, epochs = (1, 1) if args.quick else (args.rounds, args.epochs)
+        full = "fashion-mnist" if not args.quick else data_slice(work, 6400)
+        (work / "slice").mkdir()
+        small = data_slice(work / "slice", 6400)
+        train = training(work, full, epochs, rounds, cores)
+        names = [k for k in train if k != "ratio"]
+        print(f"\n1. training, {epochs} epoch(s) of {'a slice' if args.quick else 'Fashion-MNIST'}"
+              f", median of {rounds} round(s):")
+        for name in names:
+            f = train[name]
+            print(f"   {name:24s} {f['examples_per_sec']:9,.0f} examples/s  (rounds: "
+                  f"{f['all']}; command {f['wall_s']:.1f} s)")
+        print(f"   ratio {names[1]} / {names[0]}: {train['ratio']:.2f}  (target >= 0.8)")
+        sweep = sweeps(work, small, rounds, cores)
+        print(f"\n2. an 8-run sweep (1 epoch of 6,400 images each), median of {rounds}:")
+        print(f"   process pool ({cores} workers) {sweep['pool_s']:6.1f} s")
+        print(f"   Ray (local, started for it)  {sweep['ray_s']:6.1f} s   (Ray start-up "
+              f"alone: {sweep['ray_startup_s']:.1f} s)")
+        print(f"   Ray's overhead per run: {sweep['overhead_per_run_s']:+.2f} s, "
+              f"{sweep['overhead_per_run_without_startup_s']:+.2f} s without the start-up "
+              "(target <= 1 s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "cores": cores,
+                                               "training": train, "sweep": sweep}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
