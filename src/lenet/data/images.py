@@ -83,6 +83,9 @@ def _decode(file: Path | io.BytesIO, source: str,
                 image.seek(0)
             image.load()
         except UnidentifiedImageError:
+            if _signed(file):  # an image's first bytes, then nothing Pillow can read
+                raise ImageError(f"{source}: truncated or corrupt image data (it starts like "
+                                 "an image file, but Pillow cannot read it)") from None
             raise NotAnImage(f"{source}: not an image Pillow can read") from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise ImageTooLarge(f"{source}: image too large ({_pixel_count(file)}; "
@@ -93,6 +96,20 @@ def _decode(file: Path | io.BytesIO, source: str,
             raise ImageError(f"{source}: truncated or corrupt image data "
                              f"({type(e).__name__}: {e})") from None
     return image, notes
+
+
+# The first bytes of the formats lenet documents (PNG, JPEG, GIF, BMP, WebP, PGM/PPM).
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF",
+              b"P2", b"P5", b"P3", b"P6")
+
+
+def _signed(file: Path | io.BytesIO) -> bool:
+    if isinstance(file, io.BytesIO):
+        head = file.getvalue()[:8]
+    else:
+        with file.open("rb") as f:
+            head = f.read(8)
+    return head.startswith(SIGNATURES)
 
 
 def _pixel_count(file: Path | io.BytesIO) -> str:
