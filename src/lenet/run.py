@@ -102,6 +102,11 @@ class Run:
     def open(cls, path: str | Path, **overrides: Any) -> Run:
         """A recorded run: its directory or checkpoint file. `overrides` change where it runs
         (device, threads, data_dir) or, to train on, epochs; nothing else."""
+        run_dir = RunDir(path)
+        if _never_saved(run_dir):  # stopped (kill -9) before its first checkpoint
+            _note(f"{run_dir.path} has no checkpoint yet: training it from the start")
+            saved = TrainConfig.from_dict(run_dir.read_json(RunDir.CONFIG)["train"])
+            return cls(run_dir, saved.replace(**fitting.check_resumable(saved, overrides)))
         # a corrupt newest checkpoint: the previous good one, said in a note
         file, payload = checkpoint.load_latest(path, _note)
         saved = TrainConfig.from_dict(payload["train_config"])
@@ -268,6 +273,13 @@ class Run:
     def output(self, given: str | Path | None, default: str) -> Path:
         """Where a command writes: `given` (--out), else `default` in the run directory."""
         return Path(given) if given else self.dir.file(default)
+
+
+def _never_saved(run_dir: RunDir) -> bool:
+    """A run directory with its record (config.json) and no checkpoint of either name."""
+    return (run_dir.path.is_dir() and run_dir.file(RunDir.CONFIG).is_file()
+            and not run_dir.checkpoint.exists()
+            and not checkpoint.previous(run_dir.checkpoint).exists())
 
 
 def _note(text: str) -> None:
