@@ -33,6 +33,12 @@ TIMEOUT_S = 240  # a whole torchrun; a hung rendezvous fails the test instead of
 # 0.63 in one epoch of 50 steps), the fused kernel forced so that both sides take one path.
 OPTIONS = {"epochs": 1, "batch_size": 128, "lr": 0.03, "momentum": 0.9,
            "model_settings": {"activation": "relu"}}
+# Batch norm, sigmoid (with ReLU, batch norm and momentum amplify differences 1000x in 5
+# steps). Its statistics are sums over shares: measured 7.5e-6 apart after 25 steps, so
+# 1e-4; statistics per process instead of over the global batch are 4e-3 apart after one
+# step, 7e-2 after 25.
+BATCH_NORM = {"batch_norm": True}
+BN_ATOL = 1e-4
 ENV = {"LENET_NATIVE": "1", "LENET_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
 
 # Float32 tolerance for "the same weights". Two processes sum each batch's gradient in two
@@ -199,12 +205,22 @@ def test_two_processes_stopped_mid_epoch_resume_in_one(one_process, half, fm_sli
         config = TrainConfig(dataset={str(fm_slice)!r}, out_dir={str(tmp_path)!r},
                              name="stopped", **{OPTIONS!r})
         Run.create(config).fit(console=Console(progress=False), stop=StopAfter(10))
+        bn = config.replace(name="bn", model_settings={BATCH_NORM!r})
+        Run.create(bn).fit(console=Console(progress=False), stop=StopAfter(10))
     """))
     torchrun("--standalone", "--nproc-per-node", "2", str(script), cwd=Path.cwd())
     saved = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
     assert (saved["epoch"], saved["partial"]["steps"]) == (0, 25)
     assert saved["partial"]["examples"] == 25 * 128  # global sums, not rank 0's share
     assert_same_weights(half, tmp_path / "stopped")  # after the same 25 steps
+    # Batch norm over the global batch (GlobalBatchNorm on the CPU): weights and running
+    # statistics (in model_state) as one process's after the same 25 steps.
+    Run.create(config(fm_slice, tmp_path / "one", "bn", model_settings=BATCH_NORM)).fit(
+        console=Console(progress=False), stop=StopAfter(25))
+    assert_same_weights(tmp_path / "one" / "bn", tmp_path / "bn", BN_ATOL)
+    record = json.loads((tmp_path / "bn" / "config.json").read_text())
+    assert "global batch" in record["distributed"]["batch_norm"]
+    assert record["native"]["path"] == "pytorch"  # the kernel's statistics: one process's
     Run.open(tmp_path / "stopped").fit(console=Console(progress=False))
     assert_same_epoch(one_process, tmp_path / "stopped")
 

@@ -160,6 +160,9 @@ class _Fit:
         self.classes, self.dataset_name = list(dataset.classes), dataset.spec.name
         self.train_split = dataset.train  # all of it: the OOD fit picks its own images
         self.device_name = describe(device)
+        native = native_choice(model, config.batch_size // world.size, config.precision)
+        if batch_norm and device.type == "cpu":  # the kernel's statistics: one process's
+            native = {"path": "pytorch", "why": batch_norm}
         record = {"train": config.to_dict(), "model": self.model_config.to_dict(),
                   "dataset": {"name": dataset.spec.name, "source": str(dataset.source),
                               "train_examples": self.loaders.train.num_examples,
@@ -168,8 +171,7 @@ class _Fit:
                   "parameters": model.num_parameters, "device": self.device_name,
                   "environment": environment(),
                   # which path trains the conv blocks and why (the guard's timings)
-                  "native": native_choice(model, config.batch_size // world.size,
-                                          config.precision),
+                  "native": native,
                   **({"distributed": {**world.describe(), "batch_norm": batch_norm}}
                      if world.distributed else {}), "world_size": world.size}
         self.sinks.emit("on_start", RunStart(
