@@ -39,6 +39,8 @@ OPTIONS = {"epochs": 1, "batch_size": 128, "lr": 0.03, "momentum": 0.9,
 # step, 7e-2 after 25.
 BATCH_NORM = {"batch_norm": True}
 BN_ATOL = 1e-4
+EXTRAS = {"model_settings": {}, "weight_decay": 5e-4, "schedule": "one-cycle",
+          "clip_grad": 0.5}
 ENV = {"LENET_NATIVE": "1", "LENET_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
 
 # Float32 tolerance for "the same weights". Two processes sum each batch's gradient in two
@@ -207,6 +209,8 @@ def test_two_processes_stopped_mid_epoch_resume_in_one(one_process, half, fm_sli
         Run.create(config).fit(console=Console(progress=False), stop=StopAfter(10))
         bn = config.replace(name="bn", model_settings={BATCH_NORM!r})
         Run.create(bn).fit(console=Console(progress=False), stop=StopAfter(10))
+        extras = config.replace(name="extras", **{EXTRAS!r})
+        Run.create(extras).fit(console=Console(progress=False), stop=StopAfter(10))
     """))
     torchrun("--standalone", "--nproc-per-node", "2", str(script), cwd=Path.cwd())
     saved = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
@@ -221,6 +225,11 @@ def test_two_processes_stopped_mid_epoch_resume_in_one(one_process, half, fm_sli
     record = json.loads((tmp_path / "bn" / "config.json").read_text())
     assert "global batch" in record["distributed"]["batch_norm"]
     assert record["native"]["path"] == "pytorch"  # the kernel's statistics: one process's
+    # Weight decay, a per-step schedule and gradient clipping act on the averaged gradient:
+    # the same on every rank, and as one process's.
+    Run.create(config(fm_slice, tmp_path / "one", "extras", **EXTRAS)).fit(
+        console=Console(progress=False), stop=StopAfter(25))
+    assert_same_weights(tmp_path / "one" / "extras", tmp_path / "extras")
     Run.open(tmp_path / "stopped").fit(console=Console(progress=False))
     assert_same_epoch(one_process, tmp_path / "stopped")
 
