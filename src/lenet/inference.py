@@ -203,13 +203,14 @@ class Predictor:
         """Top-k classes per row of `logits` (already computed)."""
         probs = F.softmax(logits, dim=1).numpy()
         k = min(top_k, len(self.classes))
-        results = []
-        for p in probs:
-            order = [int(i) for i in np.argsort(-p)[:k]]
-            results.append(Prediction(order[0], self.classes[order[0]], float(p[order[0]]),
-                                      [(self.classes[i], float(p[i])) for i in order],
-                                      tuple(order), p, float(p.max())))
-        return results
+        # One sort for all rows (row by row it cost ~10 us an image: lenet serve's batches).
+        orders = np.argsort(-probs, axis=1)[:, :k]
+        tops = np.take_along_axis(probs, orders, axis=1).tolist()
+        classes = self.classes
+        return [Prediction(order[0], classes[order[0]], top[0],
+                           [(classes[i], q) for i, q in zip(order, top, strict=True)],
+                           tuple(order), p, top[0])
+                for order, top, p in zip(orders.tolist(), tops, probs, strict=True)]
 
 
 def load(run: str | Path, device: str = "auto", backend: str = "auto",

@@ -185,6 +185,12 @@ class Decoder:
         image of the model's size as it is; "auto" takes a model-sized image with a dark
         background as it is (the dataset's look) and prepares anything else fully."""
         try:
+            if (image.size == self.size[::-1] and prepare != "full" and image.mode == "L"
+                    and "exif" not in image.info):  # the common case, without float copies
+                pixels = np.asarray(image)
+                if prepare == "none" or not (invert or (invert is None and has_light_background(
+                        pixels * np.float32(1 / 255)))):
+                    return ModelInput(255 - pixels if invert else pixels, bool(invert), notes)
             if image.size == self.size[::-1] and prepare != "full":
                 gray = to_grayscale(image)
                 if prepare == "none" or not (invert or (invert is None
