@@ -34,7 +34,11 @@ SLOW_WRITES = "LENET_TEST_SLOW_WRITES"
 
 class WriteError(LenetError, OSError):
     """A file could not be written because of the disk; the previous file is intact.
-    Also an OSError, so code that tolerates unwritable caches keeps doing so."""
+    Also an OSError (with errno and filename), so code that tolerates unwritable caches
+    keeps doing so."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @contextmanager
