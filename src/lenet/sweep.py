@@ -52,6 +52,7 @@ from .compare import (
 from .config import TrainConfig
 from .device import available_cpus
 from .errors import ConfigError, LenetError
+from .lock import RunLock
 from .model_settings import ModelSettings
 from .names import check_name
 from .rundir import RunDir
@@ -188,7 +189,8 @@ def execute(run: PlannedRun, stop: Any = None) -> str:
     if (Path(run.config.out_dir) / STOP_MARKER).exists():
         return "not started"
     if state == "new" and run_dir.exists():
-        shutil.rmtree(run_dir)  # a start that never reached its first checkpoint
+        with RunLock(run_dir):  # refused if a process (an orphaned worker) still writes it
+            shutil.rmtree(run_dir)  # a start that never reached its first checkpoint
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "a") as log:
         console = Console(progress=False, stream=log)
