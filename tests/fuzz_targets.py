@@ -183,7 +183,8 @@ def _toml_value(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        items = (f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, str):
         return json.dumps(value)
     return str(value)
@@ -232,6 +233,7 @@ def check_sweep(text: str) -> None:
         spec = expect_lenet_error(load_spec, path)
     if spec is not None:
         name, out, runs = spec
+        assert out.name == name and ".." not in name and "/" not in name
         assert runs and len({r.name for r in runs}) == len(runs)
         for run in runs:
             assert (out / run.name).parent == out  # never outside the sweep directory

@@ -137,8 +137,12 @@ class Guard:
             raise MissingDetectors(f"{meta_path}: OOD detectors in the older format version "
                                    f"{meta.get('version')}; refit them with: lenet ood fit "
                                    f"{run_dir}")
-        with np.load(run_dir / ARRAYS) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        try:  # allow_pickle=False (numpy's default): arrays only, never code
+            with np.load(run_dir / ARRAYS, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as e:  # numpy and zipfile raise many types for a broken file
+            raise LenetError(f"{run_dir / ARRAYS}: not readable ({type(e).__name__}: {e}); "
+                             f"refit with: lenet ood fit {run_dir}") from e
         detectors = make_detectors()
         missing = [n for n in meta["detectors"] if n not in detectors]
         if missing:
