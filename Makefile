@@ -3,6 +3,8 @@
 #   make test    the same set-up, then the whole test suite
 #   make test-fast   the suite without the tests marked slow: the inner loop, under a minute
 #   make test-native   the fused kernel forced at each x86-64 level, and cross-built for aarch64
+#   make faults   the crash campaign: runs and sweeps killed with SIGKILL, resumed, compared
+#   make fuzz     the deeper fuzzing run of every parser (hypothesis, 120 s per target)
 # Pass options to `lenet train` with ARGS, e.g. make train ARGS="--epochs 2".
 
 PYTHON ?= python3
@@ -10,7 +12,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test test-fast test-native setup data lint bench clean
+.PHONY: train test test-fast test-native setup data lint bench faults fuzz clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,12 @@ test-native: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+
+faults: data
+	$(BIN)/python benchmarks/faults.py $(ARGS)
+
+fuzz: setup
+	$(BIN)/python benchmarks/fuzz.py --seconds 120 $(ARGS)
 
 bench: data
 	$(BIN)/lenet bench $(ARGS)
