@@ -159,7 +159,7 @@ def test_two_processes_give_one_process_weights_and_accuracy(one_process, two_pr
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_only_rank_0_writes_and_the_record_says_the_world(two_processes):
+def test_only_rank_0_writes_and_the_record_says_the_world(two_processes, fm_slice):
     out, result = two_processes
     assert [p.name for p in out.iterdir()] == ["two"]  # no run directory of rank 1's
     files = {p.name for p in (out / "two").iterdir()}
@@ -171,6 +171,14 @@ def test_only_rank_0_writes_and_the_record_says_the_world(two_processes):
     assert record["distributed"]["backend"] == "gloo"
     assert record["native"]["path"] == "fused kernel"  # it trains under DDP (LENET_NATIVE=1)
     assert result.stdout.count("run directory:") == 1  # one terminal report, rank 0's
+    # An error rank 0 meets (the name is taken) is said once, by rank 0, with status 2.
+    again = subprocess.run(
+        [str(BIN / "lenet"), *train_args(fm_slice, out, "two"), "--nproc", "2"],
+        cwd=out, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert again.returncode == 2, again.stderr[-3000:]
+    errors = [line for line in again.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"lenet: error: {out / 'two'} already holds a run: continue it with "
+                      f"--resume {out / 'two'}, or choose another --name"], again.stderr
 
 
 @pytest.fixture(scope="module")

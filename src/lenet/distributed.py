@@ -92,7 +92,9 @@ class World:
         dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
         kind, value = box[0]
         if kind == "error":
-            raise ConfigError(value if self.main else f"(on rank 0) {value}")
+            if not self.main:  # rank 0 says it; this rank ends with the same status
+                raise SystemExit(2)
+            raise ConfigError(value)
         return value
 
 

@@ -4,7 +4,9 @@ times on this machine by torch's elastic launcher, as `torchrun --standalone
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 
 from ..device import available_cpus
 from ..errors import LenetError
@@ -25,6 +27,7 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `lenet ARGV` (without --nproc) in `nproc` processes; their exit status."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -34,11 +37,23 @@ def launch(nproc: int, argv: list[str]) -> int:
     args = get_args_parser().parse_args(
         ["--standalone", "--nproc-per-node", str(nproc), "--module", "lenet",
          *without_option(argv, "--nproc")])
+    # The agent logs each failed process in a paragraph; lenet says it in one line below.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         run(args)
-    except ChildFailedError as e:  # each process has said its own `lenet: error:` line
-        codes = [failure.exitcode for failure in e.failures.values()]
-        return next((c for c in codes if c > 0), 1)
+    except ChildFailedError as e:
+        _, first = e.get_first_failure()  # the others were stopped because of it
+        if first.exitcode == 2:  # `lenet: error: ...`, said by the process itself
+            return 2
+        how = (f"signal {first.signal_name()}" if first.exitcode < 0
+               else f"exit status {first.exitcode}")
+        raise LenetError(f"process {first.local_rank} of {nproc} ended with {how}"
+                         + (f": {first.message}" if first.message else "")
+                         + "; its output is above") from None
+    except SignalException as e:  # Ctrl-C: the launcher passed it on, the processes saved
+        if e.sigval != signal.SIGINT:
+            raise LenetError(f"stopped by {e.sigval.name}") from None
+        return 130
     except Exception as e:  # the launcher itself: a rendezvous that failed, ...
         raise LenetError(f"could not start {nproc} processes: {type(e).__name__}: {e}") from e
     return 0
