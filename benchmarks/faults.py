@@ -21,9 +21,19 @@ random moments and restarted until it finishes: every trial must finish
 exactly once (its results.json written once), none lost, none corrupt, and
 each bit-identical to the uninterrupted sweep's.
 
+Part 3 damages the uninterrupted run's checkpoint 1,000 times (one-bit flips
+at random places) and truncates it 200 times: each copy must be refused with
+a message naming the file and `load_latest` (what `lenet resume` uses) must
+fall back to checkpoint.prev.pt, or, where a flip missed every byte torch
+reads (zip padding), load the identical content. Part 4 (as root) fills a
+4 MB tmpfs to 0-256 KB free and writes a checkpoint, metrics.csv and
+results.json over their previous versions: each write completes or fails
+with a WriteError, the previous file intact, no temporary file left.
+
 The kill times are drawn from --seed; the figures do not depend on the
 machine's speed (only the phases hit do). Prints one line per kill and the
-totals; exits 1 if any target is missed.
+totals; exits 1 if any target is missed. `--kills 0 --sweeps 0` runs parts 3
+and 4 alone (with the uninterrupted run they need).
 """
 
 from __future__ import annotations
@@ -209,6 +219,103 @@ def run_campaign(args, work: Path, data: Path) -> bool:
     return resumed == same == n and corrupt == 0
 
 
+# --- part 3: damaged checkpoints --------------------------------------------------------------
+
+def run_integrity(args, work: Path) -> bool:
+    """Every damaged copy of the reference run's checkpoint: refused naming the file (and
+    the previous one used instead), or, where the damage missed every byte torch reads,
+    loaded with the identical content; never loaded with other content."""
+    from lenet import checkpoint
+
+    source = work / "runs" / "reference"
+    run = work / "integrity"
+    shutil.copytree(source, run)
+    path = run / "checkpoint.pt"
+    good = path.read_bytes()
+    expected = checkpoint.digest(checkpoint.load(path))
+    rng = random.Random(args.seed + 2)
+    damaged = [("flip", good[:at] + bytes([good[at] ^ (1 << rng.randrange(8))]) + good[at + 1:])
+               for at in sorted(rng.sample(range(len(good)), min(args.flips, len(good))))]
+    damaged += [("cut", good[:n]) for n in range(0, len(good), max(1, len(good) // 200))]
+    counts = {"refused": 0, "named": 0, "fell back": 0, "same content": 0, "other content": 0}
+    for _, data in damaged:
+        path.write_bytes(data)
+        notes = []
+        try:
+            file, payload = checkpoint.load_latest(run, notes.append)
+        except Exception as e:  # what we count
+            counts["other content"] += 1
+            print(f"  not a fallback: {type(e).__name__}: {e}")
+            continue
+        if file == path:
+            key = "same content" if checkpoint.digest(payload) == expected else "other content"
+            counts[key] += 1
+        else:
+            counts["refused"] += 1
+            counts["named"] += str(path) in notes[0]
+            counts["fell back"] += file == run / "checkpoint.prev.pt"
+    n = len(damaged)
+    print(f"part 3: {n} damaged checkpoints ({args.flips} one-bit flips, {n - args.flips} "
+          f"truncations): {counts['refused']} refused ({counts['named']} naming the file, "
+          f"{counts['fell back']} falling back to the previous), {counts['same content']} "
+          f"loaded unchanged (the flip missed every byte torch reads), "
+          f"{counts['other content']} loaded with other content")
+    return counts["other content"] == 0 and counts["refused"] == counts["named"] == counts[
+        "fell back"]
+
+
+# --- part 4: a full disk ------------------------------------------------------------------------
+
+def run_full_disk(args, work: Path) -> bool:
+    """Checkpoint, metrics and results written on a tmpfs filled to 0-64 KB free: each write
+    either completes or fails with one WriteError, the previous file intact, no temporary."""
+    from lenet import atomic, checkpoint
+    from lenet.rundir import RunDir
+
+    disk = work / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        print(f"part 4: skipped (cannot mount a tmpfs: {mounted.stderr.strip()})")
+        return True
+    payload = checkpoint.load(work / "runs" / "reference")
+    run_dir = RunDir(disk)
+    writers = {
+        "checkpoint": lambda n: checkpoint.save(run_dir.checkpoint, {**payload, "epoch": n}),
+        "metrics": lambda n: run_dir.write_metrics(payload["history"] * (50 * n)),
+        "results": lambda n: run_dir.write_json(RunDir.RESULTS, {"n": n, "x": "y" * 40000 * n}),
+    }
+    cases, intact, failed = 0, 0, 0
+    try:
+        for kind, write in writers.items():
+            for leave in (0, 1024, 4096, 16384, 65536, 262144):
+                for f in disk.iterdir():
+                    f.unlink()
+                target = write(1)
+                before = target.read_bytes()
+                stat = os.statvfs(disk)
+                with open(disk / "filler", "wb") as f:
+                    f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - leave))
+                cases += 1
+                try:
+                    write(2)
+                    ok = True  # it fitted: the new file must read back whole
+                    if kind == "checkpoint":
+                        ok = checkpoint.load(target)["epoch"] == 2
+                except atomic.WriteError:
+                    failed += 1
+                    ok = target.read_bytes() == before
+                tmp = [p.name for p in disk.iterdir() if p.name.startswith(".")]
+                intact += ok and not tmp
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    print(f"part 4: full disk: {cases} writes on a 4 MB tmpfs left 0-256 KB free, {failed} "
+          f"failed with ENOSPC; previous file intact (or the new one whole) and no temporary "
+          f"left in {intact}/{cases}")
+    return intact == cases
+
+
 # --- part 2: a sweep killed and restarted ----------------------------------------------------
 
 SWEEP = """name = "{name}"
@@ -252,6 +359,8 @@ def completions(sweep_dir: Path, seen: dict[str, set]) -> None:
 
 
 def run_sweeps(args, work: Path, data: Path) -> bool:
+    if args.sweeps == 0:
+        return True
     print(f"part 2: {args.sweeps} sweeps of 6 runs killed (SIGKILL to the process group) "
           "and restarted until done")
     rng = random.Random(args.seed + 1)
@@ -313,6 +422,8 @@ def main() -> int:
     parser.add_argument("--kills-per-sweep", type=int, default=3,
                         help="kills of each sweep before it may finish [3]")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each run [3]")
+    parser.add_argument("--flips", type=int, default=1000,
+                        help="one-bit flips of a checkpoint in part 3 [1000]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times [0]")
     parser.add_argument("--keep", metavar="DIR", help="work here and keep the runs")
     args = parser.parse_args()
@@ -324,6 +435,8 @@ def main() -> int:
         data = small_dataset(work / "data", 6000, 2000)
         ok = run_campaign(args, work, data)
         ok = run_sweeps(args, work, data) and ok
+        ok = run_integrity(args, work) and ok
+        ok = run_full_disk(args, work) and ok
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
