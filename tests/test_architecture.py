@@ -19,7 +19,8 @@ ROOMS = [
     ("training", {"config", "optim", "training", "checkpoint", "console", "plots",
                   "distributed"}),
     ("run record", {"rundir", "sinks", "fitting", "run", "runner", "inference", "evaluation",
-                    "activations", "export", "ood", "compare", "sweep", "sweep_ray"}),
+                    "activations", "export", "ood", "compare", "sweep", "sweep_pool",
+                    "sweep_ray"}),
     ("applications", {"bench", "d2l", "cli", "serve", "__main__"}),
 ]
 

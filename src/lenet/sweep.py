@@ -18,23 +18,20 @@ Each run gets its own run directory, named from the options it varies.
 Finished runs (with results.json) are never redone, interrupted ones resume
 from their checkpoint, so rerunning the same command after a Ctrl-C or a
 crash completes the sweep. Runs go to worker processes, one CPU thread each by
-default, as many as the cores and memory allow.
+default, as many as the cores and memory allow (lenet/sweep_pool.py), or, with
+`--ray`, to Ray tasks (lenet/sweep_ray.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 import random
 import re
 import shutil
-import signal
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, fields
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +47,11 @@ from .compare import (
     write_csv,
 )
 from .config import TrainConfig
-from .device import available_cpus
-from .errors import ConfigError, LenetError
+from .errors import ConfigError
 from .lock import RunLock
 from .model_settings import ModelSettings
 from .names import check_name
 from .rundir import RunDir
-
-MEMORY_PER_WORKER = 1.2e9  # bytes: torch, a dataset copy and a LeNet, with margin
 
 
 @dataclass(frozen=True)
@@ -214,23 +208,6 @@ def record_result(run: PlannedRun, result: str) -> None:
         file.unlink(missing_ok=True)
 
 
-def _worker_init(threads: int) -> None:
-    # Ctrl-C reaches every process of the terminal: an idle worker ignores it, a
-    # training one saves and stops (its runner installs its own handler).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def default_workers(pending: int) -> int:
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = 8e9
-    return max(1, min(pending, available_cpus(), int(memory // MEMORY_PER_WORKER)))
-
-
 def run_sweep(path: str | Path, *, workers: int | None = None,
               say: Callable[[str], None] = print, stop: Any = None,
               ray: str | None = None) -> list[RunSummary]:
@@ -259,10 +236,9 @@ def run_sweep(path: str | Path, *, workers: int | None = None,
 
         interrupted = run_on_ray(pending, ray, Path(path), out / STOP_MARKER, say)
     elif pending:
-        workers = workers or default_workers(len(pending))
-        threads = max(1, available_cpus() // workers)
-        say(f"{workers} worker process(es), {threads} thread(s) each")
-        interrupted = _run_pool(pending, workers, threads, out / STOP_MARKER, say)
+        from .sweep_pool import run_in_pool
+
+        interrupted = run_in_pool(pending, workers, out / STOP_MARKER, say)
     summaries = [summarize_run(Path(r.config.out_dir) / r.name) for r in runs
                  if (Path(r.config.out_dir) / r.name / RunDir.METRICS).exists()]
     if interrupted:
@@ -270,50 +246,6 @@ def run_sweep(path: str | Path, *, workers: int | None = None,
     if summaries:
         report(summaries, out, name, say)
     return sort_by_accuracy(summaries)
-
-
-def _run_pool(pending: list[PlannedRun], workers: int, threads: int, stop_marker: Path,
-              say: Callable[[str], None]) -> bool:
-    interrupted = False
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        nonlocal interrupted
-        interrupted = True
-        stop_marker.touch()  # runs already handed to a worker will not start
-        say("stopping: each running run saves after its current step...")
-
-    context = get_context("spawn")  # a clean interpreter per worker: no forked torch state
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(execute, run): run for run in pending}
-        signal.signal(signal.SIGINT, on_interrupt)
-        try:
-            done_count, waiting = 0, set(futures)
-            while waiting:
-                finished, waiting = wait(waiting, timeout=1.0, return_when=FIRST_COMPLETED)
-                if interrupted:
-                    for future in waiting:
-                        future.cancel()
-                for future in finished:
-                    if future.cancelled():
-                        continue
-                    done_count += 1
-                    run = futures[future]
-                    try:
-                        result = future.result()
-                    except LenetError as e:
-                        result = f"failed: {e}"
-                    except Exception as e:  # a crashed worker must not hide the others
-                        result = f"failed: {type(e).__name__}: {e}"
-                    if result != "done":
-                        interrupted = interrupted or result == "interrupted"
-                    record_result(run, result)
-                    say(f"[{done_count}/{len(pending)}] {run.name}: {result}")
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    stop_marker.unlink(missing_ok=True)
-    return interrupted
 
 
 def report(summaries: list[RunSummary], out: Path, title: str,
