@@ -5,6 +5,7 @@ benchmarks/faults.py; the fuzzing is tests/test_fuzz.py.)"""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import signal
@@ -331,6 +332,7 @@ def test_unsafe_sweep_names_are_refused(tmp_path, spec):
         load_spec(tmp_path / "s.toml")
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(synthetic, tmp_path,
                                                                           capsys):
     code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
@@ -351,3 +353,20 @@ def test_broken_ood_detector_arrays_are_refused_naming_the_file(tmp_path):
     (tmp_path / ARRAYS).write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(LenetError, match=f"{tmp_path / ARRAYS}: not readable"):
         Guard.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(synthetic, tmp_path,
+                                                                          capsys):
+    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
+                     "50", "--out-dir", tmp_path, "--name", "r", "--no-progress")
+    assert code == 0
+    results = (tmp_path / "r" / "results.json").read_text()
+    (tmp_path / "r" / "results.json").unlink()  # as if killed while fitting the OOD detectors
+    code, _, _ = cli(capsys, "resume", tmp_path / "r", "--no-progress")
+    assert code == 0
+    same = {k for k, v in json.loads(results).items()
+            if json.loads((tmp_path / "r" / "results.json").read_text()).get(k) == v}
+    assert {"test_acc", "train_loss", "epoch"} <= same
+    code, _, err = cli(capsys, "resume", tmp_path / "r")
+    assert code == 2 and "already finished 1 of 1 epochs" in err

@@ -130,7 +130,9 @@ class Run:
         takes the run's lock (lenet/lock.py) for the process that writes its files; pass
         False in the others when several train one run."""
         payload = self._payload
-        if payload is not None and payload["epoch"] >= self.config.epochs:
+        # Trained to the end but killed before results.json: fit only finishes it (results,
+        # curves, OOD detectors), its epochs loop empty.
+        if payload is not None and payload["epoch"] >= self.config.epochs and self.finished:
             raise ConfigError(f"{self.path} already finished {payload['epoch']} of "
                               f"{self.config.epochs} epochs; pass a larger --epochs to train on")
         sinks = self.default_sinks(console) if sinks is None else list(sinks)
