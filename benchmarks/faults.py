@@ -9,7 +9,8 @@ Fashion-MNIST images, 1 thread) once without interruption, then N times, each
 killed with `kill -9` at a random moment of a chosen phase: during a training
 step, during the evaluation, or during a checkpoint write (the atomic writer's
 test hook LENET_TEST_SLOW_WRITES holds each write open 0.3 s before its
-rename, and a leftover temporary file shows the kill landed inside it). Every
+rename, and a leftover temporary file shows the kill landed inside it), or
+while it finishes (OOD detectors, curves, results.json). Every
 file left behind is checked (checkpoints by their checksum, metrics, records),
 then `lenet resume RUN` finishes the run, and its final weights (SHA-256 of
 every tensor) and metrics (every column but the timings) are compared with
@@ -57,7 +58,7 @@ LENET = [sys.executable, "-m", "lenet"]
 TIMING = {"seconds", "wall_seconds", "elapsed_seconds", "examples_per_sec", "train_seconds",
           "wall_seconds_total", "examples_per_sec_overall", "finished", "device"}
 SLOW_WRITE_S = 0.3
-PHASES = ("step", "eval", "checkpoint")
+PHASES = ("step", "eval", "checkpoint", "finish")
 
 
 # --- the child: one training run that reports its phases --------------------------------------
@@ -81,6 +82,9 @@ def child(out_dir: str, name: str, data: str, epochs: int) -> None:
 
         def on_epoch(self, epoch):
             say(f"checkpoint {epoch.row['epoch'] - 1}")  # the checkpoint sink writes next
+
+        def on_finish(self, finish):  # next: the OOD detectors, curves.png, results.json
+            say(f"finish {len(finish.history) - 1}")
 
     def say(text: str) -> None:
         print(text, flush=True)
@@ -166,7 +170,7 @@ def timed_phases(proc: subprocess.Popen) -> dict[tuple[str, int], float]:
 def kill_trial(i: int, rng: random.Random, out: Path, data: Path, epochs: int,
                durations: dict, reference: tuple) -> dict:
     phase = PHASES[i % len(PHASES)]
-    epoch = rng.randrange(epochs)
+    epoch = rng.randrange(epochs) if phase != "finish" else epochs - 1
     window = SLOW_WRITE_S if phase == "checkpoint" else durations[(phase, epoch)]
     delay = rng.uniform(0.0, window * 0.95)
     name = f"kill{i:02d}"
@@ -338,16 +342,19 @@ def sweep_once(spec: Path, timeout: float | None) -> tuple[bool, float]:
     """Run `lenet sweep`; kill its process group after `timeout` s. (finished, seconds)."""
     started = time.monotonic()
     proc = subprocess.Popen([*LENET, "sweep", str(spec), "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        proc.wait(timeout=timeout)
+        output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.communicate()
         return False, time.monotonic() - started
     if proc.returncode != 0:
-        raise SystemExit(f"lenet sweep failed: {proc.stderr.read().decode()[-500:]}")
+        raise SystemExit(f"lenet sweep failed: {output[-800:]}")
+    for line in output.splitlines():
+        if "failed" in line:
+            print(f"  lenet sweep said: {line[:300]}")
     return True, time.monotonic() - started
 
 
