@@ -237,8 +237,9 @@ def sync_buffers(model: nn.Module, world: World) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def rank_seed(seed: int, world: World, position: int) -> None:
-    """Ranks other than 0 draw dropout from a stream of their own (rank 0 keeps the run's):
-    the same masks on every rank would repeat across the global batch."""
+def rank_seed(seed: int, world: World, epoch: int, step: int) -> None:
+    """Ranks other than 0 draw dropout from a stream of their own (rank 0 keeps the run's),
+    started afresh where a run starts or resumes (`epoch`, `step`): the same masks on
+    every rank would repeat across the global batch."""
     if world.distributed and not world.main:
-        torch.manual_seed((seed * 1_000_003 + position) * 1_009 + world.rank)
+        torch.manual_seed(((seed * 1_000_003 + epoch) * 100_003 + step) * 1_009 + world.rank)

@@ -156,7 +156,8 @@ class _Fit:
         self.start_epoch, self.totals = 0, None
         if self.payload is not None:
             self.restore(self.payload)
-        distributed.rank_seed(config.seed, world, len(self.history))
+        distributed.rank_seed(config.seed, world, self.start_epoch,
+                              self.totals.steps if self.totals else 0)
         self.classes, self.dataset_name = list(dataset.classes), dataset.spec.name
         self.train_split = dataset.train  # all of it: the OOD fit picks its own images
         self.device_name = describe(device)
@@ -275,6 +276,8 @@ class _Fit:
         message = (f"{error}; training stopped and {kept}. Try a lower --lr "
                    f"(now {self.config.lr}) or --clip-grad.")
         self.sinks.emit("on_stop", RunStop("failed", self.history, None, message))
+        if not self.world.main:  # every rank stops here; rank 0 says why
+            raise SystemExit(2)
         raise TrainingError(message) from error
 
     def finish(self, completed: bool) -> RunResult:
