@@ -7,11 +7,15 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from starlette.requests import Request
 
 from .limits import ApiError, Limits
 from .metrics import Metrics
+
+Handler = Callable[[Request], Awaitable[Any]]
 
 
 class BodyTooLarge(ApiError):
@@ -22,10 +26,15 @@ class BodyTooLarge(ApiError):
 
 class Gate:
     def __init__(self, app: Any, *, limits: Limits, metrics: Metrics, routes: set[str],
-                 token: str | None = None, log: Callable[[str], None] | None = None) -> None:
+                 token: str | None = None, log: Callable[[str], None] | None = None,
+                 direct: dict[tuple[str, str], Handler] | None = None,
+                 on_error: Callable[[Exception], Any] | None = None) -> None:
         self.app, self.limits, self.metrics, self.routes = app, limits, metrics, routes
         self.token = token.encode() if token else None
         self.log = log
+        # (method, path) -> handler(Request) -> Response, answered here without `app`'s
+        # middleware; `on_error` turns what a handler raises into a Response.
+        self.direct, self.on_error = direct or {}, on_error
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -48,7 +57,11 @@ class Gate:
                 await send_error(send_noting_status, refusal)
             else:
                 limited = self.limit(receive) if method in ("POST", "PUT") else receive
-                await self.app(scope, limited, send_noting_status)
+                handler = self.direct.get((method, path))
+                if handler is not None and self.on_error is not None:
+                    await self.answer(handler, scope, limited, send_noting_status)
+                else:
+                    await self.app(scope, limited, send_noting_status)
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
@@ -59,6 +72,14 @@ class Gate:
                 client = scope.get("client") or ("-", 0)
                 self.log(f'{client[0]}:{client[1]} "{method} {path}" {status} '
                          f"{seconds * 1e3:.2f} ms")
+
+    async def answer(self, handler: Handler, scope: dict[str, Any], receive: Any,
+                     send: Any) -> None:
+        try:
+            response = await handler(Request(scope, receive))
+        except Exception as e:  # ApiError: a 4xx; anything else a bug, logged, a 500
+            response = self.on_error(e)
+        await response(scope, receive, send)
 
     def refuse(self, scope: dict[str, Any]) -> ApiError | None:
         """401 without the token; 413 when Content-Length says the body is too large."""

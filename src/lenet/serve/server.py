@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .app import ROUTES, create_app
+from .app import ROUTES, create_app, error_response
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import Gate
@@ -25,8 +25,9 @@ def build(options: Options, limits: Limits | None = None, *, token: str | None =
     `limits` of this app's own, the decoder's pixel limit aside)."""
     limits = limits or (service.limits if service else Limits())
     service = service or Service(options, limits, Metrics())
-    app: Any = Gate(create_app(service, limits), limits=limits, metrics=service.metrics,
-                    routes=ROUTES, token=token, log=log)
+    routes = create_app(service, limits)
+    app: Any = Gate(routes, limits=limits, metrics=service.metrics, routes=ROUTES, token=token,
+                    log=log, direct=routes.state.direct, on_error=error_response)
     if cors:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -74,5 +75,5 @@ def serve(options: Options, limits: Limits, *, host: str = "127.0.0.1", port: in
           file=sys.stderr)
     uvicorn.run(app, host=host, port=port, loop="uvloop" if fast_loop else "asyncio",
                 http="httptools" if fast_http else "h11", lifespan="on", access_log=False,
-                log_level="warning", backlog=2048, timeout_keep_alive=30,
+                log_level="warning", backlog=2048, timeout_keep_alive=30, proxy_headers=False,
                 timeout_graceful_shutdown=5)
