@@ -169,3 +169,19 @@ def test_a_checkpoint_whose_version_flips_to_1_is_still_checked(tmp_path):
     with pytest.raises(checkpoint.CorruptCheckpoint, match="checksum"):
         checkpoint.load(tmp_path / "c.pt")
     check_checkpoint(GOOD_CHECKPOINT)  # the unchanged file loads
+
+
+def test_an_idx_header_that_lies_about_its_size_costs_no_memory(tmp_path):
+    """Under a 1 GB address-space cap, a file claiming 1.9 GB of data is refused as truncated
+    (one read(1.9 GB) would have been a MemoryError)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "liar"
+    path.write_bytes(idx_header(0x08, 1_900_000_000) + b"tiny")
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); "
+              "from lenet.data import idx; from lenet.errors import DataError\n"
+              "try: idx.read(sys.argv[1])\nexcept DataError as e: print(e)")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                         text=True)
+    assert "truncated: header says (1900000000,)" in out.stdout, out.stderr

@@ -68,11 +68,24 @@ def _read_bounded(stream: BinaryIO, source: Path) -> bytes:
         if "truncated" not in str(e):  # the whole (short) file says more, in parse
             raise
         return head
-    data = head + stream.read(expected + 1)  # bounded by the checked header
+    data = head + _read_upto(stream, expected + 1)  # bounded by the checked header
     if len(data) > header_size + expected:
         raise DataError(f"{source}: unexpected bytes after the data (its header says "
                         f"{expected:,} bytes)")
     return data
+
+
+def _read_upto(stream: BinaryIO, n: int, chunk: int = 1 << 24) -> bytes:
+    """At most `n` bytes, read in chunks: a header that lies about the size costs no more
+    memory than the data that is really there (one read(n) would allocate n)."""
+    parts, total = [], 0
+    while total < n:
+        part = stream.read(min(chunk, n - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
 
 
 def header(data: bytes, source: str | Path = "<bytes>") -> tuple[np.dtype, tuple[int, ...],
