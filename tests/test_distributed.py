@@ -287,6 +287,14 @@ def test_the_cli_refuses_a_batch_that_does_not_divide_before_launching(capsys):
     assert "lenet: error: --batch-size 128 does not divide among 3" in capsys.readouterr().err
 
 
+def test_nproc_inside_torchrun_is_refused(monkeypatch, capsys):
+    from lenet.cli import main
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main(["train", "--nproc", "2"]) == 2
+    assert "lenet: error: --nproc inside torchrun" in capsys.readouterr().err
+
+
 def test_shares_of_each_batch_cover_it_once_in_the_one_process_order():
     images = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1)
     labels = torch.arange(10)

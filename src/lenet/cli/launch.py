@@ -27,6 +27,9 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `lenet ARGV` (without --nproc) in `nproc` processes; their exit status."""
+    if "LOCAL_RANK" in os.environ:  # started by torchrun already
+        raise LenetError("--nproc inside torchrun: let torchrun start the processes "
+                         "(--nproc-per-node), or use --nproc alone")
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
