@@ -3,7 +3,8 @@
     python benchmarks/fuzz.py                      # 60 s per target (5 targets)
     python benchmarks/fuzz.py --seconds 10 --targets idx,set
 
-Each target's inputs come from hypothesis (profile "lenet-deep", random); an input whose
+Each target's inputs come from hypothesis (profile "lenet-deep", random), each followed by
+--mutants random neighbours (bits flipped, cut, a slice repeated); an input whose
 outcome is neither a correct result nor a LenetError with a message is a crash: it is
 recorded (type, message, where, the input's size) and the run goes on. Prints, per target,
 the inputs executed and the crashes (distinct by type and place), then the totals; exits 1
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import os
 import platform
+import random
 import resource
 import sys
 import time
@@ -31,7 +33,35 @@ class TimeUp(BaseException):
     """Raised inside a target once its time is up; hypothesis lets it through unshrunk."""
 
 
-def fuzz(name: str, seconds: float) -> tuple[int, dict[str, tuple[int, str]]]:
+def mutate(data, rng: random.Random):
+    """A random neighbour of an input: bits flipped, a cut, a slice repeated (bytes or text;
+    in a list, one item)."""
+    if isinstance(data, list):
+        if not data:
+            return data
+        i = rng.randrange(len(data))
+        return [*data[:i], mutate(data[i], rng), *data[i + 1:]]
+    if not data:
+        return data
+    how = rng.randrange(3)
+    if how == 0:
+        return data[:rng.randrange(len(data))]
+    if how == 1:
+        at, n = rng.randrange(len(data)), rng.randint(1, 16)
+        return data[:at] + data[at:at + n] * rng.randint(2, 4) + data[at + n:]
+    pieces = bytearray(data) if isinstance(data, bytes) else list(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(pieces))
+        if isinstance(data, bytes):
+            pieces[at] ^= 1 << rng.randrange(8)
+        else:
+            pieces[at] = chr(rng.choice([0, 9, 10, 34, 44, 46, 47, 61, 91, 93, 0x2028,
+                                         ord(pieces[at]) ^ 1]))
+    return bytes(pieces) if isinstance(data, bytes) else "".join(pieces)
+
+
+def fuzz(name: str, seconds: float, mutants: int,
+         save: Path | None = None) -> tuple[int, dict[str, tuple[int, str]]]:
     """(inputs executed, {crash key: (count, first report)}) for one target."""
     import fuzz_targets
     from hypothesis import given, settings
@@ -46,16 +76,22 @@ def fuzz(name: str, seconds: float) -> tuple[int, dict[str, tuple[int, str]]]:
         nonlocal executed
         if time.monotonic() > end:
             raise TimeUp
-        executed += 1
-        try:
-            check(data)
-        except Exception as e:  # a crash: recorded, and the run goes on
-            frame = traceback.extract_tb(e.__traceback__)[-1]
-            key = f"{type(e).__name__} at {Path(frame.filename).name}:{frame.lineno}"
-            size = len(data) if hasattr(data, "__len__") else "?"
-            count, first = crashes.get(key, (0, f"{key}: {str(e)[:300]} (input size {size}: "
-                                                f"{data!r:.200})"))
-            crashes[key] = (count + 1, first)
+        rng = random.Random(hash(repr(data)))
+        for one in [data, *(mutate(data, rng) for _ in range(mutants))]:
+            executed += 1
+            try:
+                check(one)
+            except Exception as e:  # a crash: recorded, and the run goes on
+                frame = traceback.extract_tb(e.__traceback__)[-1]
+                key = f"{type(e).__name__} at {Path(frame.filename).name}:{frame.lineno}"
+                size = len(one) if hasattr(one, "__len__") else "?"
+                count, first = crashes.get(key, (0, f"{key}: {str(e)[:300]} (input size "
+                                                    f"{size}: {one!r:.200})"))
+                crashes[key] = (count + 1, first)
+                if save and not count:  # the first input of each crash, whole
+                    save.mkdir(parents=True, exist_ok=True)
+                    (save / f"{name}-{len(crashes)}.txt").write_text(
+                        f"{key}\n{''.join(traceback.format_exception(e))}\n{one!r}\n")
 
     with contextlib.suppress(TimeUp):
         run()
@@ -67,6 +103,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="per target [60]")
     parser.add_argument("--targets", default="idx,image,set,sweep,checkpoint",
                         help="comma-separated: idx, image, set, sweep, checkpoint [all]")
+    parser.add_argument("--mutants", type=int, default=4,
+                        help="random neighbours (bits flipped, cut, repeated) run after each "
+                             "input hypothesis draws [4]")
+    parser.add_argument("--save-crashes", metavar="DIR",
+                        help="write each crash's first input and traceback there")
     parser.add_argument("--memory-gb", type=float, default=8.0,
                         help="address-space cap of this process, in GB [8]")
     args = parser.parse_args()
@@ -85,7 +126,8 @@ def main() -> int:
     total_inputs, total_crashes = 0, 0
     for name in args.targets.split(","):
         started = time.monotonic()
-        executed, crashes = fuzz(name, args.seconds)
+        executed, crashes = fuzz(name, args.seconds, args.mutants,
+                                 Path(args.save_crashes) if args.save_crashes else None)
         spent = time.monotonic() - started
         n = sum(c for c, _ in crashes.values())
         total_inputs, total_crashes = total_inputs + executed, total_crashes + n

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -39,7 +39,7 @@ settings.register_profile("lenet-dev", deadline=None, suppress_health_check=QUIE
 settings.register_profile("lenet-ci", deadline=None, suppress_health_check=QUIET,
                           derandomize=True, database=None, print_blob=True)
 settings.register_profile("lenet-deep", deadline=None, suppress_health_check=QUIET,
-                          database=None)
+                          database=None, verbosity=Verbosity.quiet)
 
 
 def profile() -> settings:

@@ -116,6 +116,22 @@ BROKEN_GIF = (b"GIF87a\x01\x00\x01\x00\x81\x00\x00===" + b"\x00" * 9 + b",\x00\x
               b"\x00\x00\x00\x00")
 
 
+# Found by benchmarks/fuzz.py: a WebP whose header claims 19 trillion pixels; measuring it
+# for the message raised OSError (no decoder for that size).
+HUGE_WEBP = (
+    b"RIFFh\x00\x00\x00WEBPVP8XIFFh\x00\x00\x00WEBPVP8X\n\x00\x00\x00\x08\x00\x00\x00"
+    b"\x00\x00\x00\x00\x00\x00VP8 (\x00\x00\x00p\x01\x00\x9d\x01*\x01\x00\x01\x00\x01@"
+    b"&%\xa0\x02t\x01@\x00\x00\xfe\xf8\xf7\x87\xff^\x8f\xff\xf3\xd1\xff\xfez?\xcf\xcb"
+    b"\xbd\x80\x01EXHF\x1b\x00\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03"
+    b"\x00\x00\x00\x01\x00\x07\x00\x00\x00\x00\x01\x00"
+)
+
+
+def test_a_huge_webp_is_too_large_not_a_crash():
+    with pytest.raises(ImageError, match="image too large"):
+        decode_image(HUGE_WEBP)
+
+
 def test_pillows_other_exceptions_on_broken_files_are_image_errors():
     with pytest.raises(ImageError, match="truncated or corrupt image data \\(error: unpack"):
         decode_image(BROKEN_GIF)

@@ -121,6 +121,8 @@ def _pixel_count(file: Path | io.BytesIO) -> str:
         try:
             with Image.open(file) as image:  # reads the header only
                 w, h = image.size
+        except Exception:  # the size said, but no decoder for it (a huge WebP): no figure
+            return "over Pillow's limit"
         finally:
             Image.MAX_IMAGE_PIXELS = limit
     return f"{w}x{h}, {w * h / 1e6:.0f} MP"
