@@ -116,10 +116,11 @@ def one_process(env, fm_slice, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_processes(env, fm_slice, tmp_path_factory):
-    """The same run in 2 processes, started by `lenet train --nproc 2`."""
+    """The same run in 2 processes, started by `lenet train --nproc 2`, with TensorBoard."""
     out = tmp_path_factory.mktemp("two")
     result = subprocess.run(
-        [str(BIN / "lenet"), *train_args(fm_slice, out, "two"), "--nproc", "2"],
+        [str(BIN / "lenet"), *train_args(fm_slice, out, "two"), "--nproc", "2",
+         "--tensorboard"],
         cwd=out, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
@@ -166,6 +167,7 @@ def test_only_rank_0_writes_and_the_record_says_the_world(two_processes, fm_slic
     assert {"config.json", "checkpoint.pt", "metrics.csv", "curves.png",
             "results.json"} <= files
     assert len((out / "two" / "metrics.csv").read_text().splitlines()) == 2  # header, 1 epoch
+    assert len(list((out / "two" / "tensorboard").iterdir())) == 1  # one events file
     record = json.loads((out / "two" / "config.json").read_text())
     assert record["world_size"] == 2
     assert record["distributed"]["backend"] == "gloo"

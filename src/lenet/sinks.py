@@ -264,7 +264,12 @@ class TensorBoardSink(Sink):
         except ImportError:
             raise ConfigError("--tensorboard needs the tensorboard package: "
                               "pip install tensorboard") from None
-        self.writer = SummaryWriter(log_dir=str(run_dir.file("tensorboard")))
+        self.make = lambda: SummaryWriter(log_dir=str(run_dir.file("tensorboard")))
+        self.writer: Any = None  # made when the run starts: no files from a process that
+        # only builds the sinks (ranks other than 0 under torchrun: OnlyIf)
+
+    def on_start(self, start: RunStart) -> None:
+        self.writer = self.make()
 
     def on_epoch(self, epoch: EpochEnd) -> None:
         for key, value in epoch.row.items():
@@ -273,7 +278,8 @@ class TensorBoardSink(Sink):
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class OnlyIf(Sink):
