@@ -189,15 +189,17 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         top_k, form = q.number(query, "top_k", 5, 1, 1000), q.choice(query, "input", INPUT)
         ood = q.flag(query, "ood", True)
         batcher = service.batcher
-        if batcher is not None:
-            batcher.arriving += 1
-        try:
+        if batcher is None or not ood:  # not loaded yet (one_image says so), or alone
             image = await one_image(request)
-        finally:
-            if batcher is not None:
-                batcher.arriving -= 1
+        else:
+            batcher.expect()  # images gathered meanwhile wait for this one
+            try:
+                image = await one_image(request)
+            except BaseException:
+                batcher.arrived()
+                raise
         if ood:
-            p = await answer(service.classify_one(image.pixels))
+            p = await answer(batcher.submit(image.pixels, expected=True))
         else:
             p = (await answer(service.classify_many(image.pixels[None], no_ood)))[0]
         return json_response({**result(p, top_k), "input": model_input(image, form),

@@ -136,9 +136,6 @@ class Service:
         return self.run.classify(images, top_k=len(self.classes), ood=self.detector,
                                  backend=self.options.backend)
 
-    async def classify_one(self, pixels: np.ndarray) -> Any:
-        return await self.batcher.submit(pixels)
-
     async def classify_many(self, images: np.ndarray, classify: Any = None) -> list[Any]:
         """A whole batch in one model call (by `classify`, default `_classify`)."""
         return list(await self.batcher.run(images, classify))
