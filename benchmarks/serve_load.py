@@ -290,10 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         stop_server(process)
     errors = sum(r.errors for r in results)
     dropped = sum(r.dropped for r in results)
+    alone = [r for r in results if r.name == "single" and r.concurrency == 1 and r.latencies]
+    median = (f"; median single-image latency at concurrency 1: "
+              f"{statistics.median(alone[0].latencies) * 1e3:.2f} ms" if alone else "")
     print(f"total: {sum(r.requests for r in results):,} requests, {errors} errors, "
-          f"{dropped} dropped; server {'up throughout' if alive else 'DIED'}; median "
-          f"single-image latency at concurrency 1: "
-          f"{statistics.median(results[0].latencies) * 1e3:.2f} ms")
+          f"{dropped} dropped; server {'up throughout' if alive else 'DIED'}{median}")
     return 0 if errors == dropped == 0 and alive else 1
 
 
