@@ -126,8 +126,15 @@ def main() -> int:
     total_inputs, total_crashes = 0, 0
     for name in args.targets.split(","):
         started = time.monotonic()
-        executed, crashes = fuzz(name, args.seconds, args.mutants,
-                                 Path(args.save_crashes) if args.save_crashes else None)
+        saved_stderr = os.dup(2)  # libtiff and libwebp write about every odd file to fd 2
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        try:
+            executed, crashes = fuzz(name, args.seconds, args.mutants,
+                                     Path(args.save_crashes) if args.save_crashes else None)
+        finally:
+            os.dup2(saved_stderr, 2)
         spent = time.monotonic() - started
         n = sum(c for c, _ in crashes.values())
         total_inputs, total_crashes = total_inputs + executed, total_crashes + n
