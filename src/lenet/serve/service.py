@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import io
 import sys
@@ -36,6 +37,7 @@ class Options:
     device: str = "cpu"
     threads: int = 1  # PyTorch's; the event loop has the other core(s)
     max_batch_size: int = 256  # images per micro-batch
+    tune_gc: bool = False  # a server process of its own (lenet serve): see _load
 
 
 class Service:
@@ -98,6 +100,14 @@ class Service:
         self._activations(np.zeros(size, np.uint8), values=False)
         self.metrics.describe_model({k: self.info[k] for k in (
             "model", "backend", "dataset", "checkpoint_sha256")})
+        # Everything loaded so far lives as long as the server: out of the collector's sight,
+        # so its full collections stay short under load; and fewer young collections (a
+        # request makes few cycles). p99 at concurrency 64 on 2 shared cores: ~210 -> ~110 ms.
+        # Process-wide: only where the process is the server's alone.
+        if self.options.tune_gc:
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(10_000, 20, 20)
         self.metrics.ready.set(1)
         self.ready.set()
         print(f"lenet serve: {run.path} ready in {time.perf_counter() - started:.1f} s "
