@@ -66,7 +66,7 @@ def serve(options: Options, limits: Limits, *, host: str = "127.0.0.1", port: in
         print(f"lenet serve: warning: listening on {host} with no token: anyone who can "
               "reach this machine can use the API (set --token or LENET_TOKEN)",
               file=sys.stderr)
-    options = replace(options, tune_gc=True)  # this process is the server's
+    options = replace(options, own_process=True)  # threads, collector: see Options
     app, _ = build(options, limits, token=token, cors=cors,
                    log=log_line if log_requests else None)
     fast_loop = importlib.util.find_spec("uvloop") is not None

@@ -37,7 +37,10 @@ class Options:
     device: str = "cpu"
     threads: int = 1  # PyTorch's; the event loop has the other core(s)
     max_batch_size: int = 256  # images per micro-batch
-    tune_gc: bool = False  # a server process of its own (lenet serve): see _load
+    # The process is the server's alone (lenet serve): it sets process-wide things, PyTorch's
+    # and OpenBLAS's threads and the collector; a process that only builds the app (tests)
+    # keeps its own.
+    own_process: bool = False
 
 
 class Service:
@@ -55,9 +58,10 @@ class Service:
     # --- start-up (a thread of its own: /healthz answers meanwhile) -----------------------
 
     def _threads(self) -> None:
-        from ..device import set_threads
+        if self.options.own_process:
+            from ..device import set_threads
 
-        set_threads(self.options.threads)
+            set_threads(self.options.threads)
 
     def load(self) -> None:
         try:
@@ -75,7 +79,8 @@ class Service:
 
         started = time.perf_counter()
         self._threads()
-        _one_blas_thread()
+        if self.options.own_process:
+            _one_blas_thread()
         run = Run.open(self.options.run, device=self.options.device)
         predictor = run.predictor(self.options.backend)
         try:
@@ -103,8 +108,7 @@ class Service:
         # Everything loaded so far lives as long as the server: out of the collector's sight,
         # so its full collections stay short under load; and fewer young collections (a
         # request makes few cycles). p99 at concurrency 64 on 2 shared cores: ~210 -> ~110 ms.
-        # Process-wide: only where the process is the server's alone.
-        if self.options.tune_gc:
+        if self.options.own_process:
             gc.collect()
             gc.freeze()
             gc.set_threshold(10_000, 20, 20)
