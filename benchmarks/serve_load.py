@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import platform
 import socket
@@ -108,10 +107,12 @@ async def connection(host: str, port: int, requests: list[bytes], count: int, ex
 
 
 def answered(body: bytes, expect: int) -> bool:
-    """The whole answer: a prediction, or `expect` of them."""
+    """The whole answer: a prediction, or `expect` of them (checked without parsing the JSON:
+    the client stays cheap; the tests parse the answers)."""
     if expect == 1:
         return body.startswith(b'{"class":') and body.endswith(b"}")
-    return json.loads(body).get("count") == expect
+    return (body.startswith(b'{"count":%d,"results":[' % expect) and body.endswith(b"}")
+            and body.count(b'"ood":') == expect)
 
 
 async def scenario(name: str, host: str, port: int, requests: list[bytes], *,
