@@ -76,6 +76,7 @@ class Run:
         self._predictors: dict[tuple[str, str], Predictor] = {}
         self._dataset: Any = None
         self._ood_checks: dict[str, Any] = {}  # backend -> lenet.ood.runs.OODCheck
+        self._from_start = False  # opened before its first checkpoint (Run.open)
 
     @property
     def path(self) -> Path:
@@ -103,10 +104,11 @@ class Run:
         """A recorded run: its directory or checkpoint file. `overrides` change where it runs
         (device, threads, data_dir) or, to train on, epochs; nothing else."""
         run_dir = RunDir(path)
-        if _never_saved(run_dir):  # stopped (kill -9) before its first checkpoint
-            _note(f"{run_dir.path} has no checkpoint yet: training it from the start")
+        if _never_saved(run_dir):  # stopped (kill -9) before its first checkpoint: fit
             saved = TrainConfig.from_dict(run_dir.read_json(RunDir.CONFIG)["train"])
-            return cls(run_dir, saved.replace(**fitting.check_resumable(saved, overrides)))
+            run = cls(run_dir, saved.replace(**fitting.check_resumable(saved, overrides)))
+            run._from_start = True  # fit trains it from the start, and says so
+            return run
         # a corrupt newest checkpoint: the previous good one, said in a note
         file, payload = checkpoint.load_latest(path, _note)
         saved = TrainConfig.from_dict(payload["train_config"])
@@ -135,6 +137,8 @@ class Run:
         if payload is not None and payload["epoch"] >= self.config.epochs and self.finished:
             raise ConfigError(f"{self.path} already finished {payload['epoch']} of "
                               f"{self.config.epochs} epochs; pass a larger --epochs to train on")
+        if self._from_start:
+            _note(f"{self.path} has no checkpoint yet: training it from the start")
         sinks = self.default_sinks(console) if sinks is None else list(sinks)
         if lock and distributed.world().main:
             self.dir.lock.acquire()  # one writer per run (lenet/lock.py); Run.create took it
@@ -142,7 +146,7 @@ class Run:
             return fitting.fit(self.dir, self.config, payload, sinks, stop, background_imports)
         finally:  # the checkpoint on disk is newer now: read it again when next needed
             self.dir.lock.release()
-            self._payload, self._model = None, None
+            self._payload, self._model, self._from_start = None, None, False
             self._predictors.clear()
             self._ood_checks.clear()
 
