@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ if os.environ.get("CI"):
 else:
     ray = pytest.importorskip("ray")
 
-from lenet.sweep_ray import resources, run_on_ray
+from lenet.sweep_ray import reachable, resources, run_on_ray
 
 # The fused kernel forced in every process (the pool's workers and Ray's, which inherit this
 # environment when they start): the guard's timing must not choose different paths.
@@ -148,6 +149,17 @@ def test_resources_per_run_come_from_the_sweep_file(tmp_path):
     spec.write_text("[resources]\nmemory = 3\n")
     with pytest.raises(ConfigError, match="only cpus and gpus"):
         resources(spec)
+
+
+def test_an_address_nothing_answers_on_is_refused_at_once():
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match="no Ray cluster answers there"):
+        reachable(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        reachable("head-node")
+    reachable("auto")  # Ray finds it (or says it cannot)
 
 
 def test_without_ray_the_cli_says_how_to_install_it(monkeypatch, data, tmp_path, capsys):

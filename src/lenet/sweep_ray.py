@@ -18,6 +18,7 @@ Ray is an optional extra (`pip install 'lenet[ray]'`); the process pool stays th
 from __future__ import annotations
 
 import signal
+import socket
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ def connect(ray: Any, address: str) -> bool:
     local Ray; False when this process is already connected (nothing to shut down)."""
     if ray.is_initialized():
         return False
+    reachable(address)
     try:
         if address == LOCAL:
             ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False)
@@ -66,6 +68,23 @@ def connect(ray: Any, address: str) -> bool:
         raise ConfigError(f"--ray {address}: cannot join a Ray cluster there ({e}); start one "
                           "with `ray start --head`, or give --ray alone for a local one") from e
     return True
+
+
+def reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a host:port (or ray://host:port) that nothing answers on, at once: Ray itself
+    keeps retrying for minutes."""
+    if address in (LOCAL, "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except ValueError:
+        raise ConfigError(f"--ray {address}: expected HOST:PORT, ray://HOST:PORT or auto") \
+            from None
+    except OSError as e:
+        raise ConfigError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); "
+                          "start one with `ray start --head`, or give --ray alone for a "
+                          "local one") from None
 
 
 def trial(run: PlannedRun, threads: int) -> str:
