@@ -197,6 +197,9 @@ def test_every_kind_of_bad_input(service, test_images):
     error(c.post("/v1/predict", content=good, headers={"Content-Type": "application/json"}),
           415)
     error(c.post("/v1/predict", content=good, headers={"Content-Type": "text/plain"}), 415)
+    curl = {"Content-Type": "application/x-www-form-urlencoded"}  # curl --data-binary's default
+    assert "application/octet-stream" in error(c.post("/v1/predict", content=good,
+                                                      headers=curl), 415)["detail"]
     error(c.post("/v1/predict", files={"other": ("x", b"")}, data={"a": "b"}), 400)
     error(c.post("/v1/predict", content=npy(np.zeros((2, 28, 28), np.uint8)), headers=raw), 400)
     error(c.post("/v1/predict", content=npy(np.array([None, 1], dtype=object)), headers=raw),

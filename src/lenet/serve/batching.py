@@ -15,6 +15,7 @@ thread only, so nothing in it needs to be thread-safe. Batch requests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -138,7 +139,9 @@ class MicroBatcher:
         try:
             results: Any = jobs[0].classify(images)
             error = None
-        except BaseException as e:  # handed to the waiting requests
+            if len(results) != len(images):
+                raise RuntimeError(f"the model answered {len(results)} of {len(images)} images")
+        except BaseException as e:  # handed to the waiting requests; this thread goes on
             results, error = None, e
         if self.on_batch is not None and error is None:
             self.on_batch(len(images))
@@ -153,7 +156,8 @@ class MicroBatcher:
                     settled.append((future, None if error else results[start + k], error))
                 start += len(job.futures)
         for loop, settled in by_loop.items():  # one wake-up per event loop for the lot
-            loop.call_soon_threadsafe(_settle, settled)
+            with contextlib.suppress(RuntimeError):  # that loop has closed: no one waits
+                loop.call_soon_threadsafe(_settle, settled)
 
 
 def _settle(settled: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
