@@ -187,13 +187,15 @@ def kill_trial(i: int, rng: random.Random, out: Path, data: Path, epochs: int,
     run_dir = out / name
     in_write = any(run_dir.glob(".checkpoint.pt.*.tmp"))
     bad = corrupt_files(run_dir)
+    complete = (run_dir / "results.json").exists()  # killed after its last write: done
     resume = subprocess.run([*LENET, "resume", str(run_dir), "--no-progress"],
                             capture_output=True, text=True)
-    resumed = resume.returncode == 0
+    resumed = resume.returncode == 0 or (complete and "already finished" in resume.stderr)
     same = resumed and (weights_hash(run_dir), metrics(run_dir)) == reference
     notes = [line for line in resume.stderr.splitlines() if line.startswith("lenet: note")]
     print(f"kill {i + 1:2d}: {phase:10s} of epoch {epoch + 1} +{delay * 1e3:4.0f} ms"
-          f"{' (inside the write)' if in_write else ''}: killed={killed} "
+          f"{' (inside the write)' if in_write else ''}"
+          f"{' (after results.json: complete)' if complete else ''}: killed={killed} "
           f"corrupt={bad or 0} resumed={resumed} bit-identical={same}"
           + (f" [{notes[0][12:80]}]" if notes else "")
           + ("" if resumed else f" {resume.stderr.strip()[-300:]}"), flush=True)
