@@ -289,6 +289,17 @@ def test_the_cli_refuses_a_batch_that_does_not_divide_before_launching(capsys):
     assert "lenet: error: --batch-size 128 does not divide among 3" in capsys.readouterr().err
 
 
+def test_a_world_size_without_a_rendezvous_says_so(monkeypatch, tmp_path, capsys):
+    from lenet.cli import main
+
+    for name in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--out-dir", str(tmp_path)]) == 2
+    assert "could not join them" in capsys.readouterr().err
+
+
 def test_nproc_inside_torchrun_is_refused(monkeypatch, capsys):
     from lenet.cli import main
 

@@ -111,7 +111,12 @@ def world() -> World:
             return ALONE
         # Gloo carries CPU tensors, NCCL CUDA ones: one group serves either device.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_S))
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_S))
+        except (ValueError, RuntimeError) as e:  # no MASTER_ADDR, a rendezvous timed out
+            raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} asks for several "
+                              f"processes, but this one could not join them ({e}); start "
+                              "them with torchrun or lenet train --nproc") from e
         atexit.register(leave)
     return World(dist.get_rank(), dist.get_world_size(),
                  int(os.environ.get("LOCAL_RANK", "0")), str(dist.get_backend()))
