@@ -112,6 +112,10 @@ def test_arrays_and_every_picture_format(service, test_images):
                    headers={"Content-Type": "application/octet-stream"})
         assert r.status_code == 200, (fmt, r.text)
         assert "input" in r.json()
+    photo = png(np.random.default_rng(0).integers(0, 255, (500, 500, 3), dtype=np.uint8))
+    assert len(photo) > 64 * 1024  # decoded on a thread, not on the event loop
+    assert c.post("/v1/predict", content=photo, headers={"Content-Type": "image/png"}
+                  ).status_code == 200
 
 
 def test_batch_answers_in_order_like_single_images(service, test_images):
