@@ -267,6 +267,7 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_lock_held_by_a_killed_process_does_not_block(synthetic, tmp_path, capsys):
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
@@ -302,7 +303,8 @@ def test_two_trainings_with_one_name_at_once_one_trains(synthetic, tmp_path):
     assert checkpoint.load(tmp_path / "runs" / "same")["epoch"] == 1
 
 
-def test_resume_waits_for_no_one_but_refuses_a_run_in_use(synthetic, tmp_path, capsys):
+@pytest.mark.slow
+def test_resume_of_a_run_in_use_is_refused(synthetic, tmp_path, capsys):
     code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
                      "50", "--out-dir", tmp_path, "--name", "r", "--no-progress")
     assert code == 0
