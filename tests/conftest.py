@@ -75,6 +75,14 @@ def synthetic(isolated_sources, monkeypatch):
     return directory
 
 
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory):
+    """A small trained run for lenet serve's tests, made once per session (tests/serving.py)."""
+    from serving import train_served_run
+
+    return train_served_run(tmp_path_factory.mktemp("serve"))
+
+
 class StopAfter(StopRequest):
     """Asks a run to stop once `steps` training steps have run (like a Ctrl-C there)."""
 

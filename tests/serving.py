@@ -1,5 +1,5 @@
-"""What the `lenet serve` tests share: a small trained run, made once per session, and a
-real `lenet serve` subprocess on a free port.
+"""What the `lenet serve` tests share: a small trained run, made once per session (the
+fixture `served_run` in conftest.py), and a real `lenet serve` subprocess on a free port.
 
 The run is lenet5-modern trained for 2 epochs on the synthetic squares of conftest.py,
 its dataset a directory of IDX files (a dataset lenet reads by path), so a server
@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from conftest import SYNTHETIC_CLASSES, write_dataset
 from PIL import Image
 
@@ -28,10 +27,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import serve_load  # noqa: E402  (benchmarks/serve_load.py: the server launcher, the client)
 
 
-@pytest.fixture(scope="session")
-def served_run(tmp_path_factory) -> Path:
-    """A trained run directory (synthetic squares, 10 classes)."""
-    root = tmp_path_factory.mktemp("serve")
+def train_served_run(root: Path) -> Path:
+    """A trained run directory (synthetic squares, 10 classes) under `root` (conftest.py's
+    session fixture `served_run`)."""
     data = root / "squares"
     write_dataset(data)
     (data / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n")

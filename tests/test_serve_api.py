@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serving import confident_test_image, npy, png, served_run  # noqa: F401 (a fixture)
+from serving import npy, png
 
 import lenet
 from lenet.cli import main
@@ -31,7 +31,7 @@ with warnings.catch_warnings():  # starlette 1.x: "install httpx2"; httpx is wha
 
 
 @pytest.fixture(scope="session")
-def service(served_run):  # noqa: F811
+def service(served_run):
     """The run, loaded and warmed up once for every test here."""
     loaded = Service(Options(str(served_run)), Limits(), Metrics())
     loaded.load()
@@ -41,7 +41,7 @@ def service(served_run):  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def test_images(served_run):  # noqa: F811
+def test_images(served_run):
     test = lenet.Run.open(served_run).dataset.test
     return test.images, test.labels
 
@@ -156,7 +156,7 @@ def test_activations_are_6_and_16_maps(service, test_images):
     assert sum(r.json()["probabilities"].values()) == pytest.approx(1, abs=1e-4)
 
 
-def test_model_sample_health_ready_and_metrics(service, served_run):  # noqa: F811
+def test_model_sample_health_ready_and_metrics(service, served_run):
     c = client(service)
     info = c.get("/v1/model").json()
     assert info["model"] == "lenet5-modern" and info["parameters"] == 61_706
@@ -302,7 +302,7 @@ def test_token_guards_v1_only_and_cors_is_off_unless_asked(service, test_images)
         "Origin": "https://elsewhere.example"}).headers
 
 
-def test_not_ready_until_loaded(served_run):  # noqa: F811
+def test_not_ready_until_loaded(served_run):
     waiting = Service(Options(str(served_run)), Limits(), Metrics())
     app, _ = build(waiting.options, service=waiting)
     c = TestClient(app)  # no lifespan: nothing loads it
@@ -349,7 +349,7 @@ def _batches(service, suffix: str) -> float:
 
 # --- the command ----------------------------------------------------------------------------
 
-def test_the_command_checks_the_run_and_warns_on_an_open_address(served_run, capsys,  # noqa: F811
+def test_the_command_checks_the_run_and_warns_on_an_open_address(served_run, capsys,
                                                                  monkeypatch):
     assert main(["serve", "no/such/run"]) == 2
     assert "no checkpoint there" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from serving import Server, confident_test_image, png, served_run  # noqa: F401 (a fixture)
+from serving import Server, confident_test_image, png
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
@@ -49,7 +49,7 @@ def browser():
 
 
 @pytest.mark.slow
-def test_draw_upload_and_pick_in_a_real_browser(served_run, tmp_path):  # noqa: F811
+def test_draw_upload_and_pick_in_a_real_browser(served_run, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -9,14 +9,14 @@ import io
 
 import httpx
 import pytest
-from serving import Server, npy, png, serve_load, served_run  # noqa: F401 (a fixture)
+from serving import Server, npy, png, serve_load
 from test_serve_api import png_bomb
 
 import lenet
 
 
 @pytest.mark.slow
-def test_bad_input_then_load_without_an_error_or_a_restart(served_run):  # noqa: F811
+def test_bad_input_then_load_without_an_error_or_a_restart(served_run):
     images = lenet.Run.open(served_run).dataset.test.images
     # A 1 MiB body limit: the over-limit body below (1.2 MB) fits in the loopback buffers,
     # so the client reads the 413 instead of finding the connection closed mid-send.
