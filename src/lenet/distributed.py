@@ -17,6 +17,8 @@ What lenet does with a world (fitting.py):
   read, so the record is a 1-process run's; every decision that changes control flow
   (stop, non-finite loss, target reached) is taken on reduced values, so no rank
   waits in an all-reduce that another has left;
+- batch norm normalises over the global batch (`sync_batch_norm`: PyTorch's
+  SyncBatchNorm on GPUs, `GlobalBatchNorm*` below elsewhere);
 - rank 0 alone writes (the run directory, checkpoints, curves, TensorBoard).
 """
 
