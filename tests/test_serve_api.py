@@ -180,7 +180,10 @@ def test_model_sample_health_ready_and_metrics(service, served_run):
     for asset in ("app.js", "style.css"):
         assert c.get(f"/static/{asset}").status_code == 200
     assert "/v1/predict" in c.get("/openapi.json").json()["paths"]
-    assert c.get("/docs").status_code == 200
+    docs = c.get("/docs")
+    assert docs.status_code == 200 and "://" not in docs.text  # nothing from a CDN
+    for asset in ("/static/docs/swagger-ui-bundle.js", "/static/docs/swagger-ui.css"):
+        assert c.get(asset).status_code == 200, asset
 
 
 # --- bad input: a clear JSON error, never a 500, and the server answers afterwards ---------

@@ -19,10 +19,12 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from . import queries as q
@@ -80,7 +82,9 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         yield
         service.close()
 
-    app = FastAPI(title="lenet serve", version=__version__, lifespan=lifespan,
+    # /docs is served below from swagger-ui-bundle's files: FastAPI's own page loads
+    # Swagger UI from a CDN, and the server must work offline.
+    app = FastAPI(title="lenet serve", version=__version__, lifespan=lifespan, docs_url=None,
                   description="A trained LeNet: classify images, see its activations. Every "
                               'error is JSON: {"error": ..., "detail": ...}.')
 
@@ -287,6 +291,16 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="lenet serve: API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon-32x32.png")
+
+    # Mounted before /static, so that /static/docs/... is Swagger UI's own files.
+    app.mount("/static/docs", StaticFiles(directory=swagger_ui_path), name="docs")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The gate serves these itself (middleware.py): FastAPI's middleware stack around a
     # route costs about a quarter of a single-image request. Same functions, same answers.
