@@ -43,6 +43,10 @@ BN_ATOL = 1e-4
 # 25 steps; without the gradients averaged (each rank on its share alone) 1.1e-2.
 AMP = {"model_settings": {}, "precision": "fp16"}
 AMP_ATOL = 3e-4
+# A whole epoch whose last batch does not divide evenly (sigmoid: smooth, so the rounding
+# differences stay at 1e-7 over 50 steps). Each share's mean loss is weighted by its size;
+# unweighted, that one step alone moves weights 5.5e-5 away from one process's.
+UNEVEN = {"model_settings": {}, "ood_holdout": 1}
 EXTRAS = {"model_settings": {}, "weight_decay": 5e-4, "schedule": "one-cycle",
           "clip_grad": 0.5}
 ENV = {"LENET_NATIVE": "1", "LENET_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
@@ -227,6 +231,8 @@ def test_two_processes_stopped_mid_epoch_resume_in_one(one_process, half, fm_sli
         Run.create(extras).fit(console=Console(progress=False), stop=StopAfter(10))
         amp = config.replace(name="amp", **{AMP!r})
         Run.create(amp).fit(console=Console(progress=False), stop=StopAfter(10))
+        uneven = config.replace(name="uneven", **{UNEVEN!r})
+        Run.create(uneven).fit(console=Console(progress=False))
     """))
     torchrun("--standalone", "--nproc-per-node", "2", str(script), cwd=Path.cwd())
     saved = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
@@ -251,6 +257,11 @@ def test_two_processes_stopped_mid_epoch_resume_in_one(one_process, half, fm_sli
     Run.create(config(fm_slice, tmp_path / "one", "amp", **AMP)).fit(
         console=Console(progress=False), stop=StopAfter(25))
     assert_same_weights(tmp_path / "one" / "amp", tmp_path / "amp", AMP_ATOL)
+    # 6,399 images: the epoch's last batch of 127 splits 63 + 64, each share's loss weighted.
+    Run.create(config(fm_slice, tmp_path / "one", "uneven", **UNEVEN)).fit(
+        console=Console(progress=False))
+    assert results(tmp_path / "uneven")["train_examples"] == 6399
+    assert_same_weights(tmp_path / "one" / "uneven", tmp_path / "uneven")
     Run.open(tmp_path / "stopped").fit(console=Console(progress=False))
     assert_same_epoch(one_process, tmp_path / "stopped")
 
