@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -95,14 +96,20 @@ def test_ray_runs_match_the_process_pool_and_a_rerun_runs_only_missing_ones(
             assert final[key] == pytest.approx(by_pool[name][key], rel=1e-6, abs=1e-7), name
     for name in ("comparison.md", "comparison.csv", "comparison.json", "curves.png"):
         assert (tmp_path / "ray" / "four" / name).is_file()
-    # Stopped half-way: two runs gone. The rerun runs those two only.
+    # Stopped half-way: two runs gone. The rerun, by `lenet sweep --ray ADDRESS` joining
+    # this module's Ray as a running cluster, runs those two only.
     kept = {n: (tmp_path / "ray" / "four" / n / "results.json").stat().st_mtime_ns
             for n in list(by_ray)[2:]}
     for name in list(by_ray)[:2]:
         shutil.rmtree(tmp_path / "ray" / "four" / name)
-    lines.clear()
-    run_sweep(tmp_path / "ray.toml", ray="local", say=lines.append)
+    address = ray.get_runtime_context().gcs_address
+    rerun = subprocess.run([str(Path(sys.executable).parent / "lenet"), "sweep",
+                            str(tmp_path / "ray.toml"), "--ray", address],
+                           capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    lines = rerun.stdout.splitlines()
     assert "4 runs, 2 already done" in lines[0]
+    assert f"on the cluster at {address}" in rerun.stdout
     assert sum(": done" in line for line in lines) == 2
     assert {n: (tmp_path / "ray" / "four" / n / "results.json").stat().st_mtime_ns
             for n in kept} == kept
