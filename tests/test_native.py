@@ -209,7 +209,8 @@ def test_a_prepared_model_reads_and_loads_as_the_plain_one(tmp_path):
     assert format_summary(summarize(fast)) == format_summary(summarize(plain))
     assert list(fast.state_dict()) == list(plain.state_dict())
     assert [n for n, _ in fast.named_parameters()] == [n for n, _ in plain.named_parameters()]
-    checkpoint.save(tmp_path / "plain.pt", {"model_state": plain.state_dict()})  # as before
+    checkpoint.save(tmp_path / "plain.pt", {"model_config": config.to_dict(),  # as before
+                                            "model_state": plain.state_dict()})
     fast.load_state_dict(checkpoint.load(tmp_path / "plain.pt")["model_state"])
     x = torch.rand(6, 1, 28, 28)
     fast.eval()
