@@ -2,8 +2,9 @@
 
 1. Training speed (examples/s over the training passes, from each run's results.json) of
    the book's recipe in 1 process x T threads vs T processes x 1 thread (`lenet train
-   --nproc T`, DistributedDataParallel over gloo), alternating, `--rounds` times; the
-   ratio (target: >= 0.8 on 2 cores) and each command's wall time.
+   --nproc T`, DistributedDataParallel over gloo), alternating, `--rounds` times, at the
+   book's batch of 128 and at 512; the ratio (target: >= 0.8 on 2 cores) and each
+   command's wall time; and what one gloo all-reduce costs (a fixed cost per step).
 2. The wall time of one 8-run sweep (`lenet sweep`) with the process pool and with
    `--ray` (a local Ray started for the sweep), alternating; Ray's start-up alone; the
    overhead per run of Ray over the pool (target: <= 1 s), with and without start-up.
@@ -50,10 +51,11 @@ def data_slice(directory: Path, n_train: int) -> str:
     return str(directory)
 
 
-def training(work: Path, dataset: str, epochs: int, rounds: int, cores: int) -> dict:
+def training(work: Path, dataset: str, epochs: int, rounds: int, cores: int,
+             batch: int) -> dict:
     """Part 1: examples/s of 1 process x `cores` threads and `cores` processes x 1."""
     common = ["train", "--dataset", dataset, "--epochs", str(epochs), "--no-progress",
-              "--out-dir", str(work / "runs")]
+              "--out-dir", str(work / "runs"), "--batch-size", str(batch)]
     contenders = {
         f"1 process x {cores} threads": ["--threads", str(cores)],
         f"{cores} processes x 1 thread": ["--nproc", str(cores), "--threads", "1"],
@@ -63,7 +65,7 @@ def training(work: Path, dataset: str, epochs: int, rounds: int, cores: int) -> 
     names = list(contenders)
     for r in range(rounds + 1):  # round 0 warms up: the kernel's build and guard decisions
         for name in (names if r % 2 else names[::-1]):
-            run_name = f"r{r}-{name.split()[0]}"
+            run_name = f"b{batch}-r{r}-{name.split()[0]}"
             wall = run([str(BIN / "lenet"), *common, "--name", run_name, *contenders[name]],
                        work)
             final = json.loads((work / "runs" / run_name / "results.json").read_text())
@@ -115,14 +117,53 @@ def sweeps(work: Path, dataset: str, rounds: int, cores: int) -> dict:
             "all": {k: [round(v, 1) for v in vs] for k, vs in walls.items()}}
 
 
+ALLREDUCE = """
+import json, sys, time, torch, torch.distributed as dist
+rank, size = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(1)
+dist.init_process_group("gloo", rank=rank, world_size=size)
+out = {}
+for n in (1000, 61706):
+    t = torch.randn(n)
+    for _ in range(50):
+        dist.all_reduce(t)
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(300):
+        dist.all_reduce(t)
+    out[str(n)] = (time.perf_counter() - start) / 300 * 1e3
+if rank == 0:
+    print(json.dumps(out))
+dist.destroy_process_group()
+"""
+
+
+def allreduce_ms(cores: int) -> dict[str, float]:
+    """Milliseconds of one gloo all-reduce among `cores` processes (each 1 thread): the
+    fixed cost DDP adds to every step."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [subprocess.Popen([sys.executable, "-c", ALLREDUCE, str(r), str(cores)], env=env,
+                              stdout=subprocess.PIPE, text=True) for r in range(cores)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    return json.loads(outs[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds [2]")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per training run [2]")
     parser.add_argument("--quick", action="store_true",
                         help="a 6,400-image slice, 1 round, 1 epoch: checks that it runs")
+    parser.add_argument("--batch-sizes", default="128,512",
+                        help="global batch sizes of part 1 [128 (the book's),512]")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
+    batches = [int(b) for b in args.batch_sizes.split(",")]
     from lenet.device import available_cpus
     from lenet.rundir import cpu_model
 
@@ -136,15 +177,21 @@ def main() -> None:
         full = "fashion-mnist" if not args.quick else data_slice(work, 6400)
         (work / "slice").mkdir()
         small = data_slice(work / "slice", 6400)
-        train = training(work, full, epochs, rounds, cores)
-        names = [k for k in train if k != "ratio"]
-        print(f"\n1. training, {epochs} epoch(s) of {'a slice' if args.quick else 'Fashion-MNIST'}"
-              f", median of {rounds} round(s):")
-        for name in names:
-            f = train[name]
-            print(f"   {name:24s} {f['examples_per_sec']:9,.0f} examples/s  (rounds: "
-                  f"{f['all']}; command {f['wall_s']:.1f} s)")
-        print(f"   ratio {names[1]} / {names[0]}: {train['ratio']:.2f}  (target >= 0.8)")
+        trainings = {}
+        for batch in batches:
+            train = trainings[batch] = training(work, full, epochs, rounds, cores, batch)
+            names = [k for k in train if k != "ratio"]
+            print(f"\n1. training, batch {batch}, {epochs} epoch(s) of "
+                  f"{'a slice' if args.quick else 'Fashion-MNIST'}, median of {rounds} round(s):")
+            for name in names:
+                f = train[name]
+                print(f"   {name:24s} {f['examples_per_sec']:9,.0f} examples/s  (rounds: "
+                      f"{f['all']}; command {f['wall_s']:.1f} s)")
+            print(f"   ratio {names[1]} / {names[0]}: {train['ratio']:.2f}  (target >= 0.8)")
+        latency = allreduce_ms(cores)
+        print(f"   gloo all-reduce of LeNet-5's 61,706 gradients among {cores} processes: "
+              f"{latency['61706']:.2f} ms (of 1,000 floats: {latency['1000']:.2f} ms): per step, "
+              "whatever the batch")
         sweep = sweeps(work, small, rounds, cores)
         print(f"\n2. an 8-run sweep (1 epoch of 6,400 images each), median of {rounds}:")
         print(f"   process pool ({cores} workers) {sweep['pool_s']:6.1f} s")
@@ -155,7 +202,8 @@ def main() -> None:
               "(target <= 1 s)")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "cores": cores,
-                                               "training": train, "sweep": sweep}, indent=2))
+                                               "training": trainings, "allreduce_ms": latency,
+                                               "sweep": sweep}, indent=2))
 
 
 if __name__ == "__main__":
