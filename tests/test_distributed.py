@@ -81,14 +81,10 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def env():
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as mp:  # module-wide; restored afterwards
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -34,18 +34,14 @@ ENV = {"LENET_NATIVE": "1"}
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    temp = tmp_path_factory.mktemp("ray")  # sockets, logs, object store spill: all here
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp),
-             object_store_memory=100 * 2**20)
-    yield
-    ray.shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as mp:  # module-wide; restored afterwards
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        temp = tmp_path_factory.mktemp("ray")  # sockets, logs, object store spill: all here
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=str(temp), object_store_memory=100 * 2**20)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
