@@ -240,13 +240,7 @@ class Run:
                       else torch.from_numpy(np.asarray(predictor.logits_one(one)))[None])
             return predictor.predictions(logits, top_k=top_k)
         logits, verdicts = detector.verdicts(images)  # once: classes, features, OOD score
-        # Built field by field: dataclasses.replace costs ~6 us a prediction (lenet serve).
-        return [Prediction(index=p.index, label=p.label, probability=p.probability, top=p.top,
-                           top_indices=p.top_indices, probabilities=p.probabilities,
-                           score=v.score, detector=v.detector, threshold=v.threshold,
-                           out_of_distribution=v.out_of_distribution)
-                for p, v in zip(predictor.predictions(logits, top_k=top_k), verdicts,
-                                strict=True)]
+        return predictor.predictions(logits, top_k=top_k, verdicts=verdicts)
 
     def evaluate(self, split: str | Any = "test", *, name: str | None = None,
                  backend: str = "auto") -> Evaluation:
