@@ -24,6 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="[cpu]")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="PyTorch threads for the model; the event loop uses another core [1]")
+    p.add_argument("--batch-threads", type=positive_int, default=None,
+                   help="PyTorch threads for a batch request of 64 or more images [every CPU]")
     p.add_argument("--token", default=os.environ.get("LENET_TOKEN"),
                    help="require 'Authorization: Bearer TOKEN' on /v1/* [$LENET_TOKEN; none]")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
@@ -63,7 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
                     max_batch=args.max_batch, timeout=args.timeout,
                     max_wait=args.batch_wait / 1000)
     options = Options(run=args.run, backend=args.backend, device=args.device,
-                      threads=args.threads)
+                      threads=args.threads, batch_threads=args.batch_threads)
     serve(options, limits, host=args.host, port=args.port, token=args.token or None,
           cors=args.cors, log_requests=not args.quiet)
     return 0

@@ -36,11 +36,17 @@ class Options:
     backend: str = "auto"
     device: str = "cpu"
     threads: int = 1  # PyTorch's; the event loop has the other core(s)
+    # PyTorch's for a batch request of WIDE_FROM+ images (None: every CPU): a batch keeps
+    # the cores busy long enough to split well; single images stay on `threads`.
+    batch_threads: int | None = None
     max_batch_size: int = 256  # images per micro-batch
     # The process is the server's alone (lenet serve): it sets process-wide things, PyTorch's
     # and OpenBLAS's threads and the collector; a process that only builds the app (tests)
     # keeps its own.
     own_process: bool = False
+
+
+WIDE_FROM = 64  # images in one batch request that run on `batch_threads`
 
 
 class Service:
@@ -152,7 +158,26 @@ class Service:
 
     async def classify_many(self, images: np.ndarray, classify: Any = None) -> list[Any]:
         """A whole batch in one model call (by `classify`, default `_classify`)."""
-        return list(await self.batcher.run(images, classify))
+        return list(await self.batcher.run(images, self._wide(classify or self._classify)))
+
+    def _wide(self, classify: Any) -> Any:
+        """`classify`, run on `batch_threads` PyTorch threads for a batch of WIDE_FROM+
+        images (setting the count costs ~1 us), then back to `threads`."""
+        if not self.options.own_process:
+            return classify
+        from ..device import available_cpus, set_threads
+
+        wide = self.options.batch_threads or available_cpus()
+
+        def run(images: np.ndarray) -> Any:
+            if len(images) < WIDE_FROM or wide == self.options.threads:
+                return classify(images)
+            set_threads(wide)
+            try:
+                return classify(images)
+            finally:
+                set_threads(self.options.threads)
+        return run
 
     async def activations(self, pixels: np.ndarray, values: bool) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
