@@ -113,3 +113,19 @@ def test_too_many_waiting_is_a_503_and_batch_requests_are_not_merged():
     assert refused.status == 503 and refused.error == "busy"
     assert waited == [0, 1] and whole == [5, 6]
     assert sorted(model.calls) == [2, 2]  # the two singles together; the batch as it came
+
+
+def test_batch_requests_of_64_or_more_run_on_batch_threads_then_come_back(monkeypatch):
+    from lenet.serve.service import Options, Service
+
+    counts: list[int] = []
+    monkeypatch.setattr("lenet.device.set_threads", lambda n: counts.append(n) or n)
+    service = Service.__new__(Service)  # only its options matter here
+    service.options = Options(run="r", threads=1, batch_threads=3, own_process=True)
+    sizes: list[int] = []
+    wide = service._wide(lambda images: sizes.append(len(images)) or [0] * len(images))
+    assert len(wide(np.zeros((64, 28, 28), np.uint8))) == 64
+    assert len(wide(np.zeros((8, 28, 28), np.uint8))) == 8
+    assert sizes == [64, 8] and counts == [3, 1]  # wide for 64, back to 1; 8 left alone
+    service.options = Options(run="r", threads=1, batch_threads=3)  # not the server process
+    assert service._wide(len) is len
