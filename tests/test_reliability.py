@@ -42,6 +42,13 @@ def cli(capsys, *argv):
     return code, out, err
 
 
+def train_one_epoch(capsys, out_dir) -> None:
+    """A small run `r` of one epoch on the synthetic data, into `out_dir`."""
+    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
+                     "50", "--out-dir", out_dir, "--name", "r", "--no-progress")
+    assert code == 0
+
+
 # --- checkpoint integrity -------------------------------------------------------------------
 
 def test_a_checkpoint_carries_a_checksum_and_the_last_two_are_kept(tmp_path):
@@ -231,9 +238,7 @@ def test_an_injected_write_error_leaves_the_previous_file_intact(tmp_path, monke
 @pytest.mark.slow
 def test_training_on_a_full_disk_ends_with_one_error_line_and_resumes(synthetic, small_disk,
                                                                        capsys):
-    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
-                     "50", "--out-dir", small_disk, "--name", "r", "--no-progress")
-    assert code == 0
+    train_one_epoch(capsys, small_disk)
     run = small_disk / "r"
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.name in (
         "checkpoint.pt", "metrics.csv", "results.json")}
@@ -305,9 +310,7 @@ def test_two_trainings_with_one_name_at_once_one_trains(synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_resume_of_a_run_in_use_is_refused(synthetic, tmp_path, capsys):
-    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
-                     "50", "--out-dir", tmp_path, "--name", "r", "--no-progress")
-    assert code == 0
+    train_one_epoch(capsys, tmp_path)
     with RunLock(tmp_path / "r"):
         code, _, err = cli(capsys, "resume", tmp_path / "r", "--epochs", "2")
     assert code == 2 and "is in use by another lenet process" in err
@@ -337,9 +340,7 @@ def test_unsafe_sweep_names_are_refused(tmp_path, spec):
 @pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(synthetic, tmp_path,
                                                                           capsys):
-    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
-                     "50", "--out-dir", tmp_path, "--name", "r", "--no-progress")
-    assert code == 0
+    train_one_epoch(capsys, tmp_path)
     for name in ("checkpoint.pt", "checkpoint.prev.pt", "metrics.csv", "results.json"):
         (tmp_path / "r" / name).unlink(missing_ok=True)  # as if killed in epoch 1
     code, _, err = cli(capsys, "resume", tmp_path / "r", "--no-progress")
@@ -360,9 +361,7 @@ def test_broken_ood_detector_arrays_are_refused_naming_the_file(tmp_path):
 @pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(synthetic, tmp_path,
                                                                           capsys):
-    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
-                     "50", "--out-dir", tmp_path, "--name", "r", "--no-progress")
-    assert code == 0
+    train_one_epoch(capsys, tmp_path)
     results = (tmp_path / "r" / "results.json").read_text()
     (tmp_path / "r" / "results.json").unlink()  # as if killed while fitting the OOD detectors
     code, _, _ = cli(capsys, "resume", tmp_path / "r", "--no-progress")
