@@ -2,9 +2,10 @@
 
 1. Training speed (examples/s over the training passes, from each run's results.json) of
    the book's recipe in 1 process x T threads vs T processes x 1 thread (`lenet train
-   --nproc T`, DistributedDataParallel over gloo), alternating, `--rounds` times, at the
-   book's batch of 128 and at 512; the ratio (target: >= 0.8 on 2 cores) and each
-   command's wall time; and what one gloo all-reduce costs (a fixed cost per step).
+   --nproc T`, DistributedDataParallel; gradients averaged through shared memory, and
+   through gloo's all-reduce with LENET_DIST_SHM=0), alternating, `--rounds` times, at the
+   book's batch of 128 and at 512; the ratios (target: >= 0.8 on 2 cores) and each
+   command's wall time; and what one all-reduce costs (a fixed cost per step).
 2. The wall time of one 8-run sweep (`lenet sweep`) with the process pool and with
    `--ray` (a local Ray started for the sweep), alternating; Ray's start-up alone; the
    overhead per run of Ray over the pool (target: <= 1 s), with and without start-up.
@@ -56,18 +57,20 @@ def training(work: Path, dataset: str, epochs: int, rounds: int, cores: int,
     """Part 1: examples/s of 1 process x `cores` threads and `cores` processes x 1."""
     common = ["train", "--dataset", dataset, "--epochs", str(epochs), "--no-progress",
               "--out-dir", str(work / "runs"), "--batch-size", str(batch)]
-    contenders = {
-        f"1 process x {cores} threads": ["--threads", str(cores)],
-        f"{cores} processes x 1 thread": ["--nproc", str(cores), "--threads", "1"],
+    contenders = {  # name: (arguments, environment)
+        f"1 process x {cores} threads": (["--threads", str(cores)], {}),
+        f"{cores} processes x 1 thread": (["--nproc", str(cores), "--threads", "1"], {}),
+        f"{cores} x 1, gloo's all-reduce": (["--nproc", str(cores), "--threads", "1"],
+                                            {"LENET_DIST_SHM": "0"}),
     }
     speeds: dict[str, list[float]] = {name: [] for name in contenders}
     walls: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for r in range(rounds + 1):  # round 0 warms up: the kernel's build and guard decisions
         for name in (names if r % 2 else names[::-1]):
-            run_name = f"b{batch}-r{r}-{name.split()[0]}"
-            wall = run([str(BIN / "lenet"), *common, "--name", run_name, *contenders[name]],
-                       work)
+            run_name = f"b{batch}-r{r}-{names.index(name)}"
+            arguments, env = contenders[name]
+            wall = run([str(BIN / "lenet"), *common, "--name", run_name, *arguments], work, env)
             final = json.loads((work / "runs" / run_name / "results.json").read_text())
             if r:
                 speeds[name].append(final["examples_per_sec_overall"])
@@ -75,8 +78,9 @@ def training(work: Path, dataset: str, epochs: int, rounds: int, cores: int,
     figures = {name: {"examples_per_sec": statistics.median(speeds[name]),
                       "all": [round(s) for s in speeds[name]],
                       "wall_s": statistics.median(walls[name])} for name in names}
-    figures["ratio"] = figures[names[1]]["examples_per_sec"] / figures[names[0]][
-        "examples_per_sec"]
+    alone = figures[names[0]]["examples_per_sec"]
+    figures["ratio"] = figures[names[1]]["examples_per_sec"] / alone
+    figures["ratio_gloo"] = figures[names[2]]["examples_per_sec"] / alone
     return figures
 
 
@@ -132,6 +136,22 @@ for n in (1000, 61706):
     for _ in range(300):
         dist.all_reduce(t)
     out[str(n)] = (time.perf_counter() - start) / 300 * 1e3
+from lenet.native import shm_reduce
+segment = shm_reduce.Segment.create(size, 61706) if rank == 0 else None
+box = [str(segment.path) if segment else None]
+dist.broadcast_object_list(box, src=0)
+segment = segment or shm_reduce.Segment.attach(box[0], rank, size, 61706)
+dist.barrier()
+if rank == 0:
+    segment.unlink()
+t = torch.randn(61706)
+for _ in range(50):
+    segment.mean_(t, 60)
+dist.barrier()
+start = time.perf_counter()
+for _ in range(300):
+    segment.mean_(t, 60)
+out["shm"] = (time.perf_counter() - start) / 300 * 1e3
 if rank == 0:
     print(json.dumps(out))
 dist.destroy_process_group()
@@ -139,8 +159,8 @@ dist.destroy_process_group()
 
 
 def allreduce_ms(cores: int) -> dict[str, float]:
-    """Milliseconds of one gloo all-reduce among `cores` processes (each 1 thread): the
-    fixed cost DDP adds to every step."""
+    """Milliseconds of one gloo all-reduce among `cores` processes (each 1 thread), and of
+    lenet's shared-memory mean of 61,706 floats: the fixed cost DDP adds to every step."""
     import socket
 
     with socket.socket() as s:
@@ -180,18 +200,20 @@ def main() -> None:
         trainings = {}
         for batch in batches:
             train = trainings[batch] = training(work, full, epochs, rounds, cores, batch)
-            names = [k for k in train if k != "ratio"]
+            names = [k for k in train if not k.startswith("ratio")]
             print(f"\n1. training, batch {batch}, {epochs} epoch(s) of "
                   f"{'a slice' if args.quick else 'Fashion-MNIST'}, median of {rounds} round(s):")
             for name in names:
                 f = train[name]
                 print(f"   {name:24s} {f['examples_per_sec']:9,.0f} examples/s  (rounds: "
                       f"{f['all']}; command {f['wall_s']:.1f} s)")
-            print(f"   ratio {names[1]} / {names[0]}: {train['ratio']:.2f}  (target >= 0.8)")
+            print(f"   ratio {names[1]} / {names[0]}: {train['ratio']:.2f}  (target >= 0.8; "
+                  f"with gloo's all-reduce instead of shared memory: {train['ratio_gloo']:.2f})")
         latency = allreduce_ms(cores)
         print(f"   gloo all-reduce of LeNet-5's 61,706 gradients among {cores} processes: "
               f"{latency['61706']:.2f} ms (of 1,000 floats: {latency['1000']:.2f} ms): per step, "
-              "whatever the batch")
+              f"whatever the batch;\n   lenet's shared-memory mean of the same: "
+              f"{latency['shm']:.3f} ms")
         sweep = sweeps(work, small, rounds, cores)
         print(f"\n2. an 8-run sweep (1 epoch of 6,400 images each), median of {rounds}:")
         print(f"   process pool ({cores} workers) {sweep['pool_s']:6.1f} s")

@@ -3,7 +3,8 @@
 # level this CPU can run (v2: SSE4.2, v3: AVX2, v4: AVX-512 where it has it), build the
 # kernel with lenet's strict flags and run its tests with that build forced
 # (LENET_NATIVE_MARCH, LENET_NATIVE=1: no guard); then cross-compile it for aarch64 (NEON)
-# with the same flags, with and without OpenMP. The unforced build (-march=native) is
+# with the same flags, with and without OpenMP. The same for the shared-memory gradient
+# sum of several processes (shm_reduce.c). The unforced build (-march=native) is
 # tested by `make test`. Each level has its own cache key, so they share the cache.
 set -euo pipefail
 python=${1:-.venv/bin/python}
@@ -22,11 +23,15 @@ for level in "${levels[@]}"; do
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build
   LENET_NATIVE=1 LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider \
     tests/test_native.py
+  echo "== the shared-memory gradient sum at -march=$level"
+  LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name shm_reduce
+  LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider tests/test_shm_reduce.py
 done
 
 if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
   echo "== cross-compiling the kernel for aarch64"
   "$python" -m lenet.native.build --cross aarch64-linux-gnu-gcc
+  "$python" -m lenet.native.build --name shm_reduce --cross aarch64-linux-gnu-gcc
 elif [ "${LENET_REQUIRE_CROSS:-0}" = 1 ]; then
   echo "aarch64-linux-gnu-gcc is missing (apt-get install gcc-aarch64-linux-gnu)" >&2
   exit 1

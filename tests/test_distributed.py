@@ -175,6 +175,8 @@ def test_only_rank_0_writes_and_the_record_says_the_world(two_processes, fm_slic
     record = json.loads((out / "two" / "config.json").read_text())
     assert record["world_size"] == 2
     assert record["distributed"]["backend"] == "gloo"
+    # One machine: the gradients' mean through shared memory, not gloo (issue 14's speed).
+    assert record["distributed"]["gradient_sum"].startswith("shared memory")
     assert record["native"]["path"] == "fused kernel"  # it trains under DDP (LENET_NATIVE=1)
     assert result.stdout.count("run directory:") == 1  # one terminal report, rank 0's
     # An error rank 0 meets (the name is taken) is said once, by rank 0, with status 2.
@@ -289,6 +291,7 @@ def test_two_nodes_on_loopback_resume_a_one_process_run(one_process, half, tmp_p
     record = json.loads((tmp_path / "half" / "config.json").read_text())
     assert record["world_size"] == 2
     assert record["distributed"]["nodes"] == 2
+    assert record["distributed"]["gradient_sum"] == "gloo"  # several machines: no shared memory
 
 
 def test_the_global_batch_must_divide_among_the_processes():

@@ -148,7 +148,7 @@ class _Fit:
         model, batch_norm = distributed.sync_batch_norm(build_model(self.model_config), device,
                                                         world)
         model = self.model = prepare_model(model, device)
-        self.trained = distributed.wrap(model, device, world)  # DDP under torchrun
+        self.trained, gradient_sum = distributed.wrap(model, device, world)  # DDP: torchrun
         self.optimizer = build_optimizer(model.parameters(), config)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))
         self.scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
@@ -173,7 +173,8 @@ class _Fit:
                   "environment": environment(),
                   # which path trains the conv blocks and why (the guard's timings)
                   "native": native,
-                  **({"distributed": {**world.describe(), "batch_norm": batch_norm}}
+                  **({"distributed": {**world.describe(), "batch_norm": batch_norm,
+                                       "gradient_sum": gradient_sum}}
                      if world.distributed else {}), "world_size": world.size}
         self.sinks.emit("on_start", RunStart(
             self.run_dir, config, record, list(self.history), self.start_epoch,
