@@ -142,6 +142,29 @@ def test_batch_answers_in_order_like_single_images(service, test_images):
         "ood"] is None
 
 
+def test_answers_built_from_arrays_are_run_classify_s_predictions(service, test_images):
+    # The server builds its answers from the arrays (no Prediction per image); they must say
+    # what the library's Run.classify says, image by image, for batches and single images.
+    images, _ = test_images
+    run = service.run
+    for pixels, top_k, ood in ((images[:50], 3, True), (images[7], 10, True),
+                               (images[:9], 5, False), (images[8], 1, False)):
+        expected = run.classify(pixels, top_k=top_k, ood=service.detector if ood else False)
+        got = service._classify(pixels, top_k=top_k, ood=ood)
+        assert len(got) == len(expected)
+        for a, p in zip(got, expected, strict=True):
+            assert (a["class"], a["index"], a["probability"]) == (p.label, p.index,
+                                                                  p.probability)
+            assert [(t["class"], t["probability"]) for t in a["top"]] == p.top
+            assert [t["index"] for t in a["top"]] == list(p.top_indices)
+            if ood:
+                assert a["ood"] == {"out_of_distribution": p.out_of_distribution,
+                                    "score": p.score, "threshold": p.threshold,
+                                    "detector": p.detector}
+            else:
+                assert a["ood"] is None
+
+
 def test_activations_are_6_and_16_maps(service, test_images):
     images, _ = test_images
     r = client(service).post("/v1/activations?values=true", content=png(images[2]),

@@ -64,6 +64,11 @@ class ScoreDetector:
         """(logits (N, classes), a lenet.ood.guard.Verdict per image), one forward pass."""
         return self.check.check(images, self.name, self.tpr)
 
+    def scores(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (N, classes), scores (N,)), one forward pass; a score below `threshold`
+        is out of distribution. Arrays, no object per image (`verdicts` builds those)."""
+        return self.check.check_scores(images, self.name)
+
 
 class Run:
     """A run directory and what it holds. Build one with `Run.create` or `Run.open`."""

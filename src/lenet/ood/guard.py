@@ -77,7 +77,8 @@ class Guard:
     def names(self) -> list[str]:
         return list(self.detectors)
 
-    def _detector(self, name: str | None) -> Detector:
+    def detector(self, name: str | None = None) -> Detector:
+        """The fitted detector `name` (default: the default one)."""
         name = name or self.default
         if name not in self.detectors:
             raise LenetError(f"unknown OOD detector {name!r}; choose from "
@@ -88,17 +89,17 @@ class Guard:
         """The score that `tpr` of the calibration images reach or exceed."""
         key = (name or self.default, tpr or self.tpr)
         if key not in self._thresholds:
-            self._detector(key[0])
+            self.detector(key[0])
             self._thresholds[key] = threshold_at(self.calibration[key[0]], key[1])
         return self._thresholds[key]
 
     def scores(self, inputs: Inputs, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        return {n: self._detector(n).score(inputs) for n in names or self.names}
+        return {n: self.detector(n).score(inputs) for n in names or self.names}
 
     def assess(self, inputs: Inputs, name: str | None = None,
                tpr: float | None = None) -> list[Verdict]:
         name = name or self.default
-        scores = self._detector(name).score(inputs)
+        scores = self.detector(name).score(inputs)
         threshold = self.threshold(name, tpr)
         return [Verdict(name, float(s), threshold, bool(s < threshold)) for s in scores]
 

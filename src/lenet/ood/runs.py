@@ -66,6 +66,19 @@ class OODCheck:
         x = Inputs(features[None], logits[None], np.asarray(image)[None])
         return logits, self.guard.assess(x, detector, tpr)[0]
 
+    def check_scores(self, images: Any, detector: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (N, classes), scores (N,)) from one forward pass, as arrays: an image
+        scoring below the detector's threshold is out of distribution. No object per image:
+        lenet serve's batches build their answers straight from these."""
+        one = single_image(images)
+        if one is not None:
+            features, logits = self.extractor.one(one)
+            x = Inputs(features[None], np.asarray(logits)[None], one[None])
+        else:
+            x = self.inputs(images)
+        return x.logits, self.guard.detector(detector).score(x)
+
     def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Every detector's scores for `images` (the benchmark's view)."""
         return self.guard.scores(self.inputs(images))

@@ -167,13 +167,9 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         return await asyncio.to_thread(service.decoder.one, data, prepare=prepare,
                                        invert=invert, source=source)
 
-    def result(p: Any, top_k: int) -> dict[str, Any]:
-        return {"class": p.label, "index": p.index, "probability": p.probability,
-                "top": [{"class": c, "index": i, "probability": prob}
-                        for (c, prob), i in zip(p.top[:top_k], p.top_indices, strict=False)],
-                "ood": None if p.threshold is None else {
-                    "out_of_distribution": p.out_of_distribution, "score": p.score,
-                    "threshold": p.threshold, "detector": p.detector}}
+    def cut(answer: dict[str, Any], top_k: int) -> dict[str, Any]:
+        """A micro-batch's answer (every class ranked) cut to the request's top k."""
+        return answer if top_k >= len(answer["top"]) else {**answer, "top": answer["top"][:top_k]}
 
     def model_input(image: ModelInput, form: str) -> dict[str, Any]:
         seen: dict[str, Any] = {"height": image.pixels.shape[0], "width": image.pixels.shape[1],
@@ -183,10 +179,6 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         elif form == "list":
             seen["pixels"] = image.pixels.tolist()
         return seen
-
-    def no_ood(images: Any) -> Any:
-        return service.run.classify(images, top_k=len(service.classes), ood=False,
-                                    backend=service.options.backend)
 
     @app.post("/v1/predict", summary="Classify one image", openapi_extra={
         **IMAGE_BODY, "parameters": documented(
@@ -212,10 +204,10 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
                 batcher.arrived()
                 raise
         if ood:
-            p = await answer(batcher.submit(image.pixels, expected=True))
+            p = cut(await answer(batcher.submit(image.pixels, expected=True)), top_k)
         else:
-            p = (await answer(service.classify_many(image.pixels[None], no_ood)))[0]
-        return json_response({**result(p, top_k), "input": model_input(image, form),
+            p = (await answer(service.classify_many(image.pixels[None], top_k, ood=False)))[0]
+        return json_response({**p, "input": model_input(image, form),
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 
     @app.post("/v1/predict/batch", summary="Classify many images", openapi_extra={
@@ -242,8 +234,7 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         else:
             images = service.decoder.many(await body(request), limits.max_batch)
             inputs = None
-        predictions = await answer(service.classify_many(images, None if ood else no_ood))
-        results = [result(p, top_k) for p in predictions]
+        results = await answer(service.classify_many(images, top_k, bool(ood)))
         if form != "none":
             for k, r in enumerate(results):
                 r["input"] = model_input(inputs[k] if inputs else ModelInput(images[k]), form)

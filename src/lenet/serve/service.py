@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import gc
 import hashlib
 import io
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import LenetError
+from ..inference import single_image
 from .batching import MicroBatcher
 from .decoding import Decoder
 from .limits import ApiError, Limits
@@ -151,14 +154,28 @@ class Service:
         if not self.ready.is_set():
             raise ApiError(503, "not_ready", self.failure or "the model is still loading")
 
-    def _classify(self, images: np.ndarray) -> list[Any]:
-        """Every class ranked (requests cut their own top k), with the OOD verdict."""
-        return self.run.classify(images, top_k=len(self.classes), ood=self.detector,
-                                 backend=self.options.backend)
+    def _classify(self, images: np.ndarray, top_k: int | None = None,
+                  ood: bool = True) -> list[dict[str, Any]]:
+        """The answer for each image, as /v1/predict's JSON has it: the `top_k` classes
+        (default every class, ranked: a request cuts its own) and the OOD verdict (with
+        `ood` where the run has a check). Built straight from the arrays: no object per
+        image (a batch of 256 spent ~2 ms on those)."""
+        run, backend = self.run, self.options.backend
+        if ood and self.detector:
+            logits, scores = self.detector.scores(images)
+        else:
+            one, predictor = single_image(images), run.predictor(backend)
+            logits = (predictor.logits(images).numpy() if one is None
+                      else np.asarray(predictor.logits_one(one))[None])
+            scores = None
+        return answers(logits, self.classes, top_k or len(self.classes), scores,
+                       self.detector if scores is not None else None)
 
-    async def classify_many(self, images: np.ndarray, classify: Any = None) -> list[Any]:
-        """A whole batch in one model call (by `classify`, default `_classify`)."""
-        return list(await self.batcher.run(images, self._wide(classify or self._classify)))
+    async def classify_many(self, images: np.ndarray, top_k: int | None = None,
+                            ood: bool = True) -> list[dict[str, Any]]:
+        """A whole batch in one model call (`_classify`'s answers)."""
+        classify = functools.partial(self._classify, top_k=top_k, ood=ood)
+        return list(await self.batcher.run(images, self._wide(classify)))
 
     def _wide(self, classify: Any) -> Any:
         """`classify`, run on `batch_threads` PyTorch threads for a batch of WIDE_FROM+
@@ -219,6 +236,28 @@ class Service:
             except LenetError as e:
                 raise ApiError(404, "no_dataset", f"the run's dataset is not available to "
                                                   f"this server: {e}") from None
+
+
+def answers(logits: np.ndarray, classes: list[str], top_k: int, scores: np.ndarray | None,
+            detector: Any) -> list[dict[str, Any]]:
+    """One JSON-ready answer per row of `logits` (N, classes): the `top_k` classes with
+    their softmax probabilities, best first, and the OOD verdict of each row's score (None
+    without a check)."""
+    probs = torch.softmax(torch.from_numpy(np.ascontiguousarray(logits, np.float32)),
+                          dim=1).numpy()
+    orders = np.argsort(-probs, axis=1)[:, :top_k]  # one sort for all rows
+    tops = np.take_along_axis(probs, orders, axis=1).tolist()
+    name = classes.__getitem__
+    ranked = [[{"class": name(i), "index": i, "probability": p}
+               for i, p in zip(order, top, strict=True)]
+              for order, top in zip(orders.tolist(), tops, strict=True)]
+    if scores is None:
+        return [{**best[0], "top": best, "ood": None} for best in ranked]
+    threshold, kind = detector.threshold, detector.name
+    return [{**best[0], "top": best, "ood": {"out_of_distribution": score < threshold,
+                                             "score": score, "threshold": threshold,
+                                             "detector": kind}}
+            for best, score in zip(ranked, scores.tolist(), strict=True)]
 
 
 def _one_blas_thread() -> None:
