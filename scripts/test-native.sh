@@ -4,7 +4,7 @@
 # kernel with lenet's strict flags and run its tests with that build forced
 # (LENET_NATIVE_MARCH, LENET_NATIVE=1: no guard); then cross-compile it for aarch64 (NEON)
 # with the same flags, with and without OpenMP. The same for the shared-memory gradient
-# sum of several processes (shm_reduce.c). The unforced build (-march=native) is
+# sum of several processes (shm_reduce.c) and the k-NN detector's kernel (knn.c). The unforced build (-march=native) is
 # tested by `make test`. Each level has its own cache key, so they share the cache.
 set -euo pipefail
 python=${1:-.venv/bin/python}
@@ -26,12 +26,17 @@ for level in "${levels[@]}"; do
   echo "== the shared-memory gradient sum at -march=$level"
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name shm_reduce
   LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider tests/test_shm_reduce.py
+  echo "== the k-NN detector's kernel at -march=$level"
+  LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name knn
+  LENET_NATIVE=1 LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider \
+    tests/test_knn_native.py
 done
 
 if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
   echo "== cross-compiling the kernel for aarch64"
   "$python" -m lenet.native.build --cross aarch64-linux-gnu-gcc
   "$python" -m lenet.native.build --name shm_reduce --cross aarch64-linux-gnu-gcc
+  "$python" -m lenet.native.build --name knn --cross aarch64-linux-gnu-gcc
 elif [ "${LENET_REQUIRE_CROSS:-0}" = 1 ]; then
   echo "aarch64-linux-gnu-gcc is missing (apt-get install gcc-aarch64-linux-gnu)" >&2
   exit 1

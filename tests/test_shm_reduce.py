@@ -41,6 +41,7 @@ RANK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_every_rank_gets_the_mean_in_rank_order_bit_for_bit(ranks, tmp_path):
     assert shm_reduce.why_not() is None
