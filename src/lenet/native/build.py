@@ -49,8 +49,8 @@ from .toolchain import (
 
 # MARCH_ENV, BuildError, Toolchain, compiler and toolchain are toolchain.py's, named here too
 __all__ = ["MARCH_ENV", "MODE_ENV", "Build", "BuildError", "Toolchain", "build", "cache_dir",
-           "compile_once", "compiler", "flag_sets", "last_build", "load", "main", "mode",
-           "toolchain"]
+           "checked_library", "compile_once", "compiler", "flag_sets", "last_build", "load",
+           "main", "mode", "toolchain"]
 
 SOURCE_DIR = Path(__file__).parent
 MODE_ENV = "LENET_NATIVE"  # 1: always the kernel; 0: never; unset: the guard measures
@@ -195,6 +195,23 @@ def load(name: str) -> ctypes.CDLL | None:
         warnings.warn(f"lenet: native {name} kernel not used, PyTorch's layers run instead: "
                       f"{error}", RuntimeWarning, stacklevel=2)
         return None
+
+
+def checked_library(name: str, abi_version: int) -> tuple[ctypes.CDLL | None, str | None]:
+    """(the compiled library `name`, None) if it builds, loads and its `<name>_abi_version()`
+    is `abi_version` (what its bindings were written for); else (None, why). For the small
+    kernels (knn, pixels, shm_reduce), whose callers fall back quietly; ignores
+    LENET_NATIVE (callers decide)."""
+    try:
+        lib = ctypes.CDLL(str(build(name).path))
+    except (BuildError, OSError) as error:
+        return None, str(error)
+    version = getattr(lib, f"{name}_abi_version")
+    version.restype = ctypes.c_int
+    if version() != abi_version:
+        return None, (f"its ABI version is {version()}, its bindings expect {abi_version} "
+                      "(bump both together)")
+    return lib, None
 
 
 def main(argv: list[str] | None = None) -> int:

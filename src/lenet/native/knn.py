@@ -22,31 +22,24 @@ from . import build
 ABI_VERSION = 1
 MAX_K = 64  # knn.c's
 MIN_VECTOR = 8  # floats a vector: AVX or wider, unless LENET_NATIVE=1
-_why: dict[str, str] = {}
+_why: dict[str, str | None] = {}
 
 
 @cache
 def library() -> ctypes.CDLL | None:
-    try:
-        lib = ctypes.CDLL(str(build.build("knn").path))
-    except (build.BuildError, OSError) as error:
-        _why["not"] = str(error)
-        return None
-    lib.knn_abi_version.restype = ctypes.c_int
-    if lib.knn_abi_version() != ABI_VERSION:
-        _why["not"] = f"its ABI version is {lib.knn_abi_version()}, knn.py expects {ABI_VERSION}"
-        return None
-    lib.knn_vector_width.restype = ctypes.c_int
-    lib.knn_kth_similarity.restype = None
-    lib.knn_kth_similarity.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
-                                       ctypes.c_void_p, ctypes.c_long, ctypes.c_int,
-                                       ctypes.c_void_p]
+    lib, _why["not"] = build.checked_library("knn", ABI_VERSION)
+    if lib is not None:
+        lib.knn_vector_width.restype = ctypes.c_int
+        lib.knn_kth_similarity.restype = None
+        lib.knn_kth_similarity.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
+                                           ctypes.c_void_p, ctypes.c_long, ctypes.c_int,
+                                           ctypes.c_void_p]
     return lib
 
 
 def why_not() -> str | None:
     """Why `library()` is None (None when it is not)."""
-    return None if library() is not None else _why.get("not", "not built")
+    return None if library() is not None else _why.get("not") or "not built"
 
 
 def kth_similarity(queries: np.ndarray, bank_t: np.ndarray, k: int) -> np.ndarray | None:

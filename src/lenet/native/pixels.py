@@ -24,16 +24,11 @@ FIELDS = ("total", "inner", "steps", "dark", "first_column_lit", "last_column_li
 
 @cache
 def library() -> ctypes.CDLL | None:
-    try:
-        lib = ctypes.CDLL(str(build.build("pixels").path))
-    except (build.BuildError, OSError):
-        return None
-    lib.pixels_abi_version.restype = ctypes.c_int
-    if lib.pixels_abi_version() != ABI_VERSION:
-        return None
-    lib.pixels_sums.restype = None
-    lib.pixels_sums.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_long,
-                                ctypes.c_void_p]
+    lib, _ = build.checked_library("pixels", ABI_VERSION)
+    if lib is not None:
+        lib.pixels_sums.restype = None
+        lib.pixels_sums.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
+                                    ctypes.c_long, ctypes.c_void_p]
     return lib
 
 

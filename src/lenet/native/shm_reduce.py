@@ -26,36 +26,26 @@ import torch
 from . import build
 
 ABI_VERSION = 1
+_why: dict[str, str | None] = {}  # why `library()` is None
 
 
 @cache
 def library() -> ctypes.CDLL | None:
     """The compiled shm_reduce.c, or None when it cannot be built (`why_not` says why)."""
-    try:
-        lib = ctypes.CDLL(str(build.build("shm_reduce").path))
-    except (build.BuildError, OSError) as error:
-        _why["not"] = str(error)
-        return None
-    lib.shm_reduce_abi_version.restype = ctypes.c_int
-    if lib.shm_reduce_abi_version() != ABI_VERSION:
-        _why["not"] = (f"its ABI version is {lib.shm_reduce_abi_version()}, shm_reduce.py "
-                       f"expects {ABI_VERSION}")
-        return None
-    lib.shm_reduce_bytes.restype = ctypes.c_long
-    lib.shm_reduce_bytes.argtypes = [ctypes.c_int, ctypes.c_long]
-    lib.shm_allreduce_f32.restype = ctypes.c_int
-    lib.shm_allreduce_f32.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                      ctypes.c_long, ctypes.c_void_p, ctypes.c_long,
-                                      ctypes.c_double]
+    lib, _why["not"] = build.checked_library("shm_reduce", ABI_VERSION)
+    if lib is not None:
+        lib.shm_reduce_bytes.restype = ctypes.c_long
+        lib.shm_reduce_bytes.argtypes = [ctypes.c_int, ctypes.c_long]
+        lib.shm_allreduce_f32.restype = ctypes.c_int
+        lib.shm_allreduce_f32.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                          ctypes.c_long, ctypes.c_void_p, ctypes.c_long,
+                                          ctypes.c_double]
     return lib
-
-
-_why: dict[str, str] = {}
 
 
 def why_not() -> str | None:
     """Why `library()` is None (None when it is not)."""
-    return None if library() is not None else _why.get("not", "not built")
+    return None if library() is not None else _why.get("not") or "not built"
 
 
 def _folder() -> Path:
