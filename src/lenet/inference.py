@@ -183,6 +183,13 @@ class Predictor:
                         for i in range(0, len(x), batch_size)]
         return torch.cat(outs) if outs else torch.empty(0, len(self.classes))
 
+    def logits_of(self, images: Any) -> torch.Tensor:
+        """Logits (N, classes) of any `images`; one uint8 image by the low-latency path."""
+        one = single_image(images)
+        if one is None:
+            return self.logits(images)
+        return torch.from_numpy(np.asarray(self.logits_one(one)))[None]
+
     @torch.inference_mode()
     def logits_one(self, image: np.ndarray) -> np.ndarray:
         """Logits (classes,) of one uint8 (H, W) image: the low-latency path."""

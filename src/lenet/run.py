@@ -33,7 +33,7 @@ from .data.images import PreparedImage, prepare
 from .errors import ConfigError
 from .evaluation import Evaluation, evaluate_split
 from .fitting import RunResult, StopRequest
-from .inference import Prediction, Predictor, single_image
+from .inference import Prediction, Predictor
 from .models import LeNet
 from .rundir import RunDir, read_metrics
 from .sinks import Sink, default_sinks
@@ -240,10 +240,7 @@ class Run:
         predictor = self.predictor(backend)
         detector = self.ood_detector(backend=backend) if ood is True else ood or None
         if detector is None:
-            one = single_image(images)
-            logits = (predictor.logits(images) if one is None
-                      else torch.from_numpy(np.asarray(predictor.logits_one(one)))[None])
-            return predictor.predictions(logits, top_k=top_k)
+            return predictor.predictions(predictor.logits_of(images), top_k=top_k)
         logits, verdicts = detector.verdicts(images)  # once: classes, features, OOD score
         return predictor.predictions(logits, top_k=top_k, verdicts=verdicts)
 

@@ -192,8 +192,8 @@ def pixel_statistics(pixels: np.ndarray) -> np.ndarray:
     10% of full scale; all in [0, 1]). Fashion-MNIST has a black background and a dark
     border, a product touches an edge only in places; photos (even padded to a square with
     black bars: their other two sides stay lit), noise, blanks and constants all leave that
-    range somewhere. Computed on the uint8 pixels in a few passes: a single image costs
-    microseconds."""
+    range somewhere. Integer sums of the uint8 pixels, in one compiled pass an image
+    (lenet.native.pixels) or a few numpy passes: a single image costs microseconds."""
     p = pixels.reshape(len(pixels), *pixels.shape[-2:])
     n, h, w = p.shape
     sums = native_pixels.pixel_sums(p)  # one pass an image, compiled; else numpy's passes

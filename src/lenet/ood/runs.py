@@ -62,9 +62,13 @@ class OODCheck:
     def check_one(self, image: np.ndarray, detector: str | None = None,
                   tpr: float | None = None) -> tuple[np.ndarray, Verdict]:
         """(logits (classes,), verdict) of one uint8 (H, W) image."""
+        x = self.inputs_one(image)
+        return x.logits[0], self.guard.assess(x, detector, tpr)[0]
+
+    def inputs_one(self, image: np.ndarray) -> Inputs:
+        """`inputs` of one uint8 (H, W) image, by the extractor's low-latency path."""
         features, logits = self.extractor.one(image)
-        x = Inputs(features[None], logits[None], np.asarray(image)[None])
-        return logits, self.guard.assess(x, detector, tpr)[0]
+        return Inputs(features[None], np.asarray(logits)[None], np.asarray(image)[None])
 
     def check_scores(self, images: Any, detector: str | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -72,11 +76,7 @@ class OODCheck:
         scoring below the detector's threshold is out of distribution. No object per image:
         lenet serve's batches build their answers straight from these."""
         one = single_image(images)
-        if one is not None:
-            features, logits = self.extractor.one(one)
-            x = Inputs(features[None], np.asarray(logits)[None], one[None])
-        else:
-            x = self.inputs(images)
+        x = self.inputs(images) if one is None else self.inputs_one(one)
         return x.logits, self.guard.detector(detector).score(x)
 
     def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
