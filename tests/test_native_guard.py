@@ -201,9 +201,17 @@ def test_lenet_doctor_prints_the_kernels_state(capsys, monkeypatch):
     if lenet5.available():
         assert "ISA level:   -march=" in out and "floats a vector" in out and "build log:" in out
         assert "lenet5, batch 128, training: fused kernel: LENET_NATIVE=1 forces" in out
+        # the small kernels, forced on: compiled where the kernel is
+        assert "OOD k-NN:    compiled, " in out and "OOD pixels:  compiled" in out
+        assert "DDP mean:    compiled: " in out
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["native"]["mode"] == "on" and report["threads"] == torch.get_num_threads()
+    monkeypatch.setenv("LENET_NATIVE", "0")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "OOD k-NN:    off (LENET_NATIVE=0): PyTorch's" in out
+    assert "OOD pixels:  off (LENET_NATIVE=0): numpy's" in out
     monkeypatch.setenv("LENET_NATIVE", "maybe")
     assert main(["doctor"]) == 2
     assert capsys.readouterr().err.startswith("lenet: error: LENET_NATIVE='maybe'")

@@ -2,7 +2,8 @@
 
 Mostly the native kernel's state: compiler, flags, ISA level (floats per vector), the
 cached library and its build log, the guard's timings and decisions, and when the kernel
-is not used, why; then torch's version, threads and the device `--device auto` picks.
+is not used, why; the small kernels (the OOD detectors' batch scores, DDP's shared-memory
+gradient mean); then torch's version, threads and the device `--device auto` picks.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def state(measure: bool = False) -> dict[str, Any]:
                 prepare_model(build_model(MODELS[name], seed=0), cpu), 128).items()
                 if k != "kernel"}
             for name in ("lenet5", "lenet5-modern")}
+    from ..native import knn, pixels, shm_reduce
+
+    report["small_kernels"] = {"OOD k-NN": knn.describe(),
+                               "OOD pixels": pixels.describe(),
+                               "DDP mean": shm_reduce.describe()}
     report["native"] = lenet5.kernel_report()  # last: it holds the decisions just made
     return report
 
@@ -89,6 +95,7 @@ def format_state(report: dict[str, Any]) -> str:
                      "or run lenet doctor --measure)")
     for name, choice in report.get("measured", {}).items():
         lines.append(f"{name}, batch 128, training: {choice['path']}: {choice['why']}")
+    lines += [f"{name + ':':12s} {what}" for name, what in report["small_kernels"].items()]
     set_vars = {k: v for k, v in report["environment"].items() if v is not None}
     lines += [f"torch:       {report['torch']}, {report['threads']} threads",
               f"device:      {report['device']} (--device auto)",

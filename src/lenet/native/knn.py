@@ -37,6 +37,30 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def usable() -> ctypes.CDLL | None:
+    """The library, where the compiled path is to be used (see above); else None."""
+    mode = build.mode()
+    lib = library() if mode != "off" else None
+    if lib is None or (mode == "auto" and lib.knn_vector_width() < MIN_VECTOR):
+        return None
+    return lib
+
+
+def describe() -> str:
+    """Which path scores batches, and why (lenet doctor)."""
+    fallback = "PyTorch's product and top-k"
+    if build.mode() == "off":
+        return f"off ({build.MODE_ENV}=0): {fallback}"
+    lib = library()
+    if lib is None:
+        return f"not built ({why_not()}): {fallback}"
+    width = lib.knn_vector_width()
+    if usable() is None:
+        return (f"built, {width} floats a vector, not used (slower than {fallback} below "
+                f"{MIN_VECTOR}; {build.MODE_ENV}=1 forces it)")
+    return f"compiled, {width} floats a vector"
+
+
 def why_not() -> str | None:
     """Why `library()` is None (None when it is not)."""
     return None if library() is not None else _why.get("not") or "not built"
@@ -46,11 +70,8 @@ def kth_similarity(queries: np.ndarray, bank_t: np.ndarray, k: int) -> np.ndarra
     """The k-th largest of `queries @ bank_t` per row (float32 (n,)), or None where the
     compiled path is off, missing or slower (see above). `queries` (n, d), `bank_t`
     (d, m): the bank transposed; k in 1..min(m, 64)."""
-    mode = build.mode()
-    if mode == "off" or not 1 <= k <= min(bank_t.shape[1], MAX_K):
-        return None
-    lib = library()
-    if lib is None or (mode == "auto" and lib.knn_vector_width() < MIN_VECTOR):
+    lib = usable()
+    if lib is None or not 1 <= k <= min(bank_t.shape[1], MAX_K):
         return None
     q = np.ascontiguousarray(queries, np.float32)
     b = np.ascontiguousarray(bank_t, np.float32)

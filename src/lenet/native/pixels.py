@@ -22,14 +22,24 @@ FIELDS = ("total", "inner", "steps", "dark", "first_column_lit", "last_column_li
           "first_row_lit", "last_row_lit")
 
 
+_why: dict[str, str | None] = {}  # why `library()` is None
+
+
 @cache
 def library() -> ctypes.CDLL | None:
-    lib, _ = build.checked_library("pixels", ABI_VERSION)
+    lib, _why["not"] = build.checked_library("pixels", ABI_VERSION)
     if lib is not None:
         lib.pixels_sums.restype = None
         lib.pixels_sums.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
                                     ctypes.c_long, ctypes.c_void_p]
     return lib
+
+
+def describe() -> str:
+    """Which path sums the pixels, and why (lenet doctor)."""
+    if build.mode() == "off":
+        return f"off ({build.MODE_ENV}=0): numpy's passes"
+    return "compiled" if library() is not None else f"not built ({_why.get('not')}): numpy's"
 
 
 def pixel_sums(images: np.ndarray) -> np.ndarray | None:

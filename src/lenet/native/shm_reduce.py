@@ -43,6 +43,13 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def describe() -> str:
+    """Whether DDP on one machine's CPUs can average through shared memory (lenet doctor)."""
+    if library() is None:
+        return f"not built ({why_not()}): gloo's all-reduce"
+    return "compiled: DDP on one machine's CPUs averages gradients through shared memory"
+
+
 def why_not() -> str | None:
     """Why `library()` is None (None when it is not)."""
     return None if library() is not None else _why.get("not") or "not built"
