@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lenet.data import datasets, idx
-from lenet.runner import StopRequest
+from lenet.run.shortcuts import StopRequest
 
 SYNTHETIC_CLASSES = tuple(f"class{k}" for k in range(10))
 

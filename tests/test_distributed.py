@@ -1,4 +1,4 @@
-"""Several processes training one model (lenet/distributed.py): 2 gloo processes on a slice
+"""Several processes training one model (lenet/training/distributed.py): 2 gloo processes on a slice
 of the real Fashion-MNIST give a 1-process run's weights and accuracy; only rank 0 writes;
 a run resumes with another number of processes; two "nodes" meet on 127.0.0.1.
 
@@ -21,11 +21,11 @@ import torch
 from conftest import StopAfter
 
 from lenet import Run, TrainConfig
-from lenet.console import Console
 from lenet.data import idx, sources
 from lenet.data.loader import Batches
-from lenet.distributed import ALONE, World, check_batch
 from lenet.errors import ConfigError
+from lenet.run.console import Console
+from lenet.training.distributed import ALONE, World, check_batch
 
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 240  # a whole torchrun; a hung rendezvous fails the test instead of hanging it

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
-from lenet import runner
-from lenet.config import TrainConfig
-from lenet.console import Console
-from lenet.models import MODELS, build_model, with_settings
+from lenet.models.config import MODELS
+from lenet.models.network import build_model
+from lenet.models.settings import with_settings
 from lenet.native import guard, lenet5
 from lenet.native.fastpath import kernel_path, native_choice, prepare_model
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 CPU = torch.device("cpu")
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from lenet.errors import LenetError
-from lenet.inference import Predictor
-from lenet.models import MODELS, ModelConfig, build_model
+from lenet.models.config import MODELS, ModelConfig
+from lenet.models.network import build_model
 from lenet.ood import benchmark, calibration, guard
 from lenet.ood.detectors import KNN, MSP, Energy, Inputs, Mahalanobis, Pixels, make_detectors
 from lenet.ood.features import FeatureExtractor
 from lenet.ood.probes import ProbeSet, glyph_sets, noise_sets
+from lenet.predict.predictor import Predictor
 
 MEANS = np.array([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [0, 0, 5.0, 0]])
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
-from ..console import Console
+from ..base.device import DEVICE_CHOICES
 from ..data.datasets import DATASETS
-from ..device import DEVICE_CHOICES
-from ..distributed import World, check_batch
-from ..model_settings import parse_settings, setting_names
-from ..models import MODELS, build_model, resolve_model_config
-from ..summary import format_summary, summarize
+from ..models.config import MODELS
+from ..models.network import build_model
+from ..models.settings import parse_settings, resolve_model_config, setting_names
+from ..models.summary import format_summary, summarize
+from ..run.console import Console
+from ..training.config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
+from ..training.distributed import World, check_batch
 from .args import (
     fraction,
     non_negative_float,
@@ -120,7 +121,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..run import Run  # torch-heavy imports only for commands that need them
+    from ..run.record import Run  # torch-heavy imports only for commands that need them
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -141,7 +142,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from ..run import Run
+    from ..run.record import Run
 
     if args.nproc and args.nproc > 1:
         return launch(args.nproc, args.argv)
@@ -158,7 +159,7 @@ def run_summary(args: argparse.Namespace) -> int:
     print(f"{args.model}: input {shape}")
     print(format_summary(summarize(model, shape)))
     if args.plot:
-        from ..diagram import plot_network
+        from ..models.diagram import plot_network
 
         print(f"diagram: {plot_network(model, args.plot, shape, title=args.model)}")
     return 0

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from ..atomic import atomic_path, write_text
+from ..base.atomic import atomic_path, write_text
 from ..errors import ConfigError
 from .toolchain import (
     MARCH_ENV,

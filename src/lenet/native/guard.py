@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import write_text
+from ..base.atomic import write_text
 from . import build, lenet5
 
 MARGIN = 0.909  # the kernel's time must be at most this share of PyTorch's (>= 10% faster)

@@ -11,16 +11,16 @@
 """
 
 from .exercise import (
-    PHOTOS,
-    SCORES,
-    GroupReport,
-    analyse,
-    format_reports,
-    photos,
-    plot_reports,
-    probe_groups,
-    saturation,
-    score,
+           PHOTOS,
+           SCORES,
+           GroupReport,
+           analyse,
+           format_reports,
+           photos,
+           plot_reports,
+           probe_groups,
+           saturation,
+           score,
 )
 
 __all__ = ["PHOTOS", "SCORES", "GroupReport", "analyse", "format_reports", "photos",

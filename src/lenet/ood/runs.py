@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import write_text
+from ..base.atomic import write_text
 from ..errors import LenetError
-from ..inference import Predictor, single_image
+from ..predict.predictor import Predictor, single_image
 from . import benchmark, calibration
 from .detectors import Inputs
 from .features import FeatureExtractor
@@ -113,7 +113,7 @@ def fit_after_training(model: torch.nn.Module, classes: list[str], train_images:
                        epoch: int) -> Guard:
     """A finished run's detectors, fitted from what training holds in memory (the model,
     the training split), not yet saved (sinks.OODSink saves them)."""
-    from ..checkpoint import model_from_payload
+    from ..training.checkpoint import model_from_payload
 
     clean = model_from_payload({"model_config": model.config.to_dict(),  # a plain LeNet
                                 "model_state": model.state_dict()}, "cpu")

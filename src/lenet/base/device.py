@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import ConfigError, LenetError
+from ..errors import ConfigError, LenetError
 
 T = TypeVar("T")
 # Seconds a collective (and joining the group) may wait for the other ranks before the
@@ -195,7 +195,7 @@ def shared_memory_sum(ddp: nn.parallel.DistributedDataParallel, device: torch.de
         return f"{backend} ({SHM_ENV}=0)"
     if device.type != "cpu" or not local:
         return backend
-    from .native import shm_reduce
+    from ..native import shm_reduce
 
     capacity = max(1, min(sum(p.numel() for p in ddp.parameters()), 1 << 22))
     why_not = None

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from .atomic import write_bytes
-from .errors import LenetError
-from .models import LeNet, ModelConfig
+from ..base.atomic import write_bytes
+from ..errors import LenetError
+from ..models.config import ModelConfig
+from ..models.network import LeNet
 
 FORMAT = "lenet-checkpoint"
 VERSION = 2  # 2: with a checksum; version 1 files (none) still load

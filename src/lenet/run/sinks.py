@@ -1,6 +1,6 @@
 """Where a training run reports: sinks, small objects with one job each.
 
-`Run.fit` (lenet/run.py) computes; it tells every sink what happened, in this
+`Run.fit` (lenet/run/record.py) computes; it tells every sink what happened, in this
 order of events:
 
     on_start(RunStart)     once, after set-up (also when resuming)
@@ -26,13 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import checkpoint
-from .config import TrainConfig
+from ..errors import ConfigError, LenetError
+from ..training import checkpoint
+from ..training.config import TrainConfig
 from .console import Console
-from .errors import ConfigError, LenetError
-from .rundir import RunDir
+from .directory import RunDir
 
-Payload = dict[str, Any]  # a checkpoint's contents (lenet/checkpoint.py)
+Payload = dict[str, Any]  # a checkpoint's contents (lenet/training/checkpoint.py)
 
 
 @dataclass(frozen=True)

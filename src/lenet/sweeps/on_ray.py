@@ -5,7 +5,7 @@ Ray started on this machine for the sweep.
     cpus = 1           # CPUs per run (its torch threads) [1]
     gpus = 0           # GPUs per run (0.5: two runs share one) [0]
 
-Each run is one task (`execute` from lenet/sweep.py, as a pool worker runs it): it writes
+Each run is one task (`execute` from trial.py, as a pool worker runs it): it writes
 its run directory in the same sweep folder, so the folder, the comparison files and
 resuming are the process pool's. The folder must be on storage every node sees (a shared
 file system) when the cluster has more than this machine. A run that fails (an error,
@@ -24,9 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .device import available_cpus
-from .errors import ConfigError, LenetError
-from .sweep import PlannedRun, execute, record_result
+from ..base.device import available_cpus
+from ..errors import ConfigError, LenetError
+from .spec import PlannedRun
+from .trial import execute, record_result
 
 LOCAL = "local"  # `--ray` without an address: a Ray started here for the sweep
 INSTALL = "pip install 'lenet[ray]'"

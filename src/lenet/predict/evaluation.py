@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .inference import Predictor
-from .tables import format_table
+from ..base.tables import format_table
+from .predictor import Predictor
 
 
 @dataclass

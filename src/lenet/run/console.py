@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from .tables import format_row
+from ..base.tables import format_row
 
 COLUMNS = ("epoch", "train loss", "train acc", "{e} loss", "{e} acc", "examples/s", "seconds")
 WIDTHS = (5, 10, 9, 9, 8, 11, 8)

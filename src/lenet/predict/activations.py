@@ -17,8 +17,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .errors import LenetError
-from .native.fastpath import layer_by_layer
+from ..errors import LenetError
+from ..native.fastpath import layer_by_layer
 
 LAYERS = ("act1", "act2")  # the activations after conv1 and conv2
 

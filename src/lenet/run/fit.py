@@ -1,6 +1,6 @@
 """`Run.fit`: a training run's four phases, set-up -> epochs -> evaluation -> finish.
 
-The phases compute; everything they produce goes to sinks (lenet/sinks.py):
+The phases compute; everything they produce goes to sinks (lenet/run/sinks.py):
 files, terminal, TensorBoard. Ctrl-C, a non-finite loss and resuming are
 handled here and nowhere else:
 
@@ -33,18 +33,19 @@ from typing import Any
 
 import torch
 
-from . import checkpoint, distributed
-from .config import TrainConfig
-from .data import sources
-from .data.loader import make_loaders
-from .device import describe, pick_device, set_threads
-from .errors import ConfigError, TrainingError
-from .models import ModelConfig, build_model
-from .native.fastpath import native_choice, prepare_model
-from .optim import build_optimizer, build_scheduler
-from .rundir import RunDir, environment
+from ..base.device import describe, pick_device, set_threads
+from ..data import sources
+from ..data.loader import make_loaders
+from ..errors import ConfigError, TrainingError
+from ..models.config import ModelConfig
+from ..models.network import build_model
+from ..native.fastpath import native_choice, prepare_model
+from ..training import checkpoint, distributed
+from ..training.config import TrainConfig
+from ..training.loop import EpochTotals, EvalResult, NonFiniteLossError, evaluate, train_one_epoch
+from ..training.optim import build_optimizer, build_scheduler
+from .directory import RunDir, environment
 from .sinks import EpochEnd, OnlyIf, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
-from .training import EpochTotals, EvalResult, NonFiniteLossError, evaluate, train_one_epoch
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Options that may differ when a run is resumed: where it runs, not what it computes.
@@ -295,7 +296,7 @@ class _Fit:
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         # The out-of-distribution detectors, fitted on the training images still in memory
         # when a sink asks (sinks.OODSink; about half a second).
-        from .ood.runs import fit_after_training  # matplotlib et al.: imported by now
+        from ..ood.runs import fit_after_training  # matplotlib et al.: imported by now
 
         ood = functools.partial(fit_after_training, self.model, self.classes,
                                 self.train_split.images, self.train_split.labels,

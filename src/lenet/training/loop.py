@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from .data.loader import Batches
+from ..data.loader import Batches
+from ..errors import TrainingError
 from .distributed import ALONE, World
-from .errors import TrainingError
 
 
 class NonFiniteLossError(TrainingError):

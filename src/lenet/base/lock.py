@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from .errors import LenetError
+from ..errors import LenetError
 
 LOCKFILE = ".lock"
 

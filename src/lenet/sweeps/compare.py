@@ -15,14 +15,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .atomic import write_text
-from .data.datasets import evaluation_split
-from .errors import LenetError
-from .model_settings import ModelSettings
-from .models import LeNet, ModelConfig
-from .rundir import RunDir, read_metrics
-from .summary import summarize
-from .tables import format_table
+from ..base.atomic import write_text
+from ..base.tables import format_table
+from ..data.datasets import evaluation_split
+from ..errors import LenetError
+from ..models.config import ModelConfig
+from ..models.network import LeNet
+from ..models.settings import ModelSettings
+from ..models.summary import summarize
+from ..run.directory import RunDir, read_metrics
 
 
 @dataclass(frozen=True)

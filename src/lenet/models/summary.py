@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .tables import format_table
+from ..base.tables import format_table
 
 
 @dataclass(frozen=True)

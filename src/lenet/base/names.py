@@ -7,7 +7,7 @@ refused with a message that says which name and why.
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MAX_BYTES = 200  # under every common file system's 255, with room for suffixes
 

@@ -6,7 +6,7 @@
       curves.png     the book's figure (train loss, train acc, test acc)
       checkpoint.pt  weights and training state, rewritten after each epoch
       results.json   final figures, written when the run ends
-      .lock          held (flock) by the process writing the run (lenet/lock.py)
+      .lock          held (flock) by the process writing the run (lenet/base/lock.py)
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .atomic import write_text
-from .checkpoint import FILENAME as CHECKPOINT
-from .errors import ConfigError
-from .lock import RunLock
-from .names import check_name
+from .. import __version__
+from ..base.atomic import write_text
+from ..base.lock import RunLock
+from ..base.names import check_name
+from ..errors import ConfigError
+from ..training.checkpoint import FILENAME as CHECKPOINT
 
 
 def cpu_model() -> str:

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from .data.datasets import DATASETS, evaluation_split
-from .errors import ConfigError
-from .model_settings import ModelSettings
-from .models import MODELS, ModelConfig, resolve_model_config
-from .names import check_name
+from ..base.names import check_name
+from ..data.datasets import DATASETS, evaluation_split
+from ..errors import ConfigError
+from ..models.config import MODELS, ModelConfig
+from ..models.settings import ModelSettings, resolve_model_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "one-cycle")

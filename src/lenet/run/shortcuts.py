@@ -1,7 +1,7 @@
 """One-call shortcuts: `train(config)` and `resume(run_dir)`.
 
 They are `Run.create(config).fit()` and `Run.open(run_dir, **overrides).fit()`
-(lenet/run.py, where a run's set-up, epochs, evaluation and finish live).
+(lenet/run/record.py, where a run's set-up, epochs, evaluation and finish live).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from ..training.config import TrainConfig
 from .console import Console
-from .fitting import AUTOCAST, RESUMABLE_OVERRIDES, RunResult, StopRequest
-from .run import Run
+from .fit import AUTOCAST, RESUMABLE_OVERRIDES, RunResult, StopRequest
+from .record import Run
 
 __all__ = ["AUTOCAST", "RESUMABLE_OVERRIDES", "RunResult", "StopRequest", "resume", "train"]
 

@@ -18,8 +18,8 @@ Each run gets its own run directory, named from the options it varies.
 Finished runs (with results.json) are never redone, interrupted ones resume
 from their checkpoint, so rerunning the same command after a Ctrl-C or a
 crash completes the sweep. Runs go to worker processes, one CPU thread each by
-default, as many as the cores and memory allow (lenet/sweep_pool.py), or, with
-`--ray`, to Ray tasks (lenet/sweep_ray.py).
+default, as many as the cores and memory allow (pool.py), or, with `--ray`, to
+Ray tasks (on_ray.py); trial.py is one run's life, sweep.py the whole.
 """
 
 from __future__ import annotations
@@ -28,30 +28,15 @@ import itertools
 import math
 import random
 import re
-import shutil
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text
-from .compare import (
-    RunSummary,
-    markdown_table,
-    plot_curves,
-    plot_tradeoffs,
-    sort_by_accuracy,
-    summarize_run,
-    to_json,
-    write_csv,
-)
-from .config import TrainConfig
-from .errors import ConfigError
-from .lock import RunLock
-from .model_settings import ModelSettings
-from .names import check_name
-from .rundir import RunDir
+from ..base.names import check_name
+from ..errors import ConfigError
+from ..models.settings import ModelSettings
+from ..training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -156,107 +141,3 @@ def load_spec(path: str | Path) -> tuple[str, Path, list[PlannedRun]]:
     runs = [PlannedRun(n, TrainConfig(**{**o, "out_dir": str(out), "name": n}))
             for n, o in planned]
     return name, out, runs
-
-
-def status(run: PlannedRun) -> str:
-    """'done', 'interrupted' (has a checkpoint) or 'new'."""
-    run_dir = Path(run.config.out_dir) / run.name
-    if (run_dir / RunDir.RESULTS).exists():
-        return "done"
-    if (run_dir / "checkpoint.pt").exists():
-        return "interrupted"
-    return "new"
-
-
-STOP_MARKER = ".stopping"  # in the sweep directory: queued runs must not start
-
-
-def execute(run: PlannedRun, stop: Any = None) -> str:
-    """Train (or resume) one planned run, logging to its directory; returns its status."""
-    from . import runner
-    from .console import Console
-
-    run_dir = Path(run.config.out_dir) / run.name
-    state = status(run)
-    if state == "done":
-        return "done"
-    if (Path(run.config.out_dir) / STOP_MARKER).exists():
-        return "not started"
-    if state == "new" and run_dir.exists():
-        with RunLock(run_dir):  # refused if a process (an orphaned worker) still writes it
-            shutil.rmtree(run_dir)  # a start that never reached its first checkpoint
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.log", "a") as log:
-        console = Console(progress=False, stream=log)
-        if state == "interrupted":
-            result = runner.resume(run_dir, console=console, stop=stop)
-        else:
-            result = runner.train(run.config, console=console, stop=stop)
-    return "done" if result.completed else "interrupted"
-
-
-FAILED = "failed.txt"  # in a run directory: why its last attempt failed
-
-
-def record_result(run: PlannedRun, result: str) -> None:
-    """A failed run's error in RUN/failed.txt (the next attempt clears it)."""
-    file = Path(run.config.out_dir) / run.name / FAILED
-    if result.startswith("failed"):
-        file.parent.mkdir(parents=True, exist_ok=True)
-        write_text(file, result.removeprefix("failed: ") + "\n")
-    else:
-        file.unlink(missing_ok=True)
-
-
-def run_sweep(path: str | Path, *, workers: int | None = None,
-              say: Callable[[str], None] = print, stop: Any = None,
-              ray: str | None = None) -> list[RunSummary]:
-    """Run every unfinished run of a sweep file, then compare them all.
-
-    `workers=0` runs in this process, one after another (`stop` then applies). `ray`
-    runs them as Ray tasks instead (lenet/sweep_ray.py): on the cluster at that address,
-    "auto", or "local" for a Ray started here.
-    """
-    name, out, runs = load_spec(path)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STOP_MARKER).unlink(missing_ok=True)
-    shutil.copyfile(path, out / "sweep.toml")
-    pending = [r for r in runs if status(r) != "done"]
-    say(f"sweep {name}: {len(runs)} runs, {len(runs) - len(pending)} already done, in {out}")
-    interrupted = False
-    if pending and workers == 0:
-        for i, run in enumerate(pending, 1):
-            result = execute(run, stop)
-            say(f"[{i}/{len(pending)}] {run.name}: {result}")
-            if result != "done":
-                interrupted = True
-                break
-    elif pending and ray is not None:
-        from .sweep_ray import run_on_ray  # Ray: an optional extra
-
-        interrupted = run_on_ray(pending, ray, Path(path), out / STOP_MARKER, say)
-    elif pending:
-        from .sweep_pool import run_in_pool
-
-        interrupted = run_in_pool(pending, workers, out / STOP_MARKER, say)
-    summaries = [summarize_run(Path(r.config.out_dir) / r.name) for r in runs
-                 if (Path(r.config.out_dir) / r.name / RunDir.METRICS).exists()]
-    if interrupted:
-        say(f"sweep interrupted; run the same command again to finish it: lenet sweep {path}")
-    if summaries:
-        report(summaries, out, name, say)
-    return sort_by_accuracy(summaries)
-
-
-def report(summaries: list[RunSummary], out: Path, title: str,
-           say: Callable[[str], None] = print) -> None:
-    ranked = sort_by_accuracy(summaries)
-    table = markdown_table(ranked)
-    write_text(out / "comparison.md", table + "\n")
-    write_csv(ranked, out / "comparison.csv")
-    write_text(out / "comparison.json", to_json(ranked) + "\n")
-    plot_tradeoffs(ranked, out / "tradeoffs.png", title=f"sweep {title}")
-    plot_curves([s.path for s in ranked], out / "curves.png", title=f"sweep {title}")
-    say(table)
-    say(f"written: {out / 'comparison.md'}, comparison.csv, tradeoffs.png, curves.png")
-

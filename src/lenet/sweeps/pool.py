@@ -1,7 +1,7 @@
 """`lenet sweep`'s default backend: the runs of a sweep in local worker processes.
 
 Each worker is a fresh interpreter (spawn) with `available_cpus() // workers` torch
-threads; it runs `execute` from lenet/sweep.py, as a Ray task does (lenet/sweep_ray.py).
+threads; it runs `execute` from trial.py, as a Ray task does (lenet/sweeps/on_ray.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .device import available_cpus
-from .errors import LenetError
-from .sweep import PlannedRun, execute, record_result
+from ..base.device import available_cpus
+from ..errors import LenetError
+from .spec import PlannedRun
+from .trial import execute, record_result
 
 MEMORY_PER_WORKER = 1.2e9  # bytes: torch, a dataset copy and a LeNet, with margin
 
@@ -121,7 +122,7 @@ class _PoolState:
         try:
             return future.result()
         except BrokenProcessPool:
-            log = Path(run.config.out_dir) / run.name / "train.log"  # sweep.execute's
+            log = Path(run.config.out_dir) / run.name / "train.log"  # trial.execute's
             if not log.exists() or log.stat().st_mtime < self.started_at:
                 return None  # still queued when the pool broke: not its fault
             self.broken[run.name] = self.broken.get(run.name, 0) + 1

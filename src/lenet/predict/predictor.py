@@ -31,11 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
-from .device import available_cpus, pick_device
-from .errors import ConfigError
-from .models import LeNet
-from .native.fastpath import native_network, prepare_model
+from ..base.device import available_cpus, pick_device
+from ..errors import ConfigError
+from ..models.network import LeNet
+from ..native.fastpath import native_network, prepare_model
+from ..training import checkpoint
 
 BACKENDS = ("auto", "native", "torch", "onnxruntime", "hybrid")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"

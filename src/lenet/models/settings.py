@@ -6,7 +6,7 @@ values from a TOML sweep, and the strings that older runs stored in config.json
 and checkpoints are all parsed against those types, so a wrong type, a wrong
 length or an unknown key is refused with one line that says what was expected.
 
-This module knows nothing of torch: `models.py` builds from what it resolves.
+This module knows nothing of torch: `network.py` builds from what it resolves.
 """
 
 from __future__ import annotations
@@ -17,17 +17,11 @@ import re
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .config import Activation, Init, ModelConfig, Pool, get_model_config
 
-if TYPE_CHECKING:
-    from .models import ModelConfig
-
-# The choices a model offers; models.py maps each name to its layer class.
-Activation = Literal["sigmoid", "relu", "tanh", "gelu", "silu"]
-Pool = Literal["avg", "max"]
-Init = Literal["xavier", "kaiming", "default"]
 SAME = "same"  # padding kernel // 2: a map keeps its size until pooling
 
 
@@ -250,3 +244,21 @@ def _describe(hint: Any) -> str:
 # Each field's type and range, read once (the annotations above are strings until resolved).
 _HINTS = get_type_hints(ModelSettings)
 _RANGES = {f.name: f.metadata for f in fields(ModelSettings)}
+
+
+def with_settings(config: ModelConfig,
+                  settings: ModelSettings | Mapping[str, Any]) -> ModelConfig:
+    """`config` changed by model settings (typed, or `{key: text}` as `--set` gives them)."""
+    if not isinstance(settings, ModelSettings):
+        settings = ModelSettings.from_dict(settings)
+    return settings.apply(config)
+
+
+def resolve_model_config(name: str, settings: ModelSettings | None = None, *,
+                         num_classes: int | None = None,
+                         input_size: tuple[int, int] | None = None) -> ModelConfig:
+    """The one place a model's configuration is resolved: the registered variant `name`,
+    changed by `settings`, then sized for the data (its classes and image size)."""
+    sized = {"num_classes": num_classes, "input_size": tuple(input_size) if input_size else None}
+    return (settings or ModelSettings()).apply(
+        get_model_config(name), **{k: v for k, v in sized.items() if v is not None})

@@ -7,8 +7,8 @@
     run.classify(images, top_k=5)                         # typed predictions
     run.evaluate("test"); run.activations(images)
 
-Training is `lenet/fitting.py` (phases) reporting to `lenet/sinks.py`; using a
-trained model is `Predictor` (lenet/inference.py) and the modules it feeds.
+Training is `lenet/run/fit.py` (phases) reporting to `lenet/run/sinks.py`; using a
+trained model is `Predictor` (lenet/predict/predictor.py) and the modules it feeds.
 A Run reads its checkpoint at most once and builds each predictor once.
 """
 
@@ -24,18 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, distributed, fitting
-from .activations import LAYERS, capture
-from .config import TrainConfig
+from ..data.datasets import SPLITS
+from ..data.images import PreparedImage, prepare
+from ..errors import ConfigError
+from ..models.network import LeNet
+from ..predict.activations import LAYERS, capture
+from ..predict.evaluation import Evaluation, evaluate_split
+from ..predict.predictor import Prediction, Predictor
+from ..training import checkpoint, distributed
+from ..training.config import TrainConfig
+from . import fit as fitting
 from .console import Console
-from .data.datasets import SPLITS
-from .data.images import PreparedImage, prepare
-from .errors import ConfigError
-from .evaluation import Evaluation, evaluate_split
-from .fitting import RunResult, StopRequest
-from .inference import Prediction, Predictor
-from .models import LeNet
-from .rundir import RunDir, read_metrics
+from .directory import RunDir, read_metrics
+from .fit import RunResult, StopRequest
 from .sinks import Sink, default_sinks
 
 
@@ -134,7 +135,7 @@ class Run:
         `sinks` default to `default_sinks(console)`; `stop` is asked after each step
         (Ctrl-C sets it). `background_imports` imports matplotlib and torch._dynamo on a
         daemon thread during set-up, so they are ready when needed (fitting.py). `lock`
-        takes the run's lock (lenet/lock.py) for the process that writes its files; pass
+        takes the run's lock (lenet/base/lock.py) for the process that writes its files; pass
         False in the others when several train one run."""
         payload = self._payload
         # Trained to the end but killed before results.json: fit only finishes it (results,
@@ -146,7 +147,7 @@ class Run:
             _note(f"{self.path} has no checkpoint yet: training it from the start")
         sinks = self.default_sinks(console) if sinks is None else list(sinks)
         if lock and distributed.world().main:
-            self.dir.lock.acquire()  # one writer per run (lenet/lock.py); Run.create took it
+            self.dir.lock.acquire()  # one writer per run (lenet/base/lock.py); Run.create took it
         try:
             return fitting.fit(self.dir, self.config, payload, sinks, stop, background_imports)
         finally:  # the checkpoint on disk is newer now: read it again when next needed
@@ -189,7 +190,7 @@ class Run:
     def dataset(self) -> Any:
         """The run's dataset (lenet.data.sources.Dataset), loaded on first use."""
         if self._dataset is None:
-            from .data import sources
+            from ..data import sources
 
             self._dataset = sources.load(self.checkpoint()["dataset"], self.config.data_dir)
         return self._dataset
@@ -201,7 +202,7 @@ class Run:
         built once per backend and precision."""
         key = (backend, precision)
         if key not in self._predictors:
-            from .device import pick_device
+            from ..base.device import pick_device
 
             self._predictors[key] = Predictor(
                 copy.deepcopy(self.model), self.classes, pick_device(self.config.device),
@@ -210,7 +211,7 @@ class Run:
 
     def load_image(self, path: str | Path, *, invert: bool | None = None) -> PreparedImage:
         """An image file made to look like the run's training data (lenet.data.images.prepare)."""
-        from .data.datasets import DATASETS
+        from ..data.datasets import DATASETS
 
         spec = DATASETS.get(self.checkpoint()["dataset"])
         return prepare(path, size=self.model.config.input_size, invert=invert,
@@ -223,7 +224,7 @@ class Run:
         run without them (older, or stopped early) has them fitted now, on its training
         images, and saved."""
         if backend not in self._ood_checks:
-            from .ood.runs import open_check
+            from ..ood.runs import open_check
 
             self._ood_checks[backend] = open_check(
                 self.path, self.predictor(backend), self.checkpoint(),
@@ -264,13 +265,13 @@ class Run:
 
     def export_onnx(self, path: str | Path) -> Path:
         """The model as ONNX: input 'images' (batch, 1, H, W) float32 in [0, 1]."""
-        from .export import export_onnx
+        from ..predict.export import export_onnx
 
         return export_onnx(self.predictor("torch"), path)
 
     def verify_onnx(self, path: str | Path) -> Any:
         """Compare an exported file with PyTorch on the whole test split (export.Verification)."""
-        from .export import verify
+        from ..predict.export import verify
 
         test = self.dataset.test
         return verify(path, self.predictor("torch"), test.images, test.labels)
