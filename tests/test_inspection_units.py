@@ -11,7 +11,7 @@ from PIL import Image
 from lenet.data import images
 from lenet.models.config import MODELS, ModelConfig
 from lenet.models.network import build_model
-from lenet.ood import saturation, score
+from lenet.ood.exercise import saturation, score
 from lenet.predict.activations import capture
 from lenet.predict.evaluation import Evaluation, format_report, plot_confusion
 

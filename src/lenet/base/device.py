@@ -1,23 +1,31 @@
-"""Choosing where to compute: the best available device and the CPU thread count."""
+"""Choosing where to compute: the best available device and the CPU thread count.
+
+torch is imported by the functions that need it, so the command line reads
+`DEVICE_CHOICES` and `available_cpus` without it (`lenet --help` stays fast).
+"""
 
 from __future__ import annotations
 
 import os
 import platform
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _mps_available() -> bool:
+    import torch
     return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` picks CUDA, then MPS, then CPU; a named device must exist."""
+    import torch
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -42,6 +50,7 @@ def available_cpus() -> int:
 
 def set_threads(threads: int | None) -> int:
     """Set torch's intra-op threads (None keeps torch's default); return the count in use."""
+    import torch
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")
@@ -51,6 +60,7 @@ def set_threads(threads: int | None) -> int:
 
 def describe(device: torch.device) -> str:
     """A short human description, e.g. 'cpu (x86_64, 2 threads)' or 'cuda:0 (NVIDIA H100)'."""
+    import torch
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"

@@ -17,7 +17,7 @@ from typing import Any
 from ..base.device import DEVICE_CHOICES
 from ..data.datasets import SPLITS
 from ..errors import LenetError
-from ..predict.predictor import BACKENDS
+from ..predict.choices import BACKENDS
 from .args import int_list, positive_int
 from .ood import add_detector_options
 

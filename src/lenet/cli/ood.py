@@ -17,8 +17,8 @@ from typing import Any
 
 from ..base.device import DEVICE_CHOICES
 from ..errors import LenetError
-from ..ood.detectors import DETECTORS
-from ..predict.predictor import BACKENDS
+from ..ood.choices import DETECTORS
+from ..predict.choices import BACKENDS
 from .args import fraction, positive_int
 
 
@@ -126,7 +126,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 
 def run_exercise(args: argparse.Namespace) -> int:
-    from ..ood import analyse, format_reports, plot_reports, probe_groups
+    from ..ood.exercise import analyse, format_reports, plot_reports, probe_groups
 
     run = open_run(args)
     check = run.ood_detector(backend=args.backend).check

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..base.device import DEVICE_CHOICES
-from ..predict.predictor import BACKENDS
+from ..predict.choices import BACKENDS
 from .args import positive_float, positive_int
 
 

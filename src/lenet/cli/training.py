@@ -8,12 +8,8 @@ from dataclasses import fields
 from ..base.device import DEVICE_CHOICES
 from ..data.datasets import DATASETS
 from ..models.config import MODELS
-from ..models.network import build_model
 from ..models.settings import parse_settings, resolve_model_config, setting_names
-from ..models.summary import format_summary, summarize
-from ..run.console import Console
 from ..training.config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
-from ..training.distributed import World, check_batch
 from .args import (
     fraction,
     non_negative_float,
@@ -121,7 +117,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..run.record import Run  # torch-heavy imports only for commands that need them
+    # torch-heavy imports only in the commands that need them: `--help` stays fast
+    from ..run.console import Console
+    from ..run.record import Run
+    from ..training.distributed import World, check_batch
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -142,6 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_resume(args: argparse.Namespace) -> int:
+    from ..run.console import Console
     from ..run.record import Run
 
     if args.nproc and args.nproc > 1:
@@ -153,6 +153,9 @@ def run_resume(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    from ..models.network import build_model
+    from ..models.summary import format_summary, summarize
+
     config = resolve_model_config(args.model, parse_settings(args.model_settings))
     model = build_model(config, seed=0)
     shape = (1, model.config.in_channels, *model.config.input_size)
@@ -166,6 +169,8 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from ..models.network import build_model
+
     for name, config in MODELS.items():
         model = build_model(config, seed=0)
         print(f"{name:16s} {model.num_parameters:>9,} parameters  "

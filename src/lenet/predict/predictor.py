@@ -36,8 +36,8 @@ from ..errors import ConfigError
 from ..models.network import LeNet
 from ..native.fastpath import native_network, prepare_model
 from ..training import checkpoint
+from .choices import BACKENDS
 
-BACKENDS = ("auto", "native", "torch", "onnxruntime", "hybrid")
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 
 
