@@ -11,8 +11,8 @@ import torch
 from lenet.errors import LenetError
 from lenet.models.config import MODELS, ModelConfig
 from lenet.models.network import build_model
-from lenet.ood.detectors import KNN, MSP, Energy, Inputs, Mahalanobis, Pixels, make_detectors
 from lenet.ood import benchmark, calibration, guard
+from lenet.ood.detectors import KNN, MSP, Energy, Inputs, Mahalanobis, Pixels, make_detectors
 from lenet.ood.features import FeatureExtractor
 from lenet.ood.probes import ProbeSet, glyph_sets, noise_sets
 from lenet.predict.predictor import Predictor

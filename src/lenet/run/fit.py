@@ -144,7 +144,7 @@ class _Fit:
         for batches in (self.loaders.train, self.loaders.eval):
             batches.shard(world.rank, world.size)  # each rank its share of every batch
         self.eval_name = self.loaders.eval_name
-        self.model_config = resolve_model_config(config, dataset.spec.classes,
+        self.model_config = run_model_config(config, dataset.spec.classes,
                                                  dataset.train.images.shape[1:], self.payload)
         model, batch_norm = distributed.sync_batch_norm(build_model(self.model_config), device,
                                                         world)
@@ -341,7 +341,7 @@ def check_resumable(saved: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: overrides[k] for k in changed}
 
 
-def resolve_model_config(config: TrainConfig, classes: tuple[str, ...],
+def run_model_config(config: TrainConfig, classes: tuple[str, ...],
                          image_size: tuple[int, int],
                          payload: dict[str, Any] | None) -> ModelConfig:
     """The model a run trains: its checkpoint's when resuming, else the config's model

@@ -124,7 +124,7 @@ def plot_tradeoffs(summaries: list[RunSummary], path: str | Path, title: str = "
     return Path(path)
 
 
-def plot_curves(run_dirs: list[str | Path], path: str | Path, title: str = "") -> Path:
+def plot_compared_curves(run_dirs: list[str | Path], path: str | Path, title: str = "") -> Path:
     """Learning curves of several runs: evaluation accuracy and training loss per epoch."""
     fig = Figure(figsize=(12, 4.8), dpi=110)
     acc_ax, loss_ax = fig.subplots(1, 2)

@@ -13,7 +13,7 @@ from ..run.directory import RunDir
 from .compare import (
     RunSummary,
     markdown_table,
-    plot_curves,
+    plot_compared_curves,
     plot_tradeoffs,
     sort_by_accuracy,
     summarize_run,
@@ -72,7 +72,7 @@ def report(summaries: list[RunSummary], out: Path, title: str,
     write_csv(ranked, out / "comparison.csv")
     write_text(out / "comparison.json", to_json(ranked) + "\n")
     plot_tradeoffs(ranked, out / "tradeoffs.png", title=f"sweep {title}")
-    plot_curves([s.path for s in ranked], out / "curves.png", title=f"sweep {title}")
+    plot_compared_curves([s.path for s in ranked], out / "curves.png", title=f"sweep {title}")
     say(table)
     say(f"written: {out / 'comparison.md'}, comparison.csv, tradeoffs.png, curves.png")
 
