@@ -154,6 +154,7 @@ class _ConvBlocks(torch.autograd.Function):
     def forward(ctx, x, w1, b1, w2, b2, gamma1, beta1, gamma2, beta2, bn, activation, pool,
                 bn_mode):
         lib = library()
+        ctx.w1_stride = w1.stride()  # channels-last or not: conv1's gradient is laid out alike
         x, w1, b1, w2, b2 = (t.detach().contiguous() for t in (x, w1, b1, w2, b2))
         n = x.shape[0]
         parts = _parts(lib, n)
@@ -186,7 +187,11 @@ class _ConvBlocks(torch.autograd.Function):
         total = grads[0] if parts == 1 else grads.sum(0)
         gw1, gb1, gw2, gb2, gg1, gbe1, gg2, gbe2 = total.split(GRAD_SIZES)
         bn_grads = (gg1, gbe1, gg2, gbe2) if ctx.codes[2] == BN_BATCH else (None,) * 4
-        return (None, gw1.view(6, 1, 5, 5), gb1, gw2.view(16, 6, 5, 5), gb2, *bn_grads,
+        # (6, 1, 5, 5): with one input channel, the contiguous and the channels-last
+        # strides address the same floats, so the parameter's own strides cost no copy
+        # (and DDP's reducer, which compares them, has nothing to warn about).
+        gw1 = gw1.view(6, 1, 5, 5).as_strided((6, 1, 5, 5), ctx.w1_stride)
+        return (None, gw1, gb1, gw2.view(16, 6, 5, 5), gb2, *bn_grads,
                 None, None, None, None)
 
 

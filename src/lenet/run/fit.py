@@ -36,7 +36,7 @@ import torch
 from ..base.device import describe, pick_device, set_threads
 from ..data import sources
 from ..data.loader import make_loaders
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, ReportedElsewhere, TrainingError
 from ..models.config import ModelConfig
 from ..models.network import build_model
 from ..native.fastpath import native_choice, prepare_model
@@ -279,7 +279,7 @@ class _Fit:
                    f"(now {self.config.lr}) or --clip-grad.")
         self.sinks.emit("on_stop", RunStop("failed", self.history, None, message))
         if not self.world.main:  # every rank stops here; rank 0 says why
-            raise SystemExit(2)
+            raise ReportedElsewhere(message) from error
         raise TrainingError(message) from error
 
     def finish(self, completed: bool) -> RunResult:

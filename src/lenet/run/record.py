@@ -15,7 +15,6 @@ A Run reads its checkpoint at most once and builds each predictor once.
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from ..data.datasets import SPLITS
 from ..data.images import PreparedImage, prepare
-from ..errors import ConfigError
+from ..errors import ConfigError, note
 from ..models.network import LeNet
 from ..predict.activations import LAYERS, capture
 from ..predict.evaluation import Evaluation, evaluate_split
@@ -116,7 +115,7 @@ class Run:
             run._from_start = True  # fit trains it from the start, and says so
             return run
         # a corrupt newest checkpoint: the previous good one, said in a note
-        file, payload = checkpoint.load_latest(path, _note)
+        file, payload = checkpoint.load_latest(path, note)
         saved = TrainConfig.from_dict(payload["train_config"])
         config = saved.replace(**fitting.check_resumable(saved, overrides))
         return cls(RunDir(file.parent), config, payload)
@@ -144,7 +143,7 @@ class Run:
             raise ConfigError(f"{self.path} already finished {payload['epoch']} of "
                               f"{self.config.epochs} epochs; pass a larger --epochs to train on")
         if self._from_start:
-            _note(f"{self.path} has no checkpoint yet: training it from the start")
+            note(f"{self.path} has no checkpoint yet: training it from the start")
         sinks = self.default_sinks(console) if sinks is None else list(sinks)
         if lock and distributed.world().main:
             self.dir.lock.acquire()  # one writer per run (lenet/base/lock.py); Run.create took it
@@ -228,7 +227,7 @@ class Run:
 
             self._ood_checks[backend] = open_check(
                 self.path, self.predictor(backend), self.checkpoint(),
-                lambda: self.dataset.train, note=_note)
+                lambda: self.dataset.train, note=note)
         check = self._ood_checks[backend]
         name, tpr = name or check.default, tpr or check.guard.tpr
         return ScoreDetector(name, check.guard.threshold(name, tpr), tpr, check)
@@ -286,7 +285,3 @@ def _never_saved(run_dir: RunDir) -> bool:
     return (run_dir.path.is_dir() and run_dir.file(RunDir.CONFIG).is_file()
             and not run_dir.checkpoint.exists()
             and not checkpoint.previous(run_dir.checkpoint).exists())
-
-
-def _note(text: str) -> None:
-    print(f"lenet: note: {text}", file=sys.stderr)

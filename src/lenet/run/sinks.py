@@ -21,12 +21,11 @@ writes"), write a sink or wrap one; see `OnlyIf`.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, LenetError
+from ..errors import ConfigError, LenetError, note
 from ..training import checkpoint
 from ..training.config import TrainConfig
 from .console import Console
@@ -180,8 +179,8 @@ class OODSink(Sink):
         try:
             finish.ood().save(self.run_dir.path)
         except LenetError as e:
-            print(f"lenet: note: no out-of-distribution detectors ({e}); fit them with: "
-                  f"lenet ood fit {self.run_dir.path}", file=sys.stderr)
+            note(f"no out-of-distribution detectors ({e}); fit them with: "
+                 f"lenet ood fit {self.run_dir.path}")
 
 
 class ResultsJsonSink(Sink):

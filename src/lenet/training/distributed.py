@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import ConfigError, LenetError
+from ..errors import ConfigError, LenetError, ReportedElsewhere
 
 T = TypeVar("T")
 # Seconds a collective (and joining the group) may wait for the other ranks before the
@@ -95,7 +94,7 @@ class World:
         kind, value = box[0]
         if kind == "error":
             if not self.main:  # rank 0 says it; this rank ends with the same status
-                raise SystemExit(2)
+                raise ReportedElsewhere(value)
             raise ConfigError(value)
         return value
 
@@ -167,10 +166,6 @@ def wrap(model: nn.Module, device: torch.device, world: World) -> tuple[nn.Modul
     memory where every rank is on this machine's CPU (`shared_memory_sum`)."""
     if not world.distributed:
         return model, None
-    # conv1's weight (6, 1, 5, 5) in channels-last has strides (25, 1, 5, 1), the fused
-    # kernel's gradient (25, 25, 5, 1): the same bytes (a dimension of size 1), which DDP's
-    # reducer compares stride by stride and warns about once. Nothing is copied for it.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # Buffers (batch norm's running statistics) go from rank 0 to the others before each
     # forward pass: DDP's default.
     ddp = nn.parallel.DistributedDataParallel(
