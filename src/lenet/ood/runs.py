@@ -21,6 +21,7 @@ import torch
 from ..base.atomic import write_text
 from ..errors import LenetError
 from ..predict.predictor import Predictor, single_image
+from ..training.checkpoint import Payload
 from . import benchmark, calibration
 from .detectors import Inputs
 from .features import FeatureExtractor
@@ -121,7 +122,7 @@ def fit_after_training(model: torch.nn.Module, classes: list[str], train_images:
                 train_config, epoch)
 
 
-def open_check(run_dir: str | Path, predictor: Predictor, payload: dict[str, Any],
+def open_check(run_dir: str | Path, predictor: Predictor, payload: Payload,
                train_split: Callable[[], Any] | None = None,
                note: Callable[[str], None] = lambda _: None) -> OODCheck:
     """The run's check; when its detectors are missing or stale and `train_split` (a callable

@@ -41,8 +41,16 @@ from ..models.config import ModelConfig
 from ..models.network import build_model
 from ..native.fastpath import native_choice, prepare_model
 from ..training import checkpoint, distributed
+from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
-from ..training.loop import EpochTotals, EvalResult, NonFiniteLossError, evaluate, train_one_epoch
+from ..training.loop import (
+    EpochTotals,
+    EvalResult,
+    HistoryRow,
+    NonFiniteLossError,
+    evaluate,
+    train_one_epoch,
+)
 from ..training.optim import build_optimizer, build_scheduler
 from .directory import RunDir, environment
 from .sinks import EpochEnd, OnlyIf, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
@@ -55,7 +63,7 @@ RESUMABLE_OVERRIDES = {"device", "threads", "data_dir", "epochs"}
 @dataclass
 class RunResult:
     run_dir: Path
-    history: list[dict[str, Any]]
+    history: list[HistoryRow]
     completed: bool  # False when stopped early by Ctrl-C
     examples_per_sec: float
     device: str
@@ -92,7 +100,7 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def fit(run_dir: RunDir, config: TrainConfig, payload: dict[str, Any] | None,
+def fit(run_dir: RunDir, config: TrainConfig, payload: Payload | None,
         sinks: list[Sink], stop: StopRequest | None, background_imports: bool) -> RunResult:
     """Train a new run, or resume one from its checkpoint's `payload`, to `config.epochs`.
     Under torchrun every process calls this; rank 0 alone tells the sinks (distributed.py)."""
@@ -114,7 +122,7 @@ def fit(run_dir: RunDir, config: TrainConfig, payload: dict[str, Any] | None,
 class _Fit:
     """One call of `fit`: the state the phases share."""
 
-    def __init__(self, run_dir: RunDir, config: TrainConfig, payload: dict[str, Any] | None,
+    def __init__(self, run_dir: RunDir, config: TrainConfig, payload: Payload | None,
                  device: torch.device, sinks: Sinks, stop: StopRequest,
                  background_imports: bool, world: distributed.World) -> None:
         self.run_dir, self.config, self.payload = run_dir, config, payload
@@ -153,7 +161,7 @@ class _Fit:
         self.optimizer = build_optimizer(model.parameters(), config)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))
         self.scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
-        self.history: list[dict[str, Any]] = []
+        self.history: list[HistoryRow] = []
         self.start_epoch, self.totals = 0, None
         if self.payload is not None:
             self.restore(self.payload)
@@ -182,7 +190,7 @@ class _Fit:
             self.payload is not None, self.eval_name, dataset.spec.title,
             len(self.loaders.train)))
 
-    def restore(self, payload: dict[str, Any]) -> None:
+    def restore(self, payload: Payload) -> None:
         self.model.load_state_dict(payload["model_state"])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         self.scheduler.load_state_dict(payload["scheduler_state"])
@@ -194,7 +202,7 @@ class _Fit:
                        if partial else None)
         checkpoint.restore_rng(payload["rng"])
 
-    def state(self, epoch: int, partial: EpochTotals | None) -> dict[str, Any]:
+    def state(self, epoch: int, partial: EpochTotals | None) -> Payload:
         """The checkpoint's contents at this moment (the RNG states included)."""
         config = self.config
         return {
@@ -343,7 +351,7 @@ def check_resumable(saved: Any, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def run_model_config(config: TrainConfig, classes: tuple[str, ...],
                          image_size: tuple[int, int],
-                         payload: dict[str, Any] | None) -> ModelConfig:
+                         payload: Payload | None) -> ModelConfig:
     """The model a run trains: its checkpoint's when resuming, else the config's model
     sized for the data's classes and images (TrainConfig.model_config)."""
     if payload is not None:
@@ -352,7 +360,7 @@ def run_model_config(config: TrainConfig, classes: tuple[str, ...],
 
 
 def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,
-         lr: float, eval_seconds: float, elapsed: float) -> dict[str, Any]:
+         lr: float, eval_seconds: float, elapsed: float) -> HistoryRow:
     return {"epoch": epoch, "train_loss": totals.loss, "train_acc": totals.accuracy,
             f"{eval_name}_loss": result.loss, f"{eval_name}_acc": result.accuracy,
             "lr": lr, "train_examples": totals.examples,

@@ -31,7 +31,9 @@ from ..predict.activations import LAYERS, capture
 from ..predict.evaluation import Evaluation, evaluate_split
 from ..predict.predictor import Prediction, Predictor
 from ..training import checkpoint, distributed
+from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
+from ..training.loop import HistoryRow
 from . import fit as fitting
 from .console import Console
 from .directory import RunDir, read_metrics
@@ -74,7 +76,7 @@ class Run:
     """A run directory and what it holds. Build one with `Run.create` or `Run.open`."""
 
     def __init__(self, run_dir: RunDir, config: TrainConfig,
-                 payload: dict[str, Any] | None = None) -> None:
+                 payload: Payload | None = None) -> None:
         self.dir, self.config = run_dir, config
         self._payload = payload  # the checkpoint, once read
         self._model: LeNet | None = None
@@ -164,7 +166,7 @@ class Run:
         return self._payload
 
     @property
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[HistoryRow]:
         """One row per finished epoch (metrics.csv's rows)."""
         if self._payload is None and self.dir.file(RunDir.METRICS).exists():
             return read_metrics(self.dir.file(RunDir.METRICS))

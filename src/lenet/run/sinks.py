@@ -27,11 +27,11 @@ from typing import Any
 
 from ..errors import ConfigError, LenetError, note
 from ..training import checkpoint
+from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
+from ..training.loop import HistoryRow
 from .console import Console
 from .directory import RunDir
-
-Payload = dict[str, Any]  # a checkpoint's contents (lenet/training/checkpoint.py)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class RunStart:
     run_dir: RunDir
     config: TrainConfig
     record: dict[str, Any]  # what config.json holds: resolved config, data, environment
-    history: list[dict[str, Any]]  # rows of the epochs done before (a resumed run)
+    history: list[HistoryRow]  # rows of the epochs done before (a resumed run)
     start_epoch: int  # epochs already done
     resuming: bool  # continues from a checkpoint
     eval_name: str  # "test", or "val" with a validation split
@@ -59,8 +59,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class EpochEnd:
-    row: dict[str, Any]  # this epoch's metrics row (metrics.csv's columns)
-    history: list[dict[str, Any]]  # every row so far, this one last
+    row: HistoryRow  # this epoch's metrics row (metrics.csv's columns)
+    history: list[HistoryRow]  # every row so far, this one last
     state: Callable[[], Payload]  # the checkpoint that resumes after this epoch
     eval_name: str
     reached_target: float | None  # the --target-accuracy this epoch reached (the run ends)
@@ -69,7 +69,7 @@ class EpochEnd:
 @dataclass(frozen=True)
 class RunStop:
     reason: str  # "interrupted" (Ctrl-C) or "failed" (non-finite loss)
-    history: list[dict[str, Any]]
+    history: list[HistoryRow]
     state: Callable[[], Payload] | None  # mid-epoch progress to save; None: nothing new
     message: str
 
@@ -77,7 +77,7 @@ class RunStop:
 @dataclass(frozen=True)
 class RunFinish:
     final: dict[str, Any]  # what results.json holds
-    history: list[dict[str, Any]]
+    history: list[HistoryRow]
     eval_name: str
     examples_per_sec: float
     device_type: str  # "cpu", "cuda", "mps"
@@ -157,7 +157,7 @@ class CurvesSink(Sink):
     def on_finish(self, finish: RunFinish) -> None:
         self._plot(finish.history)
 
-    def _plot(self, history: list[dict[str, Any]]) -> None:
+    def _plot(self, history: list[HistoryRow]) -> None:
         from .plots import plot_curves  # matplotlib: only when a run ends
 
         if history:

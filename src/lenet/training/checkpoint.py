@@ -20,7 +20,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
 
@@ -28,12 +28,34 @@ from ..base.atomic import write_bytes
 from ..errors import LenetError
 from ..models.config import ModelConfig
 from ..models.network import LeNet
+from .loop import HistoryRow
 
 FORMAT = "lenet-checkpoint"
 VERSION = 2  # 2: with a checksum; version 1 files (none) still load
 FILENAME = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the good checkpoint before the newest
 CHECKSUM = "sha256"
+
+
+class Payload(TypedDict, total=False):
+    """What a checkpoint holds (`save` adds format, version and sha256)."""
+
+    format: str
+    version: int
+    sha256: str
+    model_name: str  # the registered variant it started from
+    model_config: dict[str, Any]  # ModelConfig.to_dict(): rebuilds the network alone
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    scheduler_state: dict[str, Any]
+    scaler_state: dict[str, Any] | None  # fp16's loss scaler
+    train_config: dict[str, Any]  # TrainConfig.to_dict()
+    epoch: int  # epochs completed
+    partial: dict[str, Any] | None  # steps into the next epoch and its running sums
+    history: list[HistoryRow]
+    classes: list[str]
+    dataset: str
+    rng: dict[str, Any]  # capture_rng()
 
 
 class CorruptCheckpoint(LenetError):
@@ -87,11 +109,11 @@ def previous(path: str | Path) -> Path:
     return path.with_name(PREVIOUS) if path.name == FILENAME else path.with_suffix(".prev.pt")
 
 
-def save(path: str | Path, payload: dict[str, Any]) -> Path:
+def save(path: str | Path, payload: Payload) -> Path:
     """Atomically write `payload` (a dict of plain values and tensors) to `path`, with its
     checksum; the file it replaces becomes `previous(path)` if it is a good one."""
     path = Path(path)
-    content = {"format": FORMAT, "version": VERSION, **payload}
+    content: Payload = {"format": FORMAT, "version": VERSION, **payload}
     content[CHECKSUM] = digest(content)
     buffer = io.BytesIO()  # whole in memory first: a full disk is then an OSError of ours
     torch.save(content, buffer)
@@ -114,7 +136,7 @@ def resolve(path: str | Path) -> Path:
     return path / FILENAME if path.is_dir() else path
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Payload:
     """Load a checkpoint (or the one in a run directory), checking that it is one."""
     path = resolve(path)
     if not path.is_file():
@@ -137,11 +159,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     for key, kind in (("model_config", dict), ("model_state", dict)):
         if not isinstance(payload.get(key), kind):
             raise LenetError(f"{path}: not a lenet checkpoint (no {key})")
-    return payload
+    return cast(Payload, payload)
 
 
 def load_latest(path: str | Path, note: Callable[[str], None],
-                map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+                map_location: str | torch.device = "cpu") -> tuple[Path, Payload]:
     """(file, content) of the newest good checkpoint of a run: `path`'s, or, when that one is
     refused as corrupt, the previous one (saying so through `note`)."""
     path = resolve(path)
@@ -165,7 +187,7 @@ def _first_line(e: Exception) -> str:
     return text[0][:200] if text else ""
 
 
-def model_from_payload(payload: dict[str, Any], device: str | torch.device = "cpu") -> LeNet:
+def model_from_payload(payload: Payload, device: str | torch.device = "cpu") -> LeNet:
     config = ModelConfig.from_dict(payload["model_config"])
     model = LeNet(config)
     try:

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,25 @@ from torch.optim.lr_scheduler import LRScheduler
 from ..data.loader import Batches
 from ..errors import TrainingError
 from .distributed import ALONE, World
+
+
+class HistoryRow(TypedDict, total=False):
+    """One epoch's metrics: a row of metrics.csv and of a checkpoint's history. The
+    evaluation's pair is test_* (the official test split) or val_* (--val-split)."""
+
+    epoch: Required[int]
+    train_loss: Required[float]
+    train_acc: Required[float]
+    test_loss: float
+    test_acc: float
+    val_loss: float
+    val_acc: float
+    lr: Required[float]
+    train_examples: Required[int]
+    examples_per_sec: Required[float]
+    seconds: Required[float]  # training alone
+    wall_seconds: Required[float]  # training and evaluation
+    elapsed_seconds: Required[float]  # since this process began the run (or resumed it)
 
 
 class NonFiniteLossError(TrainingError):
