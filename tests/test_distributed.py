@@ -207,8 +207,8 @@ def test_two_processes_stopped_mid_epoch_resume_in_one(one_process, half, fm_sli
     script = tmp_path / "stopped.py"
     script.write_text(textwrap.dedent(f"""
         from lenet import Run, TrainConfig
-        from lenet.console import Console
-        from lenet.fitting import StopRequest
+        from lenet.run.console import Console
+        from lenet.run.stop import StopRequest
 
         class StopAfter(StopRequest):  # as tests/conftest.py's
             def __init__(self, steps):

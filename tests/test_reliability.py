@@ -267,7 +267,7 @@ def test_a_locked_run_is_refused_and_a_released_lock_is_not(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from lenet.lock import RunLock
+    from lenet.base.lock import RunLock
     lock = RunLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(60)

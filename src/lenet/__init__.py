@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "Run": "run.record", "RunResult": "run.fit", "StopRequest": "run.fit",
+    "Run": "run.record", "RunResult": "run.fit", "StopRequest": "run.stop",
     "Activations": "run.record", "ScoreDetector": "run.record",
     "TrainConfig": "training.config", "RECIPES": "training.config",
     "ModelConfig": "models.config", "MODELS": "models.config", "LeNet": "models.network",

@@ -22,13 +22,9 @@ same after `fit` as before.
 from __future__ import annotations
 
 import functools
-import importlib
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -36,8 +32,7 @@ import torch
 from ..base.device import describe, pick_device, set_threads
 from ..data import sources
 from ..data.loader import make_loaders
-from ..errors import ConfigError, ReportedElsewhere, TrainingError
-from ..models.config import ModelConfig
+from ..errors import ReportedElsewhere, TrainingError
 from ..models.network import build_model
 from ..native.fastpath import native_choice, prepare_model
 from ..training import checkpoint, distributed
@@ -53,11 +48,12 @@ from ..training.loop import (
 )
 from ..training.optim import build_optimizer, build_scheduler
 from .directory import RunDir, environment
+from .resume import run_model_config
 from .sinks import EpochEnd, OnlyIf, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
+from .stop import StopRequest
+from .warmup import import_in_background
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Options that may differ when a run is resumed: where it runs, not what it computes.
-RESUMABLE_OVERRIDES = {"device", "threads", "data_dir", "epochs"}
 
 
 @dataclass
@@ -68,36 +64,6 @@ class RunResult:
     examples_per_sec: float
     device: str
     final: dict[str, Any] = field(default_factory=dict)
-
-
-class StopRequest:
-    """First Ctrl-C asks training to stop after the current step (and save);
-    a second one interrupts at once. Call `request()` to ask from code."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def request(self) -> None:
-        """Ask to stop; asked a second time, interrupt at once (KeyboardInterrupt)."""
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.request()
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def fit(run_dir: RunDir, config: TrainConfig, payload: Payload | None,
@@ -170,25 +136,32 @@ class _Fit:
         self.classes, self.dataset_name = list(dataset.classes), dataset.spec.name
         self.train_split = dataset.train  # all of it: the OOD fit picks its own images
         self.device_name = describe(device)
-        native = native_choice(model, config.batch_size // world.size, config.precision)
-        if batch_norm and device.type == "cpu":  # the kernel's statistics: one process's
-            native = {"path": "pytorch", "why": batch_norm}
-        record = {"train": config.to_dict(), "model": self.model_config.to_dict(),
-                  "dataset": {"name": dataset.spec.name, "source": str(dataset.source),
-                              "train_examples": self.loaders.train.num_examples,
-                              f"{self.eval_name}_examples": self.loaders.eval.num_examples,
-                              "classes": list(dataset.classes)},
-                  "parameters": model.num_parameters, "device": self.device_name,
-                  "environment": environment(),
-                  # which path trains the conv blocks and why (the guard's timings)
-                  "native": native,
-                  **({"distributed": {**world.describe(), "batch_norm": batch_norm,
-                                       "gradient_sum": gradient_sum}}
-                     if world.distributed else {}), "world_size": world.size}
+        record = self.record(dataset, batch_norm, gradient_sum)
         self.sinks.emit("on_start", RunStart(
             self.run_dir, config, record, list(self.history), self.start_epoch,
             self.payload is not None, self.eval_name, dataset.spec.title,
             len(self.loaders.train)))
+
+    def record(self, dataset: sources.Dataset, batch_norm: str | None,
+               gradient_sum: str | None) -> dict[str, Any]:
+        """What config.json holds: the resolved configuration, the data, where it runs."""
+        config, world, model = self.config, self.world, self.model
+        native = native_choice(model, config.batch_size // world.size, config.precision)
+        if batch_norm and self.device.type == "cpu":  # the kernel's statistics: one process's
+            native = {"path": "pytorch", "why": batch_norm}
+        loaders = self.loaders
+        return {"train": config.to_dict(), "model": self.model_config.to_dict(),
+                "dataset": {"name": dataset.spec.name, "source": str(dataset.source),
+                            "train_examples": loaders.train.num_examples,
+                            f"{self.eval_name}_examples": loaders.eval.num_examples,
+                            "classes": list(dataset.classes)},
+                "parameters": model.num_parameters, "device": self.device_name,
+                "environment": environment(),
+                # which path trains the conv blocks and why (the guard's timings)
+                "native": native,
+                **({"distributed": {**world.describe(), "batch_norm": batch_norm,
+                                     "gradient_sum": gradient_sum}}
+                   if world.distributed else {}), "world_size": world.size}
 
     def restore(self, payload: Payload) -> None:
         self.model.load_state_dict(payload["model_state"])
@@ -312,51 +285,6 @@ class _Fit:
         self.sinks.emit("on_finish", RunFinish(final, history, self.eval_name, speed,
                                                self.device.type, ood))
         return RunResult(self.run_dir.path, history, True, speed, self.device_name, final)
-
-
-# Slow first imports that a run needs later: torch's optimizers import torch._dynamo at the
-# first optimizer (about 2 s), and the curves at the end need matplotlib (about 1 s).
-LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg")
-
-
-def import_in_background() -> threading.Thread:
-    """Set-up step of `Run.fit(background_imports=True)`, the default: start those imports
-    on one daemon thread, so that data loading (zlib, MD5, numpy: the GIL released) and
-    training overlap them instead of waiting for them. It only imports modules; an import
-    that fails here fails again where it is needed, with its real error."""
-    def work() -> None:
-        for name in LATER_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except Exception:  # reported where the module is used
-                return
-
-    thread = threading.Thread(target=work, name="lenet-imports", daemon=True)
-    thread.start()
-    return thread
-
-
-def check_resumable(saved: Any, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides that change `saved` (a TrainConfig); only RESUMABLE_OVERRIDES may."""
-    changed = {k for k, v in overrides.items() if v is not None and v != getattr(saved, k)}
-    if changed - RESUMABLE_OVERRIDES:
-        fixed = ", ".join(sorted(changed - RESUMABLE_OVERRIDES))
-        allowed = ", ".join(sorted(RESUMABLE_OVERRIDES))
-        raise ConfigError(f"cannot change {fixed} when resuming; only {allowed} may change")
-    if "epochs" in changed and saved.schedule != "constant":
-        raise ConfigError(f"cannot change --epochs of a run with the {saved.schedule!r} schedule: "
-                          "its learning rate depends on the total length")
-    return {k: overrides[k] for k in changed}
-
-
-def run_model_config(config: TrainConfig, classes: tuple[str, ...],
-                         image_size: tuple[int, int],
-                         payload: Payload | None) -> ModelConfig:
-    """The model a run trains: its checkpoint's when resuming, else the config's model
-    sized for the data's classes and images (TrainConfig.model_config)."""
-    if payload is not None:
-        return ModelConfig.from_dict(payload["model_config"])
-    return config.model_config(num_classes=len(classes), image_size=tuple(image_size))
 
 
 def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,

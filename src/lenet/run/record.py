@@ -37,8 +37,10 @@ from ..training.loop import HistoryRow
 from . import fit as fitting
 from .console import Console
 from .directory import RunDir, read_metrics
-from .fit import RunResult, StopRequest
+from .fit import RunResult
+from .resume import check_resumable
 from .sinks import Sink, default_sinks
+from .stop import StopRequest
 
 
 @dataclass(frozen=True)
@@ -113,13 +115,13 @@ class Run:
         run_dir = RunDir(path)
         if _never_saved(run_dir):  # stopped (kill -9) before its first checkpoint: fit
             saved = TrainConfig.from_dict(run_dir.read_json(RunDir.CONFIG)["train"])
-            run = cls(run_dir, saved.replace(**fitting.check_resumable(saved, overrides)))
+            run = cls(run_dir, saved.replace(**check_resumable(saved, overrides)))
             run._from_start = True  # fit trains it from the start, and says so
             return run
         # a corrupt newest checkpoint: the previous good one, said in a note
         file, payload = checkpoint.load_latest(path, note)
         saved = TrainConfig.from_dict(payload["train_config"])
-        config = saved.replace(**fitting.check_resumable(saved, overrides))
+        config = saved.replace(**check_resumable(saved, overrides))
         return cls(RunDir(file.parent), config, payload)
 
     # --- training -------------------------------------------------------------------------
@@ -135,7 +137,7 @@ class Run:
 
         `sinks` default to `default_sinks(console)`; `stop` is asked after each step
         (Ctrl-C sets it). `background_imports` imports matplotlib and torch._dynamo on a
-        daemon thread during set-up, so they are ready when needed (fitting.py). `lock`
+        daemon thread during set-up, so they are ready when needed (warmup.py). `lock`
         takes the run's lock (lenet/base/lock.py) for the process that writes its files; pass
         False in the others when several train one run."""
         payload = self._payload

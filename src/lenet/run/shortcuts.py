@@ -1,7 +1,7 @@
 """One-call shortcuts: `train(config)` and `resume(run_dir)`.
 
 They are `Run.create(config).fit()` and `Run.open(run_dir, **overrides).fit()`
-(lenet/run/record.py, where a run's set-up, epochs, evaluation and finish live).
+(record.py; a run's set-up, epochs, evaluation and finish live in fit.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from typing import Any
 
 from ..training.config import TrainConfig
 from .console import Console
-from .fit import AUTOCAST, RESUMABLE_OVERRIDES, RunResult, StopRequest
+from .fit import AUTOCAST, RunResult
 from .record import Run
+from .resume import RESUMABLE_OVERRIDES
+from .stop import StopRequest
 
 __all__ = ["AUTOCAST", "RESUMABLE_OVERRIDES", "RunResult", "StopRequest", "resume", "train"]
 

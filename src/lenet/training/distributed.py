@@ -286,7 +286,7 @@ def sync_batch_norm(model: nn.Module, device: torch.device, world: World) -> tup
                                           child.affine, child.track_running_stats)
                 norm.load_state_dict(child.state_dict())
                 setattr(parent, name, norm)
-    return model, ("statistics over the global batch (lenet.distributed.GlobalBatchNorm; "
+    return model, ("statistics over the global batch (lenet.training.distributed.GlobalBatchNorm; "
                    "PyTorch's SyncBatchNorm runs on GPUs only); the fused kernel, whose "
                    "statistics are one process's, is not used")
 

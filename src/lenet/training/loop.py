@@ -152,7 +152,7 @@ def train_one_epoch(
     scales the loss so that small gradients survive (pass the run's `scaler` to
     keep its scale across epochs; a fresh one is made otherwise).
 
-    In a `world` of several processes (lenet.distributed), `model` is DDP-wrapped and
+    In a `world` of several processes (lenet.training.distributed), `model` is DDP-wrapped and
     `batches` sharded: the totals returned are summed over the ranks, and the stop and
     finite checks happen every `progress_every` steps, on reduced values, on all ranks.
     """
