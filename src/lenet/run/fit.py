@@ -35,7 +35,7 @@ from ..data.loader import make_loaders
 from ..errors import ReportedElsewhere, TrainingError
 from ..models.network import build_model
 from ..native.fastpath import native_choice, prepare_model
-from ..training import checkpoint, distributed
+from ..training import batch_norm, checkpoint, ddp, distributed
 from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
 from ..training.loop import (
@@ -120,10 +120,10 @@ class _Fit:
         self.eval_name = self.loaders.eval_name
         self.model_config = run_model_config(config, dataset.spec.classes,
                                                  dataset.train.images.shape[1:], self.payload)
-        model, batch_norm = distributed.sync_batch_norm(build_model(self.model_config), device,
-                                                        world)
+        model, global_bn = batch_norm.sync_batch_norm(build_model(self.model_config),
+                                                      device, world)
         model = self.model = prepare_model(model, device)
-        self.trained, gradient_sum = distributed.wrap(model, device, world)  # DDP: torchrun
+        self.trained, gradient_sum = ddp.wrap(model, device, world)  # DDP: torchrun
         self.optimizer = build_optimizer(model.parameters(), config)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))
         self.scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
@@ -136,19 +136,19 @@ class _Fit:
         self.classes, self.dataset_name = list(dataset.classes), dataset.spec.name
         self.train_split = dataset.train  # all of it: the OOD fit picks its own images
         self.device_name = describe(device)
-        record = self.record(dataset, batch_norm, gradient_sum)
+        record = self.record(dataset, global_bn, gradient_sum)
         self.sinks.emit("on_start", RunStart(
             self.run_dir, config, record, list(self.history), self.start_epoch,
             self.payload is not None, self.eval_name, dataset.spec.title,
             len(self.loaders.train)))
 
-    def record(self, dataset: sources.Dataset, batch_norm: str | None,
+    def record(self, dataset: sources.Dataset, global_bn: str | None,
                gradient_sum: str | None) -> dict[str, Any]:
         """What config.json holds: the resolved configuration, the data, where it runs."""
         config, world, model = self.config, self.world, self.model
         native = native_choice(model, config.batch_size // world.size, config.precision)
-        if batch_norm and self.device.type == "cpu":  # the kernel's statistics: one process's
-            native = {"path": "pytorch", "why": batch_norm}
+        if global_bn and self.device.type == "cpu":  # the kernel's statistics: one process's
+            native = {"path": "pytorch", "why": global_bn}
         loaders = self.loaders
         return {"train": config.to_dict(), "model": self.model_config.to_dict(),
                 "dataset": {"name": dataset.spec.name, "source": str(dataset.source),
@@ -159,7 +159,7 @@ class _Fit:
                 "environment": environment(),
                 # which path trains the conv blocks and why (the guard's timings)
                 "native": native,
-                **({"distributed": {**world.describe(), "batch_norm": batch_norm,
+                **({"distributed": {**world.describe(), "batch_norm": global_bn,
                                      "gradient_sum": gradient_sum}}
                    if world.distributed else {}), "world_size": world.size}
 
@@ -239,7 +239,7 @@ class _Fit:
 
     def evaluate(self, epoch: int, totals: EpochTotals) -> EvalResult:
         eval_start = time.perf_counter()
-        distributed.sync_buffers(self.model, self.world)  # rank 0's batch-norm statistics
+        batch_norm.sync_buffers(self.model, self.world)  # rank 0's batch-norm statistics
         result = evaluate(self.model, self.loaders.eval, self.world)
         now = time.perf_counter()
         self.history.append(_row(epoch + 1, totals, result, self.eval_name,

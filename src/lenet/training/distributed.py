@@ -7,18 +7,18 @@ the environment `torchrun` (or `lenet train --nproc N`) gives each process.
 Each process is a rank of a world of WORLD_SIZE; torchrun sets RANK, LOCAL_RANK,
 WORLD_SIZE, MASTER_ADDR and MASTER_PORT. `world()` joins the process group on first
 use (gloo for CPU tensors, NCCL for CUDA ones) and leaves it when the process ends.
-What lenet does with a world (fitting.py):
+What lenet does with a world (run/fit.py):
 
 - every rank builds the same model from the same seed; DistributedDataParallel
-  (`wrap`) averages the gradients after each backward pass;
+  (ddp.py: `wrap`) averages the gradients after each backward pass;
 - each rank trains on its share of every global batch (lenet.data.loader.Batches.shard):
   the same seeded permutation everywhere, so `--batch-size` stays the global batch;
 - loss and accuracy are sums and counts, all-reduced (`World.sum`) before they are
   read, so the record is a 1-process run's; every decision that changes control flow
   (stop, non-finite loss, target reached) is taken on reduced values, so no rank
   waits in an all-reduce that another has left;
-- batch norm normalises over the global batch (`sync_batch_norm`: PyTorch's
-  SyncBatchNorm on GPUs, `GlobalBatchNorm*` below elsewhere);
+- batch norm normalises over the global batch (batch_norm.py: PyTorch's SyncBatchNorm
+  on GPUs, `GlobalBatchNorm*` elsewhere);
 - rank 0 alone writes (the run directory, checkpoints, curves, TensorBoard).
 """
 
@@ -33,7 +33,6 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from ..errors import ConfigError, LenetError, ReportedElsewhere
 
@@ -155,148 +154,6 @@ def check_batch(batch_size: int, examples: int, world: World) -> None:
         raise ConfigError(f"the last batch of the epoch ({last} of {examples} examples) "
                           f"cannot give each of {world.size} processes an example; choose "
                           "another --batch-size")
-
-
-def wrap(model: nn.Module, device: torch.device, world: World) -> tuple[nn.Module, str | None]:
-    """`model` as it trains in this world, and how its gradients are summed (for the run
-    record; None alone): itself alone; else DistributedDataParallel, which averages the
-    gradients over the ranks after each backward (its hooks fire on every parameter's
-    gradient, the fused kernel's included: they are ordinary .grad tensors). LeNet's
-    61,706 parameters (247 KB) fit one bucket: one all-reduce per step, through shared
-    memory where every rank is on this machine's CPU (`shared_memory_sum`)."""
-    if not world.distributed:
-        return model, None
-    # Buffers (batch norm's running statistics) go from rank 0 to the others before each
-    # forward pass: DDP's default.
-    ddp = nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None,
-        gradient_as_bucket_view=True)
-    return ddp, shared_memory_sum(ddp, device, world)
-
-
-SHM_ENV = "LENET_DIST_SHM"  # 0: gradients through gloo even where memory could be shared
-
-
-def shared_memory_sum(ddp: nn.parallel.DistributedDataParallel, device: torch.device,
-                      world: World) -> str:
-    """Sum `ddp`'s gradients through memory the ranks share (lenet.native.shm_reduce) where
-    they can: all on this machine (torchrun's LOCAL_WORLD_SIZE is the world), on the CPU,
-    with the library built. Gloo's all-reduce costs ~1.5 ms however small the tensor, as
-    much as a LeNet-5 step; this costs microseconds. The same decision on every rank; what
-    was decided, for the run record."""
-    backend = str(dist.get_backend())
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) == world.size
-    if os.environ.get(SHM_ENV, "").strip() in ("0", "false", "no", "off"):
-        return f"{backend} ({SHM_ENV}=0)"
-    if device.type != "cpu" or not local:
-        return backend
-    from ..native import shm_reduce
-
-    capacity = max(1, min(sum(p.numel() for p in ddp.parameters()), 1 << 22))
-    why_not = None
-    segment = None
-    if world.main:  # rank 0 makes the segment; the others map it by its path
-        try:
-            segment = (shm_reduce.Segment.create(world.size, capacity)
-                       if shm_reduce.library() is not None else None)
-        except OSError as e:
-            why_not = f"no shared memory: {e}"
-        why_not = why_not or shm_reduce.why_not()
-    box: list[Any] = [None if segment is None else str(segment.path)]
-    dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
-    if box[0] is not None and not world.main:
-        try:
-            segment = (shm_reduce.Segment.attach(box[0], world.rank, world.size, capacity)
-                       if shm_reduce.library() is not None else None)
-        except OSError:
-            segment = None
-    failed = world.any(box[0] is not None and segment is None)  # also a barrier
-    if segment is not None and world.main:
-        segment.unlink()  # every rank has mapped it (or given up): nothing is left behind
-    if box[0] is None or failed:
-        return f"{backend} (shared memory not used: {why_not or 'a rank could not map it'})"
-
-    # (unannotated: DDP checks annotations against its types, which this module's
-    # postponed annotations would turn into strings)
-    def mean_of_ranks(state, bucket):  # type: ignore[no-untyped-def]
-        buffer = bucket.buffer()
-        if buffer.dtype != torch.float32:  # (a model in float64, say): gloo's
-            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-            return default_hooks.allreduce_hook(None, bucket)
-        future: torch.futures.Future = torch.futures.Future()
-        future.set_result(segment.mean_(buffer, TIMEOUT_S))
-        return future
-
-    ddp.register_comm_hook(None, mean_of_ranks)
-    return "shared memory (lenet.native.shm_reduce; gloo for everything else)"
-
-
-class _GlobalStatistics:
-    """Batch norm whose training statistics are the global batch's: each rank's sums,
-    all-reduced (differentiably: the gradient is the global batch's too). PyTorch's
-    SyncBatchNorm does this on GPUs only; this is the same on any device, in two
-    all-reduces forward and two backward per layer. State and keys are BatchNorm's."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C) or (B, C, H, W)
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
-        sums = all_reduce(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]))
-        n, mean = sums[-1], sums[:-1] / sums[-1]  # examples (x positions) in the global batch
-        centered = x - mean.view(shape)
-        var = all_reduce((centered * centered).sum(dims)) / n  # two passes, as PyTorch's
-        y = centered * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                momentum = (self.momentum if self.momentum is not None  # None: the mean
-                            else 1.0 / float(self.num_batches_tracked))
-                self.running_mean.lerp_(mean, momentum)
-                self.running_var.lerp_(var * n / (n - 1), momentum)  # unbiased, as PyTorch's
-        return y
-
-
-class GlobalBatchNorm1d(_GlobalStatistics, nn.BatchNorm1d):
-    pass
-
-
-class GlobalBatchNorm2d(_GlobalStatistics, nn.BatchNorm2d):
-    pass
-
-
-def sync_batch_norm(model: nn.Module, device: torch.device, world: World) -> tuple[nn.Module,
-                                                                                    str | None]:
-    """Batch norm over the global batch, in place: PyTorch's SyncBatchNorm on GPUs, the
-    Global* layers above elsewhere; and what was done, for the run record (None: no
-    batch norm, or one process)."""
-    kinds = {nn.BatchNorm1d: GlobalBatchNorm1d, nn.BatchNorm2d: GlobalBatchNorm2d}
-    if not world.distributed or not any(type(m) in kinds for m in model.modules()):
-        return model, None
-    if device.type == "cuda":
-        return (nn.SyncBatchNorm.convert_sync_batchnorm(model),
-                "SyncBatchNorm: statistics over the global batch")
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if type(child) in kinds:
-                norm = kinds[type(child)](child.num_features, child.eps, child.momentum,
-                                          child.affine, child.track_running_stats)
-                norm.load_state_dict(child.state_dict())
-                setattr(parent, name, norm)
-    return model, ("statistics over the global batch (lenet.training.distributed.GlobalBatchNorm; "
-                   "PyTorch's SyncBatchNorm runs on GPUs only); the fused kernel, whose "
-                   "statistics are one process's, is not used")
-
-
-def sync_buffers(model: nn.Module, world: World) -> None:
-    """Give every rank rank 0's buffers (batch norm's running statistics), as DDP does
-    before each training forward: evaluation then sees the same model everywhere."""
-    if world.distributed:
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
 
 
 def rank_seed(seed: int, world: World, epoch: int, step: int) -> None:
