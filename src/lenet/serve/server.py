@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .app import ROUTES, create_app, error_response
+from .app import ROUTES, create_app
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import Gate
+from .responses import error_response
 from .service import Options, Service
 
 LOOPBACK = ("localhost",)
