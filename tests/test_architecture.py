@@ -23,7 +23,7 @@ OPTIONAL = {
     "ray": {"lenet.sweeps.on_ray"},
     "fastapi": {"lenet.cli.serve", *(f"lenet.serve.{m}" for m in (
         "app", "middleware", "server", "decoding", "limits", "queries", "metrics", "service",
-        "batching"))},
+        "batching", "reading", "responses"))},
     "uvicorn": {"lenet.serve.server", "lenet.cli.serve"},
     "prometheus_client": {"lenet.serve.metrics"},
     "onnx": {"lenet.predict.export", "lenet.predict.predictor"},
