@@ -7,7 +7,8 @@ from conftest import QUIET, StopAfter
 
 import lenet
 from lenet.errors import ConfigError
-from lenet.run.sinks import CheckpointSink, OnlyIf, Sink
+from lenet.run.events import OnlyIf, Sink
+from lenet.run.sinks import CheckpointSink
 from lenet.training import checkpoint
 from lenet.training.config import TrainConfig
 
