@@ -28,11 +28,12 @@ from starlette.formparsers import MultiPartException
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
+from ..data.images import PREPARE
 from . import queries as q
-from .decoding import PREPARE, ModelInput, body_kind
+from .decoding import ModelInput, body_kind
 from .limits import ApiError, Limits, bad_request, too_large
 from .queries import documented
-from .service import Service, png_base64
+from .service import Service, png_base64, with_photo_check
 
 STATIC = Path(__file__).parent / "static"
 ROUTES = {"/", "/v1/predict", "/v1/predict/batch", "/v1/activations", "/v1/model",
@@ -203,8 +204,9 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
             except BaseException:
                 batcher.arrived()
                 raise
-        if ood:
-            p = cut(await answer(batcher.submit(image.pixels, expected=True)), top_k)
+        if ood:  # the photo check reads the picture's original (none for an array)
+            p = with_photo_check(cut(await answer(batcher.submit(image.pixels, expected=True)),
+                                     top_k), image.original)
         else:
             p = (await answer(service.classify_many(image.pixels[None], top_k, ood=False)))[0]
         return json_response({**p, "input": model_input(image, form),
@@ -235,6 +237,9 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
             images = service.decoder.many(await body(request), limits.max_batch)
             inputs = None
         results = await answer(service.classify_many(images, top_k, bool(ood)))
+        if inputs:
+            results = [with_photo_check(r, i.original) for r, i in zip(results, inputs,
+                                                                        strict=True)]
         if form != "none":
             for k, r in enumerate(results):
                 r["input"] = model_input(inputs[k] if inputs else ModelInput(images[k]), form)
