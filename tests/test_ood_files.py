@@ -48,7 +48,7 @@ def saved(fashion_run, tmp_path_factory):
 def same(a, b) -> None:
     """The same logits (so probabilities, bit for bit), scores and verdicts."""
     assert len(a) == len(b)
-    assert all(np.array_equal(p.probabilities, q.probabilities) for p, q in zip(a, b))
+    assert all(np.array_equal(p.probabilities, q.probabilities) for p, q in zip(a, b, strict=True))
     assert [(p.score, p.out_of_distribution) for p in a] == [
         (q.score, q.out_of_distribution) for q in b]
 
@@ -130,7 +130,8 @@ def test_photographs_as_files_are_flagged(fashion_run, tmp_path, capsys):
     run = lenet.Run.open(fashion_run)
     files = evaluation_photos()
     flagged = [p.out_of_distribution for p in run.classify([f.image for f in files])]
-    assert np.mean(flagged) >= 0.95, [f.name for f, x in zip(files, flagged) if not x]
+    assert np.mean(flagged) >= 0.95, [f.name for f, x in zip(files, flagged, strict=True)
+                                      if not x]
     path = tmp_path / "photo.jpg"  # and through lenet predict, one file
     files[0].image.convert("RGB").save(path)
     assert main(["predict", str(fashion_run), str(path), "--json"]) == 0

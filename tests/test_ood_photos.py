@@ -4,7 +4,6 @@ score as the arrays do through every entry point; photographs as files are flagg
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
@@ -104,4 +103,5 @@ def test_photo_splits_are_fixed_and_disjoint():
     splits = [photoset.split_of(n) for n in names]
     assert set(splits) == {"fit", "evaluate"}
     assert splits == [photoset.split_of(n) for n in names]  # no state, no seed
-    assert photoset.split_of("wallpaper:W1/screenshot") == photoset.split_of("wallpaper:W1/portrait")
+    assert (photoset.split_of("wallpaper:W1/screenshot")
+            == photoset.split_of("wallpaper:W1/portrait"))
