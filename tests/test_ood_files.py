@@ -6,6 +6,7 @@ and the wallpapers when CI is set."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -111,6 +112,15 @@ def test_lenet_serve_on_saved_test_images_gives_the_arrays_answers(fashion_run, 
                             headers={"Content-Type": "image/png"}).json()
             assert [(t["class"], t["probability"]) for t in r["top"]] == one.top
             assert r["ood"]["score"] == one.score
+        photo = io.BytesIO()  # a photograph: flagged through the page's route and a batch
+        evaluation_photos()[0].image.convert("RGB").save(photo, "JPEG")
+        r = client.post("/v1/predict", content=photo.getvalue(),
+                        headers={"Content-Type": "image/jpeg"}).json()
+        assert r["ood"]["out_of_distribution"] and r["ood"]["score"] < -50
+        files = [("files", ("photo.jpg", photo.getvalue(), "image/jpeg")), files[0]]
+        both = client.post("/v1/predict/batch", files=files).json()["results"]
+        assert [b["ood"]["out_of_distribution"] for b in both] == [
+            True, arrays[0].out_of_distribution]
     finally:
         service.close()
 

@@ -40,6 +40,21 @@ def test_an_image_that_looks_like_the_data_is_taken_as_it_is():
     assert looks_like_data(png(pixels), (28, 28))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P"])
+def test_a_grey_picture_in_a_colour_mode_is_taken_as_it_is_too(mode):
+    pixels = dataset_like()
+    buffer = io.BytesIO()  # as matplotlib's imsave or an image editor saves it
+    png(pixels).convert(mode).save(buffer, "PNG")
+    image = Image.open(buffer)
+    assert image.mode == mode
+    prepared = prepare_image(image)
+    np.testing.assert_array_equal(prepared.pixels, pixels)
+    assert prepared.original is None
+    see_through = np.asarray(png(pixels).convert("RGBA")).copy()
+    see_through[0, 0, 3] = 0  # one transparent pixel: composited, checked, not as it is
+    assert prepare_image(png(see_through)).original is not None
+
+
 def test_other_pictures_of_the_models_size_are_made_grey_and_inverted_never_cropped():
     light = 255 - dataset_like()  # a dark object on white: inverted, not re-cropped
     prepared = prepare_image(png(light))

@@ -211,12 +211,28 @@ def prepare(path: str | Path, *, size: tuple[int, int] = (28, 28), invert: bool 
     return prepare_image(image, size=size, invert=invert, fill=fill, notes=notes, mode=mode)
 
 
+def data_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
+    """The uint8 (H, W) pixels of a picture that already is what the model takes, else None:
+    `size` (H, W), grayscale (mode L, or RGB/RGBA/LA/P with every pixel grey and opaque: a
+    dataset image saved through a plotting library), a dark background."""
+    if image.size != (size[1], size[0]) or "exif" in image.info:  # a tag could turn it
+        return None
+    if image.mode == "L":
+        pixels = np.array(image, dtype=np.uint8)
+    elif image.mode in ("RGB", "RGBA", "LA", "P"):
+        rgba = np.asarray(image.convert("RGBA"))  # (H, W, 4): 3 KB at 28x28
+        if (rgba[..., 3] != 255).any() or (rgba[..., 0] != rgba[..., 1]).any() or (
+                rgba[..., 0] != rgba[..., 2]).any():
+            return None
+        pixels = np.array(rgba[..., 0])
+    else:
+        return None
+    return None if has_light_background(pixels * np.float32(1 / 255)) else pixels
+
+
 def looks_like_data(image: Image.Image, size: tuple[int, int]) -> bool:
-    """True for a picture that already is what the model takes: `size` (H, W), one grey
-    channel, no transparency, a dark background (a dataset image saved as PNG)."""
-    return (image.size == (size[1], size[0]) and image.mode == "L"
-            and "exif" not in image.info  # an orientation tag could turn it
-            and not has_light_background(np.asarray(image, np.float32) * np.float32(1 / 255)))
+    """True for a picture that `prepare_image` takes as it is (`data_pixels`)."""
+    return data_pixels(image, size) is not None
 
 
 def prepare_image(image: Image.Image, *, size: tuple[int, int] = (28, 28),
@@ -229,8 +245,10 @@ def prepare_image(image: Image.Image, *, size: tuple[int, int] = (28, 28),
     notes = notes or []
     if mode not in PREPARE:
         raise ValueError(f"mode must be one of {PREPARE}, got {mode!r}")
-    if mode != "full" and not invert and looks_like_data(image, size):
-        return PreparedImage(np.array(image, dtype=np.uint8), False, notes)  # as it is
+    if mode != "full" and not invert:
+        pixels = data_pixels(image, size)
+        if pixels is not None:
+            return PreparedImage(pixels, False, notes)  # as it is: no photo check either
     own_size = image.size == (size[1], size[0])
     if mode == "none" and not own_size:
         raise ImageError(f"a picture of {image.size[0]}x{image.size[1]}: taken as it is, it "
