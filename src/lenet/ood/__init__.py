@@ -16,6 +16,7 @@ from .exercise import (
     GroupReport,
     analyse,
     format_reports,
+    photo_originals,
     photos,
     plot_reports,
     probe_groups,
@@ -23,5 +24,5 @@ from .exercise import (
     score,
 )
 
-__all__ = ["PHOTOS", "SCORES", "GroupReport", "analyse", "format_reports", "photos",
-           "plot_reports", "probe_groups", "saturation", "score"]
+__all__ = ["PHOTOS", "SCORES", "GroupReport", "analyse", "format_reports", "photo_originals",
+           "photos", "plot_reports", "probe_groups", "saturation", "score"]
