@@ -78,7 +78,7 @@ def main() -> None:
         return
     import torch
 
-    from lenet.rundir import cpu_model
+    from lenet.run.directory import cpu_model
 
     print(f"conditions: {cpu_model()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}; the chapter's code with max_epochs=1 (batch 128)")

@@ -65,7 +65,7 @@ PHASES = ("step", "eval", "checkpoint", "finish")
 
 def child(out_dir: str, name: str, data: str, epochs: int) -> None:
     import lenet
-    from lenet.sinks import Sink
+    from lenet.run.sinks import Sink
 
     class Phases(Sink):
         """'step E', 'eval E', 'checkpoint E' on stdout as each phase of epoch E begins."""
@@ -107,7 +107,7 @@ def config(out_dir: str, name: str, data: str, epochs: int):
 # --- what a run left behind --------------------------------------------------------------------
 
 def weights_hash(run_dir: Path) -> str:
-    from lenet import checkpoint
+    from lenet.training import checkpoint
 
     state = checkpoint.load(run_dir)["model_state"]
     h = hashlib.sha256()
@@ -126,7 +126,7 @@ def metrics(run_dir: Path) -> tuple[list[dict], dict]:
 
 def corrupt_files(run_dir: Path) -> list[str]:
     """The files of a run directory that do not read back whole."""
-    from lenet import checkpoint
+    from lenet.training import checkpoint
 
     bad = []
     for path in sorted(run_dir.glob("*")):
@@ -231,7 +231,7 @@ def run_integrity(args, work: Path) -> bool:
     """Every damaged copy of the reference run's checkpoint: refused naming the file (and
     the previous one used instead), or, where the damage missed every byte torch reads,
     loaded with the identical content; never loaded with other content."""
-    from lenet import checkpoint
+    from lenet.training import checkpoint
 
     source = work / "runs" / "reference"
     run = work / "integrity"
@@ -275,8 +275,9 @@ def run_integrity(args, work: Path) -> bool:
 def run_full_disk(args, work: Path) -> bool:
     """Checkpoint, metrics and results written on a tmpfs filled to 0-64 KB free: each write
     either completes or fails with one WriteError, the previous file intact, no temporary."""
-    from lenet import atomic, checkpoint
-    from lenet.rundir import RunDir
+    from lenet.base import atomic
+    from lenet.run.directory import RunDir
+    from lenet.training import checkpoint
 
     disk = work / "disk"
     disk.mkdir()
@@ -436,7 +437,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times [0]")
     parser.add_argument("--keep", metavar="DIR", help="work here and keep the runs")
     args = parser.parse_args()
-    from lenet.rundir import cpu_model
+    from lenet.run.directory import cpu_model
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="lenet-faults-"))
     print(f"crash campaign on {cpu_model()}, seed {args.seed}, in {work}")

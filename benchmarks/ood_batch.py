@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lenet.ood.detectors import pixel_statistics
-    from lenet.rundir import cpu_model
+    from lenet.run.directory import cpu_model
     from lenet.serve.limits import Limits
     from lenet.serve.metrics import Metrics
     from lenet.serve.service import Options, Service

@@ -184,8 +184,8 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     batches = [int(b) for b in args.batch_sizes.split(",")]
-    from lenet.device import available_cpus
-    from lenet.rundir import cpu_model
+    from lenet.base.device import available_cpus
+    from lenet.run.directory import cpu_model
 
     cores = available_cpus()
     load = os.getloadavg()[0]

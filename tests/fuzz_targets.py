@@ -25,13 +25,14 @@ from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lenet import checkpoint
 from lenet.data import idx
 from lenet.data.images import decode_image, prepare_image
 from lenet.errors import LenetError
-from lenet.model_settings import ModelSettings, parse_settings, setting_names
-from lenet.models import MODELS, LeNet, resolve_model_config
-from lenet.sweep import load_spec
+from lenet.models.config import MODELS
+from lenet.models.network import LeNet
+from lenet.models.settings import ModelSettings, parse_settings, resolve_model_config, setting_names
+from lenet.sweeps.spec import load_spec
+from lenet.training import checkpoint
 
 QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 settings.register_profile("lenet-dev", deadline=None, suppress_health_check=QUIET,

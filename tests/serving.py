@@ -19,8 +19,8 @@ from conftest import SYNTHETIC_CLASSES, write_dataset
 from PIL import Image
 
 import lenet
-from lenet.config import TrainConfig
-from lenet.console import Console
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

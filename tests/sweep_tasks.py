@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lenet.sweep import PlannedRun, execute
+from lenet.sweeps.spec import PlannedRun
+from lenet.sweeps.trial import execute
 
 KILLED_ENV = "LENET_TEST_KILLED_RUN"
 

@@ -9,20 +9,28 @@ import pytest
 
 SRC = Path(__file__).parents[1] / "src"
 
-# The rooms, lowest first: a module may import its own room and the rooms below it, never
-# one above (data -> models -> training -> run record -> cli/serve). Listed by module name
-# under lenet (a package stands for everything in it).
-ROOMS = [
-    ("base", {"lenet", "errors", "atomic", "tables", "lock", "names"}),
-    ("data", {"data"}),
-    ("models", {"models", "model_settings", "summary", "diagram", "device", "native"}),
-    ("training", {"config", "optim", "training", "checkpoint", "console", "plots",
-                  "distributed"}),
-    ("run record", {"rundir", "sinks", "fitting", "run", "runner", "inference", "evaluation",
-                    "activations", "export", "ood", "compare", "sweep", "sweep_pool",
-                    "sweep_ray"}),
-    ("applications", {"bench", "d2l", "cli", "serve", "__main__"}),
-]
+# The rooms, lowest first: `ls src/lenet` (one package a room, and three modules: the
+# public API's `__init__`, `__main__` and `errors`). A module may import its own room and
+# the rooms below it, never one above (data -> models -> training -> run -> applications);
+# the applications sit side by side.
+ROOMS = [("base",), ("data",), ("models",), ("native",), ("training",), ("predict",), ("ood",),
+         ("run",), ("sweeps",), ("cli", "serve", "d2l", "bench")]
+TOP_LEVEL_MODULES = {"__init__", "__main__", "errors"}  # in the base room
+
+# Optional extras: the only modules that may import each (inside a function, or at the top
+# of a module that only that extra's users import).
+OPTIONAL = {
+    "ray": {"lenet.sweeps.on_ray"},
+    "fastapi": {"lenet.cli.serve", *(f"lenet.serve.{m}" for m in (
+        "app", "middleware", "server", "decoding", "limits", "queries", "metrics", "service",
+        "batching", "reading", "responses"))},
+    "uvicorn": {"lenet.serve.server", "lenet.cli.serve"},
+    "prometheus_client": {"lenet.serve.metrics"},
+    "onnx": {"lenet.predict.export", "lenet.predict.predictor"},
+    "onnxruntime": {"lenet.predict.export", "lenet.predict.predictor", "lenet.bench"},
+    "tensorboard": {"lenet.run.sinks"},
+    "skimage": {"lenet.ood.probes", "lenet.ood.exercise", "lenet.ood.photoset"},
+}
 
 
 def modules() -> dict[str, Path]:
@@ -36,11 +44,23 @@ def modules() -> dict[str, Path]:
 
 
 def room(module: str) -> int:
-    top = module.split(".")[1] if "." in module else "lenet"
-    for level, (_, names) in enumerate(ROOMS):
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__init__"
+    if top == "__main__":  # `python -m lenet`: the command line
+        return len(ROOMS) - 1
+    if top in TOP_LEVEL_MODULES:
+        return 0
+    for level, names in enumerate(ROOMS):
         if top in names:
             return level
-    raise AssertionError(f"{module} is in no room: add it to ROOMS and ARCHITECTURE.md")
+    raise AssertionError(f"{module} is in no room: add its folder to ROOMS and ARCHITECTURE.md")
+
+
+def test_the_folders_are_the_rooms():
+    folders = {p.name for p in (SRC / "lenet").iterdir() if (p / "__init__.py").exists()}
+    modules_ = {p.stem for p in (SRC / "lenet").glob("*.py")}
+    assert folders == {name for names in ROOMS for name in names}
+    assert modules_ == TOP_LEVEL_MODULES
 
 
 def imports(module: str, path: Path, *, top_level_only: bool = False) -> set[str]:
@@ -83,12 +103,15 @@ def test_data_flows_one_way():
 
 
 def test_no_import_cycles():
-    graph = {m: imports(m, p, top_level_only=True) for m, p in modules().items()}
+    """Every import counts, those inside functions too: a cycle is a cycle however late."""
+    graph = {m: imports(m, p) for m, p in modules().items()}
     state: dict[str, str] = {}
 
     def visit(m: str, trail: list[str]) -> None:
         state[m] = "open"
         for t in sorted(graph.get(m, ())):
+            if t in {"lenet", "lenet.__main__"} or t.startswith(m + "."):
+                continue  # the lazy public API; a package's own modules
             if state.get(t) == "open":
                 raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(t):], t]))
             if t not in state:
@@ -98,6 +121,20 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def test_optional_extras_are_imported_only_where_listed():
+    wrong = []
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            for name in names:
+                extra = name.split(".")[0]
+                if extra in OPTIONAL and module not in OPTIONAL[extra]:
+                    wrong.append(f"{module}:{node.lineno} imports {name}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_no_room_imports_another_rooms_private_names():
@@ -115,7 +152,7 @@ def test_the_fast_path_reads_no_private_torch_names():
     # The fused kernel's path works through public PyTorch only (issue 12): no private
     # attribute of anything but its own objects (`self._x`).
     files = ["native/fastpath.py", "native/guard.py", "native/lenet5.py", "native/network.py",
-             "d2l/fused.py", "models.py"]
+             "d2l/fused.py", "models/network.py"]
     wrong = [f"{name}:{node.lineno}: {ast.unparse(node)}" for name in files
              for node in ast.walk(ast.parse((SRC / "lenet" / name).read_text()))
              if isinstance(node, ast.Attribute) and node.attr.startswith("_")

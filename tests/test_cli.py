@@ -123,3 +123,27 @@ def test_compare_writes_only_where_told(capsys, synthetic, tmp_path, monkeypatch
     assert sorted(p.name for p in here.iterdir()) == ["runs"]
     code, out, _ = run(capsys, "compare", "runs/c", "--out", "curves.png")
     assert code == 0 and "learning curves: curves.png" in out and (here / "curves.png").exists()
+
+
+def test_library_notes_reach_the_terminal_as_lines_and_errors_of_other_ranks_stay_quiet(
+        capsys, monkeypatch):
+    from lenet.cli import training
+    from lenet.errors import LenetWarning, ReportedElsewhere, note
+
+    def models(args):
+        note("the previous checkpoint is used")
+        note("the previous checkpoint is used")  # each time, not once per place
+        return 0
+
+    monkeypatch.setattr(training, "run_models", models)
+    code, out, err = run(capsys, "models")
+    assert code == 0 and out == ""
+    assert err.count("lenet: note: the previous checkpoint is used\n") == 2, err
+    with pytest.warns(LenetWarning):  # outside the CLI: an ordinary warning
+        note("seen by Python code")
+
+    def failed_elsewhere(args):
+        raise ReportedElsewhere("rank 0 says why")
+
+    monkeypatch.setattr(training, "run_models", failed_elsewhere)
+    assert run(capsys, "models") == (2, "", "")

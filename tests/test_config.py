@@ -7,10 +7,11 @@ from typing import get_args
 import pytest
 
 from lenet.cli import main
-from lenet.config import FROM_RECIPE, RECIPES, TrainConfig
 from lenet.errors import ConfigError
-from lenet.model_settings import Activation, ModelSettings, parse_settings, setting_names
-from lenet.models import ACTIVATIONS, MODELS, POOLS, Pool, resolve_model_config
+from lenet.models.config import MODELS, Activation, Pool
+from lenet.models.network import ACTIVATION_LAYERS, POOL_LAYERS
+from lenet.models.settings import ModelSettings, parse_settings, resolve_model_config, setting_names
+from lenet.training.config import FROM_RECIPE, RECIPES, TrainConfig
 
 
 def test_settings_are_typed_from_text_and_from_typed_values():
@@ -65,8 +66,8 @@ def test_the_model_is_resolved_in_one_place():
 
 
 def test_choices_in_the_types_match_the_layers_built():
-    assert set(ACTIVATIONS) == set(get_args(Activation))
-    assert set(POOLS) == set(get_args(Pool))
+    assert set(ACTIVATION_LAYERS) == set(get_args(Activation))
+    assert set(POOL_LAYERS) == set(get_args(Pool))
 
 
 def test_a_recipe_named_in_the_constructor_carries_its_values():

@@ -1,4 +1,4 @@
-"""Several processes training one model (lenet/distributed.py): 2 gloo processes on a slice
+"""Several processes training one model (lenet/training/distributed.py): 2 gloo processes on a slice
 of the real Fashion-MNIST give a 1-process run's weights and accuracy; only rank 0 writes;
 a run resumes with another number of processes; two "nodes" meet on 127.0.0.1.
 
@@ -21,11 +21,11 @@ import torch
 from conftest import StopAfter
 
 from lenet import Run, TrainConfig
-from lenet.console import Console
 from lenet.data import idx, sources
 from lenet.data.loader import Batches
-from lenet.distributed import ALONE, World, check_batch
 from lenet.errors import ConfigError
+from lenet.run.console import Console
+from lenet.training.distributed import ALONE, World, check_batch
 
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 240  # a whole torchrun; a hung rendezvous fails the test instead of hanging it
@@ -207,8 +207,8 @@ def test_two_processes_stopped_mid_epoch_resume_in_one(one_process, half, fm_sli
     script = tmp_path / "stopped.py"
     script.write_text(textwrap.dedent(f"""
         from lenet import Run, TrainConfig
-        from lenet.console import Console
-        from lenet.fitting import StopRequest
+        from lenet.run.console import Console
+        from lenet.run.stop import StopRequest
 
         class StopAfter(StopRequest):  # as tests/conftest.py's
             def __init__(self, steps):

@@ -8,17 +8,20 @@ import pytest
 import torch
 from conftest import StopAfter, write_dataset
 
-from lenet import checkpoint, runner
 from lenet.cli import main
-from lenet.compare import markdown_table, summarize_run
-from lenet.config import TrainConfig
-from lenet.console import Console
 from lenet.data import sources
 from lenet.data.loader import Batches, augment_batch
 from lenet.errors import ConfigError
-from lenet.model_settings import ModelSettings, parse_settings
-from lenet.models import MODELS, ModelConfig, build_model, with_settings
-from lenet.sweep import load_spec, run_sweep
+from lenet.models.config import MODELS, ModelConfig
+from lenet.models.network import build_model
+from lenet.models.settings import ModelSettings, parse_settings, with_settings
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.sweeps.compare import markdown_table, summarize_run
+from lenet.sweeps.spec import load_spec
+from lenet.sweeps.sweep import run_sweep
+from lenet.training import checkpoint
+from lenet.training.config import TrainConfig
 
 QUIET = Console(progress=False)
 

@@ -6,10 +6,10 @@ installs it, and CI must prove the real pipeline, not pass vacuously.
 
 import pytest
 
-from lenet import runner
-from lenet.config import TrainConfig
-from lenet.console import Console
 from lenet.data import sources
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 pytestmark = pytest.mark.data
 

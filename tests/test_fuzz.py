@@ -23,10 +23,10 @@ from fuzz_targets import (
 from hypothesis import given, settings
 from PIL import Image
 
-from lenet import checkpoint
 from lenet.data import idx
 from lenet.data.images import ImageError, decode_image, prepare_image, to_grayscale
 from lenet.errors import ConfigError, DataError
+from lenet.training import checkpoint
 
 EXAMPLES = {"idx": 300, "image": 200, "set": 300, "sweep": 150, "checkpoint": 200}
 
@@ -86,7 +86,7 @@ def test_idx_extra_bytes_after_gzip_data_are_refused(tmp_path):
      "more than 10,000 combinations"),
 ])
 def test_sweep_files_with_values_of_the_wrong_type_are_refused(tmp_path, text, message):
-    from lenet.sweep import load_spec
+    from lenet.sweeps.spec import load_spec
 
     (tmp_path / "s.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
@@ -95,7 +95,7 @@ def test_sweep_files_with_values_of_the_wrong_type_are_refused(tmp_path, text, m
 
 def test_a_sweep_file_that_is_not_utf8_is_refused(tmp_path):
     check_sweep("name = 'x'\n")
-    from lenet.sweep import load_spec
+    from lenet.sweeps.spec import load_spec
 
     (tmp_path / "s.toml").write_bytes(b"name = '\xff'\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -8,11 +8,11 @@ import pytest
 from conftest import StopAfter
 from PIL import Image
 
-from lenet import runner
 from lenet.cli import main
-from lenet.config import TrainConfig
-from lenet.console import Console
 from lenet.data import sources
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]  # each test needs a trained model
 

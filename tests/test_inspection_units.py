@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lenet.activations import capture
 from lenet.data import images
-from lenet.evaluation import Evaluation, format_report, plot_confusion
-from lenet.models import MODELS, ModelConfig, build_model
-from lenet.ood import saturation, score
+from lenet.models.config import MODELS, ModelConfig
+from lenet.models.network import build_model
+from lenet.ood.exercise import saturation, score
+from lenet.predict.activations import capture
+from lenet.predict.evaluation import Evaluation, format_report, plot_confusion
 
 
 def test_per_class_metrics_and_confused_pairs(tmp_path):

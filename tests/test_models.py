@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from lenet.errors import ConfigError
-from lenet.models import MODELS, LeNet, ModelConfig, build_model, get_model_config
-from lenet.summary import format_summary, summarize
+from lenet.models.config import MODELS, ModelConfig, get_model_config
+from lenet.models.network import LeNet, build_model
+from lenet.models.summary import format_summary, summarize
 
 EXPECTED_PARAMETERS = {"lenet5": 61_706, "lenet5-modern": 61_706, "lenet-100k": 98_922}
 

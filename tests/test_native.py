@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lenet import activations
 from lenet.errors import ConfigError
-from lenet.models import MODELS, build_model, with_settings
+from lenet.models.config import MODELS
+from lenet.models.network import build_model
+from lenet.models.settings import with_settings
 from lenet.native import lenet5
 from lenet.native.fastpath import kernel_blocks, kernel_path, layer_by_layer, prepare_model
+from lenet.predict import activations
 
 CPU = torch.device("cpu")
 FACTOR = 2.0  # the kernel may be at most this many times PyTorch's float32 error ...
@@ -198,8 +200,8 @@ def test_hooks_on_fused_layers_fire_layer_by_layer_only(monkeypatch):
 
 
 def test_a_prepared_model_reads_and_loads_as_the_plain_one(tmp_path):
-    from lenet import checkpoint
-    from lenet.summary import format_summary, summarize
+    from lenet.models.summary import format_summary, summarize
+    from lenet.training import checkpoint
 
     config = with_settings(MODELS["lenet5-modern"], {"batch_norm": "true"})
     plain = build_model(config, seed=0)
@@ -297,7 +299,7 @@ def test_the_books_sequential_runs_fused(monkeypatch):
     ("lenet5-modern", {"batch_norm": "true"}, True), ("lenet5", {"batch_norm": "true"}, True),
     ("lenet5", {"channels": "6,32"}, False), ("lenet5", {"activation": "tanh"}, False)])
 def test_native_single_image_path_matches_pytorch(name, settings, native):
-    from lenet.inference import Predictor
+    from lenet.predict.predictor import Predictor
 
     model = build_model(with_settings(MODELS[name], settings), seed=1)
     with torch.no_grad():  # batch norms with statistics and affines that are not identities
@@ -343,7 +345,7 @@ def test_batch_norm_blocks_train_like_pytorchs(name):
 def test_native_single_images_from_many_threads():
     from concurrent.futures import ThreadPoolExecutor
 
-    from lenet.inference import Predictor
+    from lenet.predict.predictor import Predictor
 
     predictor = Predictor(build_model(MODELS["lenet5"], seed=2), [str(k) for k in range(10)],
                           backend="native")

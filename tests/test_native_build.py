@@ -101,6 +101,20 @@ def test_no_openmp_means_a_serial_build(cache, tmp_path, monkeypatch):
     assert len(compiles(tmp_path)) == 2  # the OpenMP attempt is not retried
 
 
+def test_the_key_covers_the_local_headers(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", wrapper(tmp_path, 'exec gcc "$@"'))
+    (tmp_path / "width.h").write_text("#define WIDTH 4\n")
+    tiny = source(tmp_path, '#include "width.h"\nint width(void) { return WIDTH; }\n')
+    first = build.build("tiny", tiny)
+    assert first.path is not None
+    (tmp_path / "width.h").write_text("#define WIDTH 8\n")  # the source's bytes unchanged
+    assert build.build("tiny", tiny).path != first.path
+    # the package's kernels include their shared one
+    shipped = build.SOURCE_DIR / "vector_width.h"
+    for kernel in ("lenet5", "knn"):
+        assert shipped.read_bytes() in build.with_headers(build.SOURCE_DIR / f"{kernel}.c")
+
+
 def test_the_key_covers_compiler_and_target(cache, tmp_path, monkeypatch):
     tiny = source(tmp_path, CLEAN)
     monkeypatch.setenv("CC", wrapper(tmp_path, 'exec gcc "$@"', "cc1"))

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
-from lenet import runner
-from lenet.config import TrainConfig
-from lenet.console import Console
-from lenet.models import MODELS, build_model, with_settings
+from lenet.models.config import MODELS
+from lenet.models.network import build_model
+from lenet.models.settings import with_settings
 from lenet.native import guard, lenet5
 from lenet.native.fastpath import kernel_path, native_choice, prepare_model
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 CPU = torch.device("cpu")
 
@@ -64,7 +66,7 @@ def contenders(clock: Clock, fused_s: float, torch_s: float, made: list):
 def test_decisions_need_ten_percent_are_cached_and_reused(tmp_path, fresh):
     clock, made = Clock(), []
     path = tmp_path / "lenet5-x.guard.json"
-    g = guard.Guard(path, timer=clock)
+    g = guard.KernelGuard(path, timer=clock)
     yes = g.decide("A", contenders(clock, 0.0090, 0.0100, made))  # 0.90 of PyTorch's time
     no = g.decide("B", contenders(clock, 0.0095, 0.0100, made))  # only 5% faster
     assert yes.use_kernel and yes.source == "measured" and "at least 10% faster" in yes.why
@@ -75,20 +77,21 @@ def test_decisions_need_ten_percent_are_cached_and_reused(tmp_path, fresh):
     stored = json.loads(path.read_text())["decisions"]
     assert set(stored) == {"A", "B"} and stored["B"]["use_kernel"] is False
 
-    later = guard.Guard(path, timer=clock)  # another process with the same build
+    later = guard.KernelGuard(path, timer=clock)  # another process with the same build
     cached = later.decide("B", contenders(clock, 0.001, 1.0, made))
     assert cached.source == "cache" and not cached.use_kernel and len(made) == 2
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files
 
     path.write_text("{not json")  # a damaged file: measured again, then rewritten
-    assert guard.Guard(path, timer=clock).decide("A", contenders(clock, 1, 2, made)).use_kernel
+    again = guard.KernelGuard(path, timer=clock)
+    assert again.decide("A", contenders(clock, 1, 2, made)).use_kernel
     assert len(made) == 3 and "A" in json.loads(path.read_text())["decisions"]
 
 
 def test_forced_mode_skips_measuring(tmp_path, monkeypatch):
     monkeypatch.setenv("LENET_NATIVE", "1")
     clock, made = Clock(), []
-    g = guard.Guard(tmp_path / "g.json", timer=clock)
+    g = guard.KernelGuard(tmp_path / "g.json", timer=clock)
     decision = g.decide("A", contenders(clock, 1.0, 0.001, made))
     assert decision.use_kernel and decision.source == "forced" and "LENET_NATIVE=1" in decision.why
     assert not made and not (tmp_path / "g.json").exists()
@@ -121,7 +124,7 @@ def stub_measure(monkeypatch, fused_s: float, torch_s: float, ran: list):
 
 def test_the_model_follows_the_guard(tmp_path, fresh, monkeypatch):
     monkeypatch.setattr(guard, "current", lambda: shared)
-    shared = guard.Guard(tmp_path / "g.json")
+    shared = guard.KernelGuard(tmp_path / "g.json")
     plain = build_model(MODELS["lenet5"], seed=0)
     fast = prepare_model(build_model(MODELS["lenet5"], seed=0), CPU)
     calls, ran = [], []
@@ -151,7 +154,7 @@ def test_the_model_follows_the_guard(tmp_path, fresh, monkeypatch):
 
 
 def test_the_guard_does_not_touch_the_global_rng(tmp_path, fresh, monkeypatch):
-    monkeypatch.setattr(guard, "current", lambda: guard.Guard(None, budget_s=0.0))
+    monkeypatch.setattr(guard, "current", lambda: guard.KernelGuard(None, budget_s=0.0))
     fast = prepare_model(build_model(MODELS["lenet5"], seed=0), CPU)
     state = torch.get_rng_state()
     guard.decide(kernel_path(fast).kernel, 16, backward=True)

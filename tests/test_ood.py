@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from lenet.errors import LenetError
-from lenet.inference import Predictor
-from lenet.models import MODELS, ModelConfig, build_model
+from lenet.models.config import MODELS, ModelConfig
+from lenet.models.network import build_model
 from lenet.ood import benchmark, calibration, guard
 from lenet.ood.detectors import KNN, MSP, Energy, Inputs, Mahalanobis, Pixels, make_detectors
 from lenet.ood.features import FeatureExtractor
 from lenet.ood.probes import ProbeSet, glyph_sets, noise_sets
+from lenet.predict.predictor import Predictor
 
 MEANS = np.array([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [0, 0, 5.0, 0]])
 
@@ -279,3 +280,10 @@ def test_loaders_keep_the_calibration_images_out_of_training_and_evaluation():
     held = set(calibration_holdout(500, 60, 2).tolist())
     assert len(held) == 60 and seen[0] == set(range(500))
     assert seen[60] == set(range(500)) - held
+
+
+def test_the_command_lines_detector_names_are_the_detectors():
+    from lenet.ood.choices import DETECTORS
+    from lenet.ood.detectors import make_detectors
+
+    assert tuple(make_detectors()) == DETECTORS

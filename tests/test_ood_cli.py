@@ -9,11 +9,11 @@ from PIL import Image
 
 import lenet
 from lenet.cli import main
-from lenet.config import TrainConfig
-from lenet.console import Console
 from lenet.data.loader import calibration_holdout
 from lenet.ood import guard
 from lenet.ood.guard import VERSION
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 
 def lenet_cli(capsys, *argv):

@@ -17,9 +17,9 @@ from PIL import Image
 
 import lenet
 from lenet.cli import main
-from lenet.config import TrainConfig
-from lenet.console import Console
 from lenet.ood import photoset
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 N = 1000

@@ -19,14 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet import atomic, checkpoint
+from lenet.base import atomic
+from lenet.base.lock import RunLock, RunLocked
 from lenet.cli import main
-from lenet.config import TrainConfig
 from lenet.errors import ConfigError, LenetError
-from lenet.lock import RunLock, RunLocked
-from lenet.models import LeNet, resolve_model_config
-from lenet.rundir import RunDir
-from lenet.sweep import load_spec
+from lenet.models.network import LeNet
+from lenet.models.settings import resolve_model_config
+from lenet.run.directory import RunDir
+from lenet.sweeps.spec import load_spec
+from lenet.training import checkpoint
+from lenet.training.config import TrainConfig
 
 
 def payload(epoch: int, seed: int = 0) -> dict:
@@ -265,7 +267,7 @@ def test_a_locked_run_is_refused_and_a_released_lock_is_not(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from lenet.lock import RunLock
+    from lenet.base.lock import RunLock
     lock = RunLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(60)

@@ -6,11 +6,11 @@ import torch
 from conftest import StopAfter
 
 import lenet
-from lenet import checkpoint
-from lenet.config import TrainConfig
-from lenet.console import Console
 from lenet.errors import ConfigError
-from lenet.sinks import CheckpointSink, OnlyIf, Sink
+from lenet.run.console import Console
+from lenet.run.sinks import CheckpointSink, OnlyIf, Sink
+from lenet.training import checkpoint
+from lenet.training.config import TrainConfig
 
 QUIET = Console(progress=False)
 

@@ -119,7 +119,7 @@ def test_batch_requests_of_64_or_more_run_on_batch_threads_then_come_back(monkey
     from lenet.serve.service import Options, Service
 
     counts: list[int] = []
-    monkeypatch.setattr("lenet.device.set_threads", lambda n: counts.append(n) or n)
+    monkeypatch.setattr("lenet.base.device.set_threads", lambda n: counts.append(n) or n)
     service = Service.__new__(Service)  # only its options matter here
     service.options = Options(run="r", threads=1, batch_threads=3, own_process=True)
     sizes: list[int] = []

@@ -6,15 +6,17 @@ import torch
 import torch.nn.functional as F
 from conftest import write_dataset
 
-from lenet import runner
 from lenet.bench import measure
-from lenet.config import RECIPES, TrainConfig
-from lenet.console import Console
 from lenet.data import sources
 from lenet.errors import ConfigError
-from lenet.inference import Predictor
-from lenet.models import MODELS, LeNet, ModelConfig, build_model, with_settings
+from lenet.models.config import MODELS, ModelConfig
+from lenet.models.network import LeNet, build_model
+from lenet.models.settings import with_settings
 from lenet.native.fastpath import AvgPool2d, kernel_path, prepare_model
+from lenet.predict.predictor import Predictor
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.training.config import RECIPES, TrainConfig
 
 QUIET = Console(progress=False)
 
@@ -129,7 +131,7 @@ def test_fp16_training_scales_the_loss_and_resumes_exactly(synthetic, tmp_path, 
 
     from conftest import StopAfter
 
-    from lenet import checkpoint
+    from lenet.training import checkpoint
 
     # grow the loss scale every 4 steps (not 2,000), so that its state changes in this short
     # run and a resume that lost it would differ

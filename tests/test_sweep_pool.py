@@ -1,4 +1,4 @@
-"""`lenet sweep`'s process pool (lenet/sweep_pool.py) when a worker dies: the pool breaks
+"""`lenet sweep`'s process pool (lenet/sweeps/pool.py) when a worker dies: the pool breaks
 under every run it holds; those go again in a new pool, and only the run that kills its
 worker each time is recorded as failed."""
 
@@ -8,8 +8,9 @@ import pytest
 from conftest import write_dataset
 from sweep_tasks import KILLED_ENV, execute_or_die
 
-from lenet.sweep import FAILED, load_spec
-from lenet.sweep_pool import ATTEMPTS, run_in_pool
+from lenet.sweeps.pool import ATTEMPTS, run_in_pool
+from lenet.sweeps.spec import load_spec
+from lenet.sweeps.trial import FAILED
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""`lenet sweep --ray` (lenet/sweep_ray.py): 4 small runs as Ray tasks on a local Ray of
+"""`lenet sweep --ray` (lenet/sweeps/on_ray.py): 4 small runs as Ray tasks on a local Ray of
 2 CPUs give the process pool's results; a rerun runs only the missing runs; a run that
 fails, or whose worker is killed, is recorded with its error and the others finish.
 
@@ -18,14 +18,16 @@ import pytest
 from conftest import write_dataset
 
 from lenet.errors import ConfigError
-from lenet.sweep import FAILED, load_spec, run_sweep
+from lenet.sweeps.spec import load_spec
+from lenet.sweeps.sweep import run_sweep
+from lenet.sweeps.trial import FAILED
 
 if os.environ.get("CI"):
     import ray  # CI installs the extra: a missing Ray fails here
 else:
     ray = pytest.importorskip("ray")
 
-from lenet.sweep_ray import reachable, resources, run_on_ray
+from lenet.sweeps.on_ray import reachable, resources, run_on_ray
 
 # The fused kernel forced in every process (the pool's workers and Ray's, which inherit this
 # environment when they start): the guard's timing must not choose different paths.
@@ -125,7 +127,7 @@ def test_a_failing_and_a_killed_run_are_recorded_and_the_others_finish(local_ray
             raise ConfigError("a run that fails")
         if run.name == killed:
             os._exit(9)  # its worker dies, as under kill -9 or the OOM killer
-        from lenet.sweep_ray import trial
+        from lenet.sweeps.on_ray import trial
 
         return trial(run, threads)
 

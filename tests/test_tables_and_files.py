@@ -2,8 +2,8 @@
 
 import pytest
 
-from lenet.atomic import atomic_path, write_text
-from lenet.tables import format_row, format_table
+from lenet.base.atomic import atomic_path, write_text
+from lenet.base.tables import format_row, format_table
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -7,14 +7,16 @@ import pytest
 import torch
 from conftest import StopAfter
 
-from lenet import checkpoint, runner
-from lenet.config import TrainConfig
-from lenet.console import Console
 from lenet.data.loader import Batches
 from lenet.errors import ConfigError, LenetError, TrainingError
-from lenet.models import MODELS, build_model
-from lenet.rundir import read_metrics
-from lenet.training import NonFiniteLossError, evaluate, train_one_epoch
+from lenet.models.config import MODELS
+from lenet.models.network import build_model
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.run.directory import read_metrics
+from lenet.training import checkpoint
+from lenet.training.config import TrainConfig
+from lenet.training.loop import NonFiniteLossError, evaluate, train_one_epoch
 
 QUIET = Console(progress=False)
 
@@ -122,7 +124,7 @@ def test_same_seed_same_metrics(synthetic, tmp_path):
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(synthetic, tmp_path,
                                                                   stop_after_steps):
     # 200 examples / batch 32 = 7 steps per epoch; dropout exercises the saved RNG state.
-    from lenet import models
+    from lenet.models import network as models
     variant = models.ModelConfig(activation="relu", pool="max", dropout=0.2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(models.MODELS, "with-dropout", variant)
@@ -161,7 +163,7 @@ def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts():
 
 
 def test_non_finite_loss_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
-    from lenet import fitting
+    from lenet.run import fit as fitting
 
     real = fitting.train_one_epoch
 

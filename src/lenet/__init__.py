@@ -12,16 +12,18 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "Run": "run", "RunResult": "fitting", "StopRequest": "fitting",
-    "Activations": "run", "ScoreDetector": "run",
-    "TrainConfig": "config", "RECIPES": "config",
-    "ModelConfig": "models", "MODELS": "models", "LeNet": "models", "build_model": "models",
-    "load": "inference", "Predictor": "inference", "Prediction": "inference",
+    "Run": "run.record", "RunResult": "run.fit", "StopRequest": "run.stop",
+    "Activations": "run.record", "ScoreDetector": "run.record",
+    "TrainConfig": "training.config", "RECIPES": "training.config",
+    "ModelConfig": "models.config", "MODELS": "models.config", "LeNet": "models.network",
+    "build_model": "models.network",
+    "load": "predict.predictor", "Predictor": "predict.predictor",
+    "Prediction": "predict.predictor",
     "DATASETS": "data.datasets", "load_dataset": "data.sources", "Dataset": "data.sources",
     "Split": "data.sources",
-    "Evaluation": "evaluation",
-    "Sink": "sinks", "OnlyIf": "sinks",
-    "Console": "console",
+    "Evaluation": "predict.evaluation",
+    "Sink": "run.sinks", "OnlyIf": "run.sinks",
+    "Console": "run.console",
     "LenetError": "errors", "ConfigError": "errors", "DataError": "errors",
     "TrainingError": "errors",
 }

@@ -1,10 +1,13 @@
 # The PyTorch code of the current edition's LeNet chapter (seed 000), typed as
 # the book shows it; only the d2l import line is changed.
+# `# %%` marks where one of the book's cells ends and the next begins.
+# %%
 import torch
 from torch import nn
 from lenet import d2l
 
 
+# %%
 def init_cnn(module):  #@save
     """Initialize weights for CNNs."""
     if type(module) == nn.Linear or type(module) == nn.Conv2d:
@@ -25,6 +28,7 @@ class LeNet(d2l.Classifier):  #@save
             nn.LazyLinear(84), nn.Sigmoid(),
             nn.LazyLinear(num_classes))
 
+# %%
 @d2l.add_to_class(d2l.Classifier)  #@save
 def layer_summary(self, X_shape):
     X = torch.randn(*X_shape)
@@ -35,6 +39,7 @@ def layer_summary(self, X_shape):
 model = LeNet()
 model.layer_summary((1, 1, 28, 28))
 
+# %%
 trainer = d2l.Trainer(max_epochs=10, num_gpus=1)
 data = d2l.FashionMNIST(batch_size=128)
 model = LeNet(lr=0.1)

@@ -1,5 +1,7 @@
 # The PyTorch code of the previous edition's LeNet chapter (seed 002), typed as
 # the book shows it; only the d2l import line is changed.
+# `# %%` marks where one of the book's cells ends and the next begins.
+# %%
 from lenet import d2l
 import torch
 from torch import nn
@@ -19,14 +21,17 @@ net = torch.nn.Sequential(
     nn.Linear(120, 84), nn.Sigmoid(),
     nn.Linear(84, 10))
 
+# %%
 X = torch.rand(size=(1, 1, 28, 28), dtype=torch.float32)
 for layer in net:
     X = layer(X)
     print(layer.__class__.__name__,'output shape: \t',X.shape)
 
+# %%
 batch_size = 256
 train_iter, test_iter = d2l.load_data_fashion_mnist(batch_size=batch_size)
 
+# %%
 def evaluate_accuracy_gpu(net, data_iter, device=None): #@save
     """Compute the accuracy for a model on a dataset using a GPU."""
     if isinstance(net, torch.nn.Module):
@@ -45,6 +50,7 @@ def evaluate_accuracy_gpu(net, data_iter, device=None): #@save
         metric.add(d2l.accuracy(net(X), y), d2l.size(y))
     return metric[0] / metric[1]
 
+# %%
 #@save
 def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     """Train a model with a GPU (defined in Chapter 6)."""
@@ -86,5 +92,6 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     print(f'{metric[2] * num_epochs / timer.sum():.1f} examples/sec '
           f'on {str(device)}')
 
+# %%
 lr, num_epochs = 0.9, 10
 train_ch6(net, train_iter, test_iter, num_epochs, lr, d2l.try_gpu())

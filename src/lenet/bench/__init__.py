@@ -20,15 +20,16 @@ from typing import Any
 
 import torch
 
-from ..atomic import write_text
-from ..config import TrainConfig
+from ..base.atomic import write_text
+from ..base.device import describe, pick_device
+from ..base.tables import format_table
 from ..data import sources
-from ..device import describe, pick_device
-from ..inference import Predictor, onnxruntime_available
-from ..models import MODELS, build_model
+from ..models.config import MODELS
+from ..models.network import build_model
 from ..native import lenet5
-from ..rundir import cpu_model
-from ..tables import format_table
+from ..predict.predictor import Predictor, onnxruntime_available
+from ..run.directory import cpu_model
+from ..training.config import TrainConfig
 from . import measure
 
 

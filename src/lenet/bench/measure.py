@@ -23,16 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import TrainConfig
 from ..data.loader import make_loaders
 from ..data.sources import Dataset
-from ..inference import Predictor
-from ..models import MODELS, build_model
+from ..models.config import MODELS
+from ..models.network import build_model
 from ..native.fastpath import prepare_model
-from ..optim import build_optimizer
-from ..rundir import read_metrics
-from ..runner import AUTOCAST
-from ..training import train_one_epoch
+from ..predict.predictor import Predictor
+from ..run.directory import read_metrics
+from ..run.shortcuts import AUTOCAST
+from ..training.config import TrainConfig
+from ..training.loop import train_one_epoch
+from ..training.optim import build_optimizer
 from .book_pipeline import book_dataloader, book_fit_epoch
 
 # LeNet-5 per training example: the forward pass (416,520 multiply-adds), the weight
@@ -110,8 +111,8 @@ def fastest_config(data: Dataset, batch_sizes: tuple[int, ...] = (128, 256, 512)
 
 def accuracy_after(config: TrainConfig) -> tuple[float, float]:
     """(final test accuracy, training examples/s) of a `lenet train` run of `config`."""
-    from .. import runner
-    from ..console import Console
+    from ..run import shortcuts as runner
+    from ..run.console import Console
 
     with tempfile.TemporaryDirectory() as out:
         result = runner.train(config.replace(out_dir=out, name="bench"),

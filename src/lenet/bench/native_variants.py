@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_text
-from ..tables import format_row
+from ..base.atomic import write_text
+from ..base.tables import format_row
 
 LEVELS = ("x86-64-v4", "x86-64-v3", "x86-64-v2")
 RECIPES = (("lenet5", "sigmoid/avg"), ("lenet5-modern", "relu/max"))
@@ -57,14 +57,15 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
     """Measure one variant in this process (LENET_NATIVE_MARCH already set by the parent)."""
     import torch
 
-    from ..config import TrainConfig
     from ..data import sources
     from ..data.loader import make_loaders
-    from ..models import MODELS, build_model
+    from ..models.config import MODELS
+    from ..models.network import build_model
     from ..native import guard, lenet5
     from ..native.fastpath import kernel_path, prepare_model
-    from ..optim import build_optimizer
-    from ..training import train_one_epoch
+    from ..training.config import TrainConfig
+    from ..training.loop import train_one_epoch
+    from ..training.optim import build_optimizer
 
     if not lenet5.available():
         return {"variant": variant, "skipped": lenet5.why_not()}
@@ -121,7 +122,7 @@ def run(*, steps: int = 100, rounds: int = 2, budget_s: float = 1.5,
         json_path: str | Path | None = None) -> list[dict[str, Any]]:
     """Measure every variant, each in its own process; print a table; return the results."""
     from ..native import build, lenet5
-    from ..rundir import cpu_model
+    from ..run.directory import cpu_model
 
     found = variants()
     say(f"CPU: {cpu_model()} ({platform.machine()}); highest level it runs: "

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import LenetError
+from ..errors import LenetError, LenetWarning, ReportedElsewhere
 from . import data, doctor, experiments, inspection, ood, serve, training
 
 
@@ -33,7 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `--nproc` starts it again
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            show_notes()
+            return args.handler(args)
+    except ReportedElsewhere:  # another process (rank 0) printed the error
+        return 2
     except LenetError as e:
         print(f"lenet: error: {e}", file=sys.stderr)
         return 2
@@ -46,6 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # a file lenet writes or reads: unwritable folder, full disk, ...
         print(f"lenet: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
+
+
+def show_notes() -> None:
+    """The library's notes (LenetWarning), each time, as `lenet: note: ...` lines."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, LenetWarning):
+            print(f"lenet: note: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", LenetWarning)
+    warnings.showwarning = show
 
 
 def describe_os_error(e: OSError) -> str:

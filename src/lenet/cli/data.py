@@ -41,7 +41,7 @@ def run_show(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data import sources
-    from ..plots import plot_samples
+    from ..run.plots import plot_samples
 
     dataset = sources.load(args.dataset, args.data_dir)
     split = dataset.train if args.split == "train" else dataset.test

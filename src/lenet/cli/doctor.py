@@ -38,8 +38,8 @@ def state(measure: bool = False) -> dict[str, Any]:
     """The doctor's findings as JSON-able data."""
     import torch
 
-    from ..device import describe, pick_device
-    from ..native import build, lenet5
+    from ..base.device import describe, pick_device
+    from ..native import build, guard, lenet5
 
     report: dict[str, Any] = {
         "kernel": lenet5.describe(),
@@ -48,7 +48,8 @@ def state(measure: bool = False) -> dict[str, Any]:
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "device": describe(pick_device("auto"))}
     if measure and lenet5.available():
-        from ..models import MODELS, build_model
+        from ..models.config import MODELS
+        from ..models.network import build_model
         from ..native.fastpath import native_choice, prepare_model
 
         cpu = torch.device("cpu")
@@ -62,7 +63,7 @@ def state(measure: bool = False) -> dict[str, Any]:
     report["small_kernels"] = {"OOD k-NN": knn.describe(),
                                "OOD pixels": pixels.describe(),
                                "DDP mean": shm_reduce.describe()}
-    report["native"] = lenet5.kernel_report()  # last: it holds the decisions just made
+    report["native"] = guard.kernel_report()  # last: it holds the decisions just made
     return report
 
 

@@ -51,19 +51,25 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from ..sweep import run_sweep as sweep
+    from ..sweeps.sweep import run_sweep as sweep
 
     sweep(args.spec, workers=args.workers, ray=args.ray)
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..compare import markdown_table, plot_curves, sort_by_accuracy, summarize_run
+    from ..sweeps.compare import (
+        markdown_table,
+        plot_compared_curves,
+        sort_by_accuracy,
+        summarize_run,
+    )
 
     ranked = sort_by_accuracy([summarize_run(r) for r in args.runs])[:args.top]
     print(markdown_table(ranked))
     if args.out:
-        print(f"\nlearning curves: {plot_curves([s.path for s in ranked], Path(args.out))}")
+        figure = plot_compared_curves([s.path for s in ranked], Path(args.out))
+        print(f"\nlearning curves: {figure}")
     return 0
 
 

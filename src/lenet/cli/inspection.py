@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..base.device import DEVICE_CHOICES
 from ..data.datasets import SPLITS
-from ..device import DEVICE_CHOICES
 from ..errors import LenetError
-from ..inference import BACKENDS
+from ..predict.choices import BACKENDS
 from .args import int_list, positive_int
 from .ood import add_detector_options
 
@@ -68,13 +68,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def open_run(args: argparse.Namespace) -> Any:
     """The run named by RUN, on --device, its data in --data-dir (lenet.Run)."""
-    from ..run import Run
+    from ..run.record import Run
 
     return Run.open(args.run, device=args.device, data_dir=args.data_dir)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import format_report, plot_confusion
+    from ..predict.evaluation import format_report, plot_confusion
 
     run = open_run(args)
     ev = run.evaluate(args.split, backend=args.backend)
@@ -131,7 +131,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_activations(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..activations import default_classes, pick_examples, plot_activations
+    from ..predict.activations import default_classes, pick_examples, plot_activations
 
     run = open_run(args)
     classes = run.classes

@@ -1,6 +1,6 @@
 """`lenet train --nproc N` (and `lenet resume RUN --nproc N`): the same command started N
 times on this machine by torch's elastic launcher, as `torchrun --standalone
---nproc-per-node N -m lenet ...` would (lenet/distributed.py does the rest)."""
+--nproc-per-node N -m lenet ...` would (lenet/training/distributed.py does the rest)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-from ..device import available_cpus
+from ..base.device import available_cpus
 from ..errors import LenetError
 
 

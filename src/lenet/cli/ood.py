@@ -15,10 +15,10 @@ import argparse
 import sys
 from typing import Any
 
-from ..device import DEVICE_CHOICES
+from ..base.device import DEVICE_CHOICES
 from ..errors import LenetError
-from ..inference import BACKENDS
-from ..ood.detectors import DETECTORS
+from ..ood.choices import DETECTORS
+from ..predict.choices import BACKENDS
 from .args import fraction, positive_int
 
 
@@ -54,7 +54,7 @@ def add_detector_options(p: argparse.ArgumentParser) -> None:
 
 
 def open_run(args: argparse.Namespace) -> Any:
-    from ..run import Run
+    from ..run.record import Run
 
     return Run.open(args.run, device=args.device, data_dir=args.data_dir)
 
@@ -100,7 +100,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     from .. import __version__
     from ..ood.runs import BENCHMARK_FILES, run_benchmark
-    from ..rundir import cpu_model
+    from ..run.directory import cpu_model
 
     run = open_run(args)
     check = run.ood_detector(backend=args.backend).check
@@ -126,7 +126,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 
 def run_exercise(args: argparse.Namespace) -> int:
-    from ..ood import analyse, format_reports, photo_originals, plot_reports, probe_groups
+    from ..ood.exercise import analyse, format_reports, photo_originals, plot_reports, probe_groups
 
     run = open_run(args)
     check = run.ood_detector(backend=args.backend).check

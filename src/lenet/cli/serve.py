@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..device import DEVICE_CHOICES
-from ..inference import BACKENDS
+from ..base.device import DEVICE_CHOICES
+from ..predict.choices import BACKENDS
 from .args import positive_float, positive_int
 
 

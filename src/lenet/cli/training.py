@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
-from ..console import Console
+from ..base.device import DEVICE_CHOICES
 from ..data.datasets import DATASETS
-from ..device import DEVICE_CHOICES
-from ..distributed import World, check_batch
-from ..model_settings import parse_settings, setting_names
-from ..models import MODELS, build_model, resolve_model_config
-from ..summary import format_summary, summarize
+from ..models.config import MODELS
+from ..models.settings import parse_settings, resolve_model_config, setting_names
+from ..training.config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
 from .args import (
     fraction,
     non_negative_float,
@@ -120,7 +117,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..run import Run  # torch-heavy imports only for commands that need them
+    # torch-heavy imports only in the commands that need them: `--help` stays fast
+    from ..run.console import Console
+    from ..run.record import Run
+    from ..training.distributed import World, check_batch
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -141,7 +141,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from ..run import Run
+    from ..run.console import Console
+    from ..run.record import Run
 
     if args.nproc and args.nproc > 1:
         return launch(args.nproc, args.argv)
@@ -152,19 +153,24 @@ def run_resume(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    from ..models.network import build_model
+    from ..models.summary import format_summary, summarize
+
     config = resolve_model_config(args.model, parse_settings(args.model_settings))
     model = build_model(config, seed=0)
     shape = (1, model.config.in_channels, *model.config.input_size)
     print(f"{args.model}: input {shape}")
     print(format_summary(summarize(model, shape)))
     if args.plot:
-        from ..diagram import plot_network
+        from ..models.diagram import plot_network
 
         print(f"diagram: {plot_network(model, args.plot, shape, title=args.model)}")
     return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from ..models.network import build_model
+
     for name, config in MODELS.items():
         model = build_model(config, seed=0)
         print(f"{name:16s} {model.num_parameters:>9,} parameters  "

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data.loader import Batches
 from ..native.fastpath import prepare_model
-from ..training import EpochTotals, evaluate, train_one_epoch
+from ..training.loop import EpochTotals, evaluate, train_one_epoch
 from .core import fashion_mnist_tensors, in_memory_batches, torchvision_root
 from .figures import Animator
 from .fused import SequentialKernel, Trained

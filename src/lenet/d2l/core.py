@@ -18,11 +18,11 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.utils.data import TensorDataset
 
-from .. import device as devices
-from .. import summary
+from ..base import device as devices
 from ..data import loader, sources
-from ..models import LeNet as LeNetNetwork
-from ..models import ModelConfig
+from ..models import summary
+from ..models.config import ModelConfig
+from ..models.network import LeNet as LeNetNetwork
 from ..native import fastpath
 from .figures import ProgressBoard, show_images
 from .fused import SequentialKernel

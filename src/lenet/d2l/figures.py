@@ -1,7 +1,16 @@
 """The book's plotting helpers: live in Jupyter, PNG files everywhere else.
 
-In a Jupyter kernel a figure is redrawn in place, as the book's do. Outside
-one, figures are plain matplotlib `Figure`s (no pyplot, so no window and no
+In an IPython kernel (Jupyter, JupyterLab, VS Code, Colab) a figure is shown as
+an SVG image, as the book's `use_svg_display()` does, and updated in place: one
+display per figure and cell (`display_id`), so training draws one live plot, not
+a stack of them, and prints that follow (the book's closing lines) cannot clear
+it. We render the image ourselves rather than through matplotlib's inline
+backend: our figures are bare `Figure`s (no pyplot), which that backend neither
+formats nor shows when the cell ends. Redraws are throttled to one per
+`NOTEBOOK_EVERY_S`; a skipped one is drawn when training ends or the cell
+finishes (an IPython `post_run_cell` hook), so the last points always show.
+
+Outside a kernel, figures are plain matplotlib `Figure`s (no window and no
 blocking) written to `./d2l-plots/figure-N.png` (or `$LENET_D2L_PLOTS/`); the
 path is printed once per figure, and the file is rewritten at most every
 `SAVE_EVERY_S` seconds while it changes, and once more when training ends or
@@ -14,6 +23,7 @@ registers nothing.
 from __future__ import annotations
 
 import atexit
+import io
 import itertools
 import os
 import time
@@ -30,6 +40,7 @@ from matplotlib.figure import Figure
 from .hparams import HyperParameters
 
 SAVE_EVERY_S = 10.0
+NOTEBOOK_EVERY_S = 0.5
 Point = namedtuple("Point", ["x", "y"])
 _live_figures: weakref.WeakSet[FigureOutput] = weakref.WeakSet()
 
@@ -46,17 +57,28 @@ def _new_figure_path() -> Path:
     raise AssertionError("unreachable")
 
 
-def in_notebook() -> bool:
+def _kernel_shell() -> Any:
+    """The IPython shell of a kernel (Jupyter, VS Code, Colab), or None (a script, a terminal)."""
     try:
         from IPython import get_ipython
     except ImportError:
-        return False
+        return None
     shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+    if shell is None:
+        return None
+    in_kernel = hasattr(shell, "kernel") or "IPKernelApp" in getattr(shell, "config", {})
+    return shell if in_kernel else None
+
+
+def in_notebook() -> bool:
+    return _kernel_shell() is not None
 
 
 def use_svg_display() -> None:
-    """Use the svg format to display a plot in Jupyter (a no-op elsewhere)."""
+    """Use the svg format to display a plot in Jupyter (a no-op elsewhere).
+
+    Our own figures are always shown as SVG there; this sets the same format for
+    the pyplot figures a reader makes beside the chapter."""
     if in_notebook():
         from matplotlib_inline import backend_inline
 
@@ -84,6 +106,29 @@ def set_axes(axes: Any, xlabel: str | None, ylabel: str | None, xlim: Any, ylim:
     axes.grid()
 
 
+def _describe(fig: Figure) -> str:
+    """A text stand-in for the image (front ends without SVG): each curve's last value."""
+    parts = []
+    for axes in fig.axes:
+        legend = axes.get_legend()
+        if legend is None:
+            continue
+        # Both boards name their lines in plotting order (the legend's own handles are
+        # copies drawn in the legend box).
+        for line, text in zip(axes.get_lines(), legend.get_texts(), strict=False):
+            ys = line.get_ydata()
+            last = f" {float(ys[-1]):.3f}" if len(ys) else ""
+            parts.append(f"{text.get_text()}{last}")
+    return f"[figure: {', '.join(parts)}]" if parts else "[figure]"
+
+
+def _notebook_image(fig: Figure) -> dict[str, str]:
+    """The figure as an IPython mime bundle: SVG, with a text alternative."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    return {"image/svg+xml": buffer.getvalue(), "text/plain": _describe(fig)}
+
+
 class FigureOutput:
     """Shows one figure: redraws it in a notebook, or keeps a PNG of it up to date."""
 
@@ -92,21 +137,35 @@ class FigureOutput:
         self.path: Path | None = None
         self._last_save = 0.0
         self._dirty = False
+        self._handle: Any = None  # the notebook display this figure updates
+        self._cell: Any = None  # ... and the cell it belongs to
         if not _live_figures:  # the first figure: save what is unsaved when the program ends
             atexit.unregister(_flush_all)  # (once, however many figures come and go)
             atexit.register(_flush_all)
         _live_figures.add(self)
 
     def show(self, *, final: bool = False) -> None:
-        if in_notebook():
-            from IPython import display
-
-            display.display(self.fig)
-            display.clear_output(wait=True)
-            return
         self._dirty = True
+        shell = _kernel_shell()
+        if shell is not None:
+            _watch_cells(shell)
+            if final or time.monotonic() - self._last_save >= NOTEBOOK_EVERY_S:
+                self.display(shell)
+            return
         if final or time.monotonic() - self._last_save >= SAVE_EVERY_S:
             self.save()
+
+    def display(self, shell: Any) -> None:
+        """Show the figure in the running cell: a new display there, else update this cell's."""
+        from IPython.display import display
+
+        bundle = _notebook_image(self.fig)
+        cell = getattr(shell, "execution_count", None)
+        if self._handle is None or cell != self._cell:
+            self._handle, self._cell = display(bundle, raw=True, display_id=True), cell
+        else:
+            self._handle.update(bundle, raw=True)
+        self._last_save, self._dirty = time.monotonic(), False
 
     def save(self) -> Path:
         if self.path is None:
@@ -117,8 +176,23 @@ class FigureOutput:
         return self.path
 
     def flush(self) -> None:
-        if self._dirty and not in_notebook():
+        if not self._dirty:
+            return
+        shell = _kernel_shell()
+        if shell is None:
             self.save()
+        elif self._handle is not None and self._cell == getattr(shell, "execution_count", None):
+            self.display(shell)  # a throttled redraw of this cell's figure
+
+
+_watched_shells: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _watch_cells(shell: Any) -> None:
+    """Once per shell: when a cell finishes, draw what its figures skipped."""
+    if shell not in _watched_shells:
+        shell.events.register("post_run_cell", lambda *_: _flush_all())
+        _watched_shells.add(shell)
 
 
 def _flush_all() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import ConvBlock
+from ..models.network import ConvBlock
 from ..native.fastpath import KernelPath
 
 

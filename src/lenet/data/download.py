@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import atomic_path
+from ..base.atomic import atomic_path
 from ..errors import DataError
 from . import idx
 from .datasets import DatasetSpec, IDXFile, find_file, md5_hex

@@ -67,7 +67,7 @@ class Batches:
 
     def shard(self, rank: int, world: int) -> Batches:
         """From now on yield only share `rank` of `world` of every batch (several processes
-        training one model, lenet.distributed): the same order and augmentation draws on
+        training one model, lenet.training.distributed): the same order and augmentation draws on
         every rank, each global batch cut into `world` consecutive shares that differ in
         size by at most one. Length and `num_examples` stay the global ones."""
         self.rank, self.world = rank, world

@@ -25,6 +25,7 @@ import argparse
 import ctypes
 import hashlib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from ..atomic import atomic_path, write_text
+from ..base.atomic import atomic_path, write_text
 from ..errors import ConfigError
 from .toolchain import (
     MARCH_ENV,
@@ -133,12 +134,20 @@ def compile_once(command: list[str], source: Path, output: str) -> tuple[bool, s
     return result.returncode == 0 and not said, log
 
 
+def with_headers(source: Path) -> bytes:
+    """The source's bytes and those of the local headers it includes (`#include "x.h"`,
+    beside it): what the build cache key must cover."""
+    text = source.read_bytes()
+    headers = re.findall(rb'^\s*#\s*include\s+"([^"]+)"', text, flags=re.MULTILINE)
+    return b"\0".join([text, *((source.parent / h.decode()).read_bytes() for h in headers)])
+
+
 def build(name: str = "lenet5", source: Path | None = None) -> Build:
     """Build (or find in the cache) the library of `source` (default SOURCE_DIR/name.c).
     Raises BuildError when no flag set builds cleanly; its message gives the log."""
     source = source or SOURCE_DIR / f"{name}.c"
     chain = toolchain()
-    text = source.read_bytes()
+    text = with_headers(source)
     result = Build(name, chain)
     suffix = sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"
     for flags in flag_sets(chain):

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.onnx import is_in_onnx_export  # imported once: the attribute path costs 10 us
 
-from ..models import ConvBlock, LeNet
+from ..models.network import ConvBlock, LeNet
 from . import guard, lenet5
 from .network import WholeNetwork
 
@@ -230,8 +230,8 @@ def native_choice(model: nn.Module, batch_size: int, precision: str = "fp32") ->
     elif path is None:
         why = "the model's first layers are not LeNet-5's conv blocks as the kernel has them"
     if why is not None:
-        return {"path": "pytorch", "why": why, "kernel": lenet5.kernel_report()}
+        return {"path": "pytorch", "why": why, "kernel": guard.kernel_report()}
     decision = guard.decide(path.kernel, batch_size, backward=True)
     return {"path": "fused kernel" if decision.use_kernel else "pytorch", "why": decision.why,
             "fused_ms": decision.fused_ms, "torch_ms": decision.torch_ms,
-            "kernel": lenet5.kernel_report()}
+            "kernel": guard.kernel_report()}

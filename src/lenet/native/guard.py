@@ -3,7 +3,7 @@
 A kernel can build cleanly and still lose to PyTorch (a CPU whose registers its blocking
 does not fit, a thread count where oneDNN scales better). So the first time a kernel build
 meets a setting (torch version, thread count, the conv blocks' activation, pooling and
-batch norm, forward+backward or forward only, a batch size bucket), `Guard.decide` times
+batch norm, forward+backward or forward only, a batch size bucket), `KernelGuard.decide` times
 the fused conv blocks against a copy of the model's own layers, alternating the two for
 about a second, and keeps the kernel only where its median is at least 10% faster. The
 decision is cached as JSON beside the library (one file per build: another compiler or
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import write_text
+from ..base.atomic import write_text
 from . import build, lenet5
 
 MARGIN = 0.909  # the kernel's time must be at most this share of PyTorch's (>= 10% faster)
@@ -85,7 +85,7 @@ def measure(fused: Callable[[], object], reference: Callable[[], object], *,
     return statistics.median(times[0]), statistics.median(times[1]), len(times[0])
 
 
-class Guard:
+class KernelGuard:
     """Decisions per setting: made once by measuring, cached in the JSON file at `path`."""
 
     def __init__(self, path: Path | None, timer: Callable[[], float] = time.perf_counter,
@@ -148,16 +148,16 @@ def _from_json(data: dict[str, Any]) -> Decision:
     return Decision(**{k: data[k] for k in fields if k in data}, source="cache")
 
 
-_guards: dict[str, Guard] = {}
+_guards: dict[str, KernelGuard] = {}
 
 
-def current() -> Guard:
+def current() -> KernelGuard:
     """The guard of the loaded kernel build (its file beside the library)."""
     origin = lenet5.built()
     path = origin.path.with_suffix(".guard.json") if origin and origin.path else None
     key = str(path)
     if key not in _guards:
-        _guards[key] = Guard(path)
+        _guards[key] = KernelGuard(path)
     return _guards[key]
 
 

@@ -29,15 +29,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__AVX512F__)
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#elif defined(__SSE2__) || defined(__ARM_NEON)
-#define VW 4
-#else
-#define VW 1
-#endif
+#include "vector_width.h"
 
 #if defined(__AVX512F__) || defined(__aarch64__)  /* 32 vector registers */
 #define QB 8

@@ -30,20 +30,7 @@
 #include <arm_neon.h>
 #endif
 
-#if defined(LENET_VW)            /* forced, for tests of the other widths */
-#define VW LENET_VW
-#elif defined(__AVX512F__)
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#elif defined(__SSE2__) || defined(__ARM_NEON)
-#define VW 4
-#else
-#define VW 1
-#endif
-#if VW != 1 && VW != 4 && VW != 8 && VW != 16
-#error "LENET_VW must be 1, 4, 8 or 16"
-#endif
+#include "vector_width.h"
 
 typedef float vf __attribute__((vector_size(VW * sizeof(float))));
 typedef int vi __attribute__((vector_size(VW * sizeof(int))));

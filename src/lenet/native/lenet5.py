@@ -22,8 +22,8 @@ from torch import nn
 
 from . import build
 
-ACTIVATIONS = {"sigmoid": 0, "relu": 1}
-POOLS = {"avg": 0, "max": 1}
+ACTIVATION_CODES = {"sigmoid": 0, "relu": 1}
+POOL_CODES = {"avg": 0, "max": 1}
 INPUT_SHAPE = (1, 28, 28)
 OUTPUT_SHAPE = (16, 5, 5)
 # conv1 weight, conv1 bias, conv2 weight, conv2 bias; then the batch norms' gamma1, beta1,
@@ -124,13 +124,6 @@ def describe() -> str:
             + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")")
 
 
-def kernel_report() -> dict:
-    """The kernel's state as JSON-able data (build, guard decisions): see guard.kernel_report."""
-    from .guard import kernel_report as report  # the guard imports this module
-
-    return report()
-
-
 def _parts(lib: ctypes.CDLL, n: int) -> int:
     """Parallel chunks for n images: PyTorch's thread count, at least MIN_CHUNK images each,
     at most what the kernel's per-chunk buffers hold."""
@@ -161,6 +154,7 @@ class _ConvBlocks(torch.autograd.Function):
     def forward(ctx, x, w1, b1, w2, b2, gamma1, beta1, gamma2, beta2, bn, activation, pool,
                 bn_mode):
         lib = library()
+        ctx.w1_stride = w1.stride()  # channels-last or not: conv1's gradient is laid out alike
         x, w1, b1, w2, b2 = (t.detach().contiguous() for t in (x, w1, b1, w2, b2))
         n = x.shape[0]
         parts = _parts(lib, n)
@@ -169,7 +163,7 @@ class _ConvBlocks(torch.autograd.Function):
         per_image = lib.lenet5_saved_floats(int(bn_mode == BN_BATCH))
         saved = x.new_empty(((n if save or bn_mode == BN_BATCH else parts), per_image))
         bn = bn if bn is not None else x.new_zeros(1)
-        codes = ACTIVATIONS[activation], POOLS[pool], bn_mode
+        codes = ACTIVATION_CODES[activation], POOL_CODES[pool], bn_mode
         lib.lenet5_forward(n, parts, _ptr(x), _ptr(w1), _ptr(b1), _ptr(w2), _ptr(b2), _ptr(out),
                            _ptr(saved), int(save), *codes, _ptr(bn))
         if save:
@@ -193,7 +187,11 @@ class _ConvBlocks(torch.autograd.Function):
         total = grads[0] if parts == 1 else grads.sum(0)
         gw1, gb1, gw2, gb2, gg1, gbe1, gg2, gbe2 = total.split(GRAD_SIZES)
         bn_grads = (gg1, gbe1, gg2, gbe2) if ctx.codes[2] == BN_BATCH else (None,) * 4
-        return (None, gw1.view(6, 1, 5, 5), gb1, gw2.view(16, 6, 5, 5), gb2, *bn_grads,
+        # (6, 1, 5, 5): with one input channel, the contiguous and the channels-last
+        # strides address the same floats, so the parameter's own strides cost no copy
+        # (and DDP's reducer, which compares them, has nothing to warn about).
+        gw1 = gw1.view(6, 1, 5, 5).as_strided((6, 1, 5, 5), ctx.w1_stride)
+        return (None, gw1, gb1, gw2.view(16, 6, 5, 5), gb2, *bn_grads,
                 None, None, None, None)
 
 
@@ -204,8 +202,8 @@ class Blocks:
 
     conv1: nn.Conv2d
     conv2: nn.Conv2d
-    activation: str  # a key of ACTIVATIONS
-    pool: str  # a key of POOLS
+    activation: str  # a key of ACTIVATION_CODES
+    pool: str  # a key of POOL_CODES
     bn1: nn.BatchNorm2d | None
     bn2: nn.BatchNorm2d | None
     layers: tuple[nn.Module, ...]

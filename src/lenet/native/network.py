@@ -15,7 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .lenet5 import ACTIVATIONS, BN_GIVEN, BN_NONE, INPUT_SHAPE, POOLS, Blocks, bn_buffer, library
+from .lenet5 import (
+    ACTIVATION_CODES,
+    BN_GIVEN,
+    BN_NONE,
+    INPUT_SHAPE,
+    POOL_CODES,
+    Blocks,
+    bn_buffer,
+    library,
+)
 
 
 class WholeNetwork:
@@ -45,7 +54,7 @@ class WholeNetwork:
         self._scratch_floats = lib.lenet5_saved_floats(0) + 2 * max(sizes)
         self._classes = sizes[-1]
         self._buffers = threading.local()  # the kernel runs without the GIL: one set a thread
-        self._codes = ACTIVATIONS[blocks.activation], POOLS[blocks.pool], self._bn_mode
+        self._codes = ACTIVATION_CODES[blocks.activation], POOL_CODES[blocks.pool], self._bn_mode
         self._conv = [t.data_ptr() for t in self._tensors]
 
     @classmethod

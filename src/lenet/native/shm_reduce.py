@@ -8,7 +8,7 @@ gradient all-reduce costs there, down from gloo's ~1.5 ms a step to microseconds
 
 The segment is a file in /dev/shm (the temporary folder where there is none), mapped by
 every rank; rank 0 removes its name once all have mapped it, so that nothing is left
-behind however the processes end. lenet.distributed decides where it is used.
+behind however the processes end. lenet.training.distributed decides where it is used.
 """
 
 from __future__ import annotations

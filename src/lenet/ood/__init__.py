@@ -9,20 +9,3 @@
 - `exercise`: the chapter's exercise (`lenet ood RUN`): confidence and
   activations on test images, noise, blanks and photos.
 """
-
-from .exercise import (
-    PHOTOS,
-    SCORES,
-    GroupReport,
-    analyse,
-    format_reports,
-    photo_originals,
-    photos,
-    plot_reports,
-    probe_groups,
-    saturation,
-    score,
-)
-
-__all__ = ["PHOTOS", "SCORES", "GroupReport", "analyse", "format_reports", "photo_originals",
-           "photos", "plot_reports", "probe_groups", "saturation", "score"]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..tables import format_table
+from ..base.tables import format_table
 from .guard import threshold_at
 from .probes import IN_FILES, KINDS, ProbeSet
 

@@ -292,5 +292,3 @@ def make_detectors(knn_k: int = 10, knn_bank: int = 5000, seed: int = 0) -> dict
     return {d.name: d for d in (MSP(), Energy(), mahalanobis, knn, pixels,
                                 Combined(mahalanobis, knn, pixels))}
 
-
-DETECTORS = tuple(make_detectors())

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..activations import capture
+from ..base.tables import format_table
 from ..data.images import PreparedImage, prepare_image
 from ..errors import LenetError
-from ..inference import Predictor
-from ..tables import format_table
+from ..predict.activations import capture
+from ..predict.predictor import Predictor
 
 SCORES = ("msp", "energy")
 PHOTOS = {  # scikit-image's bundled photos: name -> loader attribute

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from ..errors import LenetError
-from ..inference import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_session
 from ..native.fastpath import native_network
 from ..native.network import WholeNetwork
+from ..predict.predictor import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_session
 
 FEATURES_OUTPUT = "features"
 LAST_LAYER = "output"  # models.LeNet names its last Linear so

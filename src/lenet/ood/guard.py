@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, write_text
+from ..base.atomic import atomic_path, write_text
 from ..errors import LenetError
 from . import photo_check
 from .detectors import Detector, Inputs, make_detectors

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import write_text
+from ..base.atomic import write_text
 from ..errors import LenetError
-from ..inference import Predictor, single_image
+from ..predict.predictor import Predictor, single_image
+from ..training.checkpoint import Payload
 from . import benchmark, calibration, photo_check
 from .detectors import Inputs
 from .features import FeatureExtractor
@@ -116,7 +117,7 @@ def fit_after_training(model: torch.nn.Module, classes: list[str], train_images:
                        epoch: int) -> Guard:
     """A finished run's detectors, fitted from what training holds in memory (the model,
     the training split), not yet saved (sinks.OODSink saves them)."""
-    from ..checkpoint import model_from_payload
+    from ..training.checkpoint import model_from_payload
 
     clean = model_from_payload({"model_config": model.config.to_dict(),  # a plain LeNet
                                 "model_state": model.state_dict()}, "cpu")
@@ -124,7 +125,7 @@ def fit_after_training(model: torch.nn.Module, classes: list[str], train_images:
                 train_config, epoch)
 
 
-def open_check(run_dir: str | Path, predictor: Predictor, payload: dict[str, Any],
+def open_check(run_dir: str | Path, predictor: Predictor, payload: Payload,
                train_split: Callable[[], Any] | None = None,
                note: Callable[[str], None] = lambda _: None) -> OODCheck:
     """The run's check; when its detectors are missing or stale and `train_split` (a callable

@@ -6,40 +6,34 @@ bad input is never a 500. The OpenAPI schema is at /openapi.json, shown at /docs
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..data.images import PREPARE
 from . import queries as q
 from .decoding import ModelInput, body_kind
-from .limits import ApiError, Limits, bad_request, too_large
+from .limits import ApiError, Limits, bad_request
 from .queries import documented
-from .service import Service, png_base64, with_photo_check
+from .reading import RequestReader
+from .responses import cut_top, error_response, json_response, model_input
+from .service import Service, with_photo_check
 
 STATIC = Path(__file__).parent / "static"
 ROUTES = {"/", "/v1/predict", "/v1/predict/batch", "/v1/activations", "/v1/model",
           "/v1/sample", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
-ERRORS = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-          405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "image/png": {"schema": {"type": "string", "format": "binary"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -50,33 +44,13 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 INPUT = ("png", "list", "none")
-LARGE_BODY = 64 * 1024  # bytes: images larger than this are decoded on a thread
-
-
-def json_response(content: Any, status: int = 200) -> Response:
-    # orjson: a batch of 256 results in 0.2 ms (json.dumps: 2.4 ms, a fifth of the batch)
-    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY
-                                 | orjson.OPT_NON_STR_KEYS), status, media_type="application/json")
-
-
-def error_response(e: Exception) -> Response:
-    """The JSON answer for an exception: ApiError as it says, HTTPException (404, 405,
-    starlette's own 400s) by its status, anything else a 500 (a bug: logged)."""
-    if isinstance(e, ApiError):
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return Response(json.dumps(e.body()), e.status, headers, media_type="application/json")
-    if isinstance(e, HTTPException):
-        return json_response({"error": ERRORS.get(e.status_code, "error"),
-                              "detail": str(e.detail)}, e.status_code)
-    traceback.print_exception(e, file=sys.stderr)
-    return json_response({"error": "internal", "detail": f"a bug in lenet serve: "
-                                                         f"{type(e).__name__}"}, 500)
 
 
 def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
     """The app for `service` (limits: the service's unless given); it loads the run on a
     thread at start-up unless loaded."""
     limits = limits or service.limits
+    reader = RequestReader(service, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
@@ -109,78 +83,6 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
     async def bug(_request: Request, e: Exception) -> Response:
         return error_response(e)
 
-    async def body(request: Request) -> bytes:
-        try:
-            async with asyncio.timeout(limits.timeout):
-                return await request.body()
-        except TimeoutError:
-            raise ApiError(408, "timeout", f"the body did not arrive within "
-                                           f"{limits.timeout:g} s") from None
-
-    async def files(request: Request, max_files: int) -> list[tuple[str, bytes]]:
-        """(name, bytes) of every file part of a multipart body, in order."""
-        try:
-            async with asyncio.timeout(limits.timeout):
-                form = await request.form(max_files=max_files + 1, max_fields=100,
-                                          max_part_size=limits.max_bytes)
-                found = [(getattr(v, "filename", None) or k, await v.read())
-                         for k, v in form.multi_items() if not isinstance(v, str)]
-                await form.close()
-        except TimeoutError:
-            raise ApiError(408, "timeout", f"the body did not arrive within "
-                                           f"{limits.timeout:g} s") from None
-        except (HTTPException, MultiPartException) as e:  # too many files, bad framing
-            detail = str(getattr(e, "detail", None) or getattr(e, "message", e))
-            if "Too many files" in detail:
-                raise too_large(f"more than {max_files:,} files; the limit is "
-                                f"{max_files:,}") from None
-            raise bad_request(f"multipart body: {detail}") from None
-        if len(found) > max_files:
-            raise too_large(f"{len(found):,} files; the limit is {max_files:,}")
-        return found
-
-    async def answer(work: Any) -> Any:
-        try:
-            async with asyncio.timeout(limits.timeout):
-                return await work
-        except TimeoutError:
-            raise ApiError(503, "timeout", f"no answer within {limits.timeout:g} s; the "
-                                           "server is overloaded") from None
-
-    async def one_image(request: Request) -> ModelInput:
-        service.check_ready()
-        prepare = q.choice(request.query_params, "prepare", PREPARE)
-        invert = q.flag(request.query_params, "invert", None)
-        if body_kind(request.headers.get("content-type")) == "multipart":
-            found = await files(request, 1)
-            if not found:
-                raise bad_request("the multipart body has no file; send it as field 'file'")
-            name, data = found[0]
-            return await decode(data, prepare, invert, name)
-        return await decode(await body(request), prepare, invert, "body")
-
-    async def decode(data: bytes, prepare: str, invert: bool | None,
-                     source: str) -> ModelInput:
-        """A small image (the usual 28x28 PNG: ~0.1 ms) on the event loop; a large one
-        (a photo: tens of milliseconds) on a thread, so the others are not held up."""
-        if len(data) <= LARGE_BODY:
-            return service.decoder.one(data, prepare=prepare, invert=invert, source=source)
-        return await asyncio.to_thread(service.decoder.one, data, prepare=prepare,
-                                       invert=invert, source=source)
-
-    def cut(answer: dict[str, Any], top_k: int) -> dict[str, Any]:
-        """A micro-batch's answer (every class ranked) cut to the request's top k."""
-        return answer if top_k >= len(answer["top"]) else {**answer, "top": answer["top"][:top_k]}
-
-    def model_input(image: ModelInput, form: str) -> dict[str, Any]:
-        seen: dict[str, Any] = {"height": image.pixels.shape[0], "width": image.pixels.shape[1],
-                                "inverted": image.inverted, "notes": image.notes}
-        if form == "png":
-            seen["png"] = png_base64(image.pixels)
-        elif form == "list":
-            seen["pixels"] = image.pixels.tolist()
-        return seen
-
     @app.post("/v1/predict", summary="Classify one image", openapi_extra={
         **IMAGE_BODY, "parameters": documented(
             top_k=q.TOP_K, input=("string", "png", "the 28x28 input the model saw: png "
@@ -196,19 +98,20 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         ood = q.flag(query, "ood", True)
         batcher = service.batcher
         if batcher is None or not ood:  # not loaded yet (one_image says so), or alone
-            image = await one_image(request)
+            image = await reader.one_image(request)
         else:
             batcher.expect()  # images gathered meanwhile wait for this one
             try:
-                image = await one_image(request)
+                image = await reader.one_image(request)
             except BaseException:
                 batcher.arrived()
                 raise
         if ood:  # the photo check reads the picture's original (none for an array)
-            p = with_photo_check(cut(await answer(batcher.submit(image.pixels, expected=True)),
-                                     top_k), image.original)
+            p = with_photo_check(cut_top(await reader.answer(
+                batcher.submit(image.pixels, expected=True)), top_k), image.original)
         else:
-            p = (await answer(service.classify_many(image.pixels[None], top_k, ood=False)))[0]
+            alone = service.classify_many(image.pixels[None], top_k, ood=False)
+            p = (await reader.answer(alone))[0]
         return json_response({**p, "input": model_input(image, form),
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 
@@ -228,15 +131,15 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         service.check_ready()
         if body_kind(request.headers.get("content-type")) == "multipart":
             prepare, invert = q.choice(query, "prepare", PREPARE), q.flag(query, "invert", None)
-            inputs = [await decode(data, prepare, invert, name)
-                      for name, data in await files(request, limits.max_batch)]
+            inputs = [await reader.decode(data, prepare, invert, name)
+                      for name, data in await reader.files(request, limits.max_batch)]
             if not inputs:
                 raise bad_request("the multipart body has no files")
             images = np.stack([i.pixels for i in inputs])
         else:
-            images = service.decoder.many(await body(request), limits.max_batch)
+            images = service.decoder.many(await reader.body(request), limits.max_batch)
             inputs = None
-        results = await answer(service.classify_many(images, top_k, bool(ood)))
+        results = await reader.answer(service.classify_many(images, top_k, bool(ood)))
         if inputs:
             results = [with_photo_check(r, i.original) for r, i in zip(results, inputs,
                                                                         strict=True)]
@@ -255,8 +158,8 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         colour scale per layer; `values=true` adds the numbers."""
         started = time.perf_counter()
         values = bool(q.flag(request.query_params, "values", False))
-        image = await one_image(request)
-        maps = await answer(service.activations(image.pixels, values))
+        image = await reader.one_image(request)
+        maps = await reader.answer(service.activations(image.pixels, values))
         return json_response({**maps, "input": model_input(image, "png"),
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 

@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .app import ROUTES, create_app, error_response
+from .app import ROUTES, create_app
 from .limits import Limits
 from .metrics import Metrics
 from .middleware import Gate
+from .responses import error_response
 from .service import Options, Service
 
 LOOPBACK = ("localhost",)
@@ -56,8 +57,8 @@ def serve(options: Options, limits: Limits, *, host: str = "127.0.0.1", port: in
     /readyz once the model is warmed up."""
     import uvicorn
 
-    from ..checkpoint import resolve
     from ..errors import ConfigError
+    from ..training.checkpoint import resolve
 
     if not resolve(options.run).is_file():  # fails here, in one line, not in the loader
         raise ConfigError(f"{options.run}: no checkpoint there (give a run directory or its "

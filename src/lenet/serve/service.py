@@ -68,7 +68,7 @@ class Service:
 
     def _threads(self) -> None:
         if self.options.own_process:
-            from ..device import set_threads
+            from ..base.device import set_threads
 
             set_threads(self.options.threads)
 
@@ -84,7 +84,7 @@ class Service:
 
     def _load(self) -> None:
         from ..data.datasets import DATASETS
-        from ..run import Run
+        from ..run.record import Run
 
         started = time.perf_counter()
         self._threads()
@@ -179,7 +179,7 @@ class Service:
         images (setting the count costs ~1 us), then back to `threads`."""
         if not self.options.own_process:
             return classify
-        from ..device import available_cpus, set_threads
+        from ..base.device import available_cpus, set_threads
 
         wide = self.options.batch_threads or available_cpus()
 

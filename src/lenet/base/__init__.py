@@ -1,0 +1,1 @@
+"""Used by every room: atomic writes, run locks, safe names, text tables, devices."""

@@ -1,0 +1,1 @@
+"""A trained model used: predictions, evaluation, layer activations, exports."""

@@ -1,0 +1,131 @@
+"""The record a training run leaves: one directory per run.
+
+    runs/<name>/
+      config.json    resolved training and model configuration, environment
+      metrics.csv    one row per epoch
+      curves.png     the book's figure (train loss, train acc, test acc)
+      checkpoint.pt  weights and training state, rewritten after each epoch
+      results.json   final figures, written when the run ends
+      .lock          held (flock) by the process writing the run (lenet/base/lock.py)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..base.atomic import write_text
+from ..base.lock import RunLock
+from ..base.names import check_name
+from ..errors import ConfigError
+from ..training.checkpoint import FILENAME as CHECKPOINT
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts that a figure needs beside it."""
+    return {
+        "lenet": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+class RunDir:
+    CONFIG, METRICS, CURVES, RESULTS = "config.json", "metrics.csv", "curves.png", "results.json"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock = RunLock(self.path)  # the writer holds it: RunDir.create, Run.fit
+
+    @classmethod
+    def create(cls, out_dir: str | Path, name: str | None, *, default_stem: str,
+               lock: bool = True) -> RunDir:
+        """A new run directory; a default name is made unique with a timestamp. With `lock`
+        (the process that writes the run: rank 0 of several) its lock is taken first, so
+        that of two runs started at once with one name, one is refused."""
+        out_dir = Path(out_dir)
+        if name is not None:
+            check_name(name, "run name (--name)")
+        if name is None:
+            stem = f"{default_stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            name, n = stem, 1
+            while (out_dir / name).exists():
+                n += 1
+                name = f"{stem}-{n}"
+        path = out_dir / name
+        if (path / CHECKPOINT).exists() or (path / cls.CONFIG).exists():
+            raise ConfigError(f"{path} already holds a run: continue it with --resume {path}, "
+                              "or choose another --name")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(f"cannot write the run directory {path}: {e.strerror or e}") from e
+        run_dir = cls(path)
+        if lock:
+            run_dir.lock.acquire()
+            # checked again under the lock: another process may have started it meanwhile
+            if (path / CHECKPOINT).exists() or (path / cls.CONFIG).exists():
+                run_dir.lock.release()
+                raise ConfigError(f"{path} already holds a run: continue it with --resume "
+                                  f"{path}, or choose another --name")
+        return run_dir
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        write_text(self.file(name), json.dumps(data, indent=2, default=str) + "\n")
+        return self.file(name)
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        return json.loads(self.file(name).read_text())
+
+    def write_metrics(self, history: Sequence[dict[str, Any]]) -> Path:
+        """Rewrite metrics.csv from the full history (so a resumed run stays consistent)."""
+        buffer = io.StringIO()
+        if history:
+            writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(history)
+        write_text(self.file(self.METRICS), buffer.getvalue())
+        return self.file(self.METRICS)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a metrics.csv, numbers parsed."""
+    with open(path, newline="") as f:
+        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+                for row in csv.DictReader(f)]

@@ -1,0 +1,3 @@
+"""One epoch, one evaluation and their state: the training configuration and recipes,
+optimizers, the epoch loop, checkpoints, several processes.
+"""
