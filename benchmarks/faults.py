@@ -65,7 +65,7 @@ PHASES = ("step", "eval", "checkpoint", "finish")
 
 def child(out_dir: str, name: str, data: str, epochs: int) -> None:
     import lenet
-    from lenet.run.sinks import Sink
+    from lenet.run.events import Sink
 
     class Phases(Sink):
         """'step E', 'eval E', 'checkpoint E' on stdout as each phase of epoch E begins."""

@@ -22,17 +22,17 @@ for level in "${levels[@]}"; do
   echo "== the kernel at -march=$level"
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build
   LENET_NATIVE=1 LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider \
-    tests/test_native.py
+    tests/native/test_native.py
   echo "== the shared-memory gradient sum at -march=$level"
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name shm_reduce
-  LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider tests/test_shm_reduce.py
+  LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider tests/native/test_shm_reduce.py
   echo "== the k-NN detector's kernel at -march=$level"
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name knn
   LENET_NATIVE=1 LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider \
-    tests/test_knn_native.py
+    tests/native/test_knn_native.py
   echo "== the pixel statistics' sums at -march=$level"
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name pixels
-  LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider tests/test_pixels_native.py
+  LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider tests/native/test_pixels_native.py
 done
 
 if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then

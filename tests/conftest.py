@@ -10,10 +10,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lenet.cli import main
 from lenet.data import datasets, idx
+from lenet.run.console import Console
 from lenet.run.shortcuts import StopRequest
 
 SYNTHETIC_CLASSES = tuple(f"class{k}" for k in range(10))
+
+
+QUIET = Console(progress=False)  # a run's console with no bar: tests read its files
+
+
+def lenet_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`lenet ARGV...` in this process: (exit status, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def kernel_built() -> bool:
+    """Whether the fused kernel built here; CI installs gcc, so there it must have."""
+    from lenet.native import lenet5
+
+    built = lenet5.available()
+    assert built or not os.environ.get("CI"), "the fused kernel did not build under CI"
+    return built
 
 
 def require(module: str):

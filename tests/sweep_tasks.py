@@ -1,4 +1,4 @@
-"""What the process pool's workers run in tests/test_sweep_pool.py: importable by name, as
+"""What the process pool's workers run in tests/sweeps/test_sweep_pool.py: importable by name, as
 a spawned worker needs."""
 
 from __future__ import annotations

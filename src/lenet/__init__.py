@@ -22,7 +22,7 @@ _EXPORTS = {
     "DATASETS": "data.datasets", "load_dataset": "data.sources", "Dataset": "data.sources",
     "Split": "data.sources",
     "Evaluation": "predict.evaluation",
-    "Sink": "run.sinks", "OnlyIf": "run.sinks",
+    "Sink": "run.events", "OnlyIf": "run.events",
     "Console": "run.console",
     "LenetError": "errors", "ConfigError": "errors", "DataError": "errors",
     "TrainingError": "errors",

@@ -48,8 +48,8 @@ from ..training.loop import (
 )
 from ..training.optim import build_optimizer, build_scheduler
 from .directory import RunDir, environment
+from .events import EpochEnd, OnlyIf, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
 from .resume import run_model_config
-from .sinks import EpochEnd, OnlyIf, Progress, RunFinish, RunStart, RunStop, Sink, Sinks
 from .stop import StopRequest
 from .warmup import import_in_background
 

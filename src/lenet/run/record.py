@@ -38,9 +38,10 @@ from ..training.loop import HistoryRow
 from . import fit as fitting
 from .console import Console
 from .directory import RunDir, read_metrics
+from .events import Sink
 from .fit import RunResult
 from .resume import check_resumable
-from .sinks import Sink, default_sinks
+from .sinks import default_sinks
 from .stop import StopRequest
 
 

@@ -2,6 +2,7 @@
 synthetic features and small models (no dataset needed)."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,8 @@ def test_features_of_one_image_match_the_batch_path(backend, settings):
     try:
         predictor = Predictor(model, [str(i) for i in range(10)], backend=backend)
     except LenetError as e:
+        if os.environ.get("CI"):  # CI has a compiler and ONNX Runtime: every backend runs
+            raise
         pytest.skip(str(e))  # no compiler / no ONNX Runtime here
     extractor = FeatureExtractor(predictor)
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)

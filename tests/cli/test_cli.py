@@ -1,23 +1,18 @@
 import pytest
+from conftest import lenet_cli
 
 from lenet.cli import main
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_summary_prints_the_books_shapes(capsys):
-    code, out, _ = run(capsys, "summary")
+    code, out, _ = lenet_cli(capsys, "summary")
     assert code == 0
     assert "(1, 6, 28, 28)" in out and "(1, 16, 5, 5)" in out and "61,706" in out
     assert "416,520" in out
 
 
 def test_models_lists_the_registry(capsys):
-    code, out, _ = run(capsys, "models")
+    code, out, _ = lenet_cli(capsys, "models")
     assert code == 0 and "lenet5 " in out and "lenet5-modern" in out
 
 
@@ -41,14 +36,14 @@ def test_bad_options_get_one_clear_line(capsys, argv, message):
 def test_unwritable_output_directory(capsys, synthetic, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    code, _, err = run(capsys, "train", "--dataset", "synthetic", "--epochs", "1",
+    code, _, err = lenet_cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1",
                        "--out-dir", str(blocker / "runs"))
     assert code == 2
     assert err.startswith("lenet: error: cannot write the run directory") and err.count("\n") == 1
 
 
 def test_missing_data_explains_how_to_get_it(capsys, isolated_sources):
-    code, _, err = run(capsys, "data", "fetch", "--offline")
+    code, _, err = lenet_cli(capsys, "data", "fetch", "--offline")
     assert code == 2
     assert "Fashion-MNIST was not found" in err and "apt-get install dataset-fashion-mnist" in err
 
@@ -56,7 +51,7 @@ def test_missing_data_explains_how_to_get_it(capsys, isolated_sources):
 @pytest.mark.slow
 def test_train_and_resume_from_the_command_line(capsys, synthetic, tmp_path):
     out_dir = str(tmp_path / "runs")
-    code, out, _ = run(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",
+    code, out, _ = lenet_cli(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",
                        "--optimizer", "adam", "--lr", "0.01", "--batch-size", "50",
                        "--epochs", "1", "--out-dir", out_dir, "--name", "cli", "--no-progress")
     assert code == 0
@@ -64,9 +59,9 @@ def test_train_and_resume_from_the_command_line(capsys, synthetic, tmp_path):
     assert lines[2].split()[:3] == ["epoch", "train", "loss"]
     assert any(line.startswith("loss ") and ", test acc " in line for line in lines)
     assert any(line.endswith("examples/sec on cpu") for line in lines)
-    code, _, err = run(capsys, "train", "--resume", f"{out_dir}/cli", "--lr", "0.5")
+    code, _, err = lenet_cli(capsys, "train", "--resume", f"{out_dir}/cli", "--lr", "0.5")
     assert code == 2 and "cannot change lr when resuming" in err
-    code, out, _ = run(capsys, "train", "--resume", f"{out_dir}/cli", "--epochs", "2",
+    code, out, _ = lenet_cli(capsys, "train", "--resume", f"{out_dir}/cli", "--epochs", "2",
                        "--no-progress")
     assert code == 0 and "resuming at epoch 2" in out
 
@@ -74,23 +69,23 @@ def test_train_and_resume_from_the_command_line(capsys, synthetic, tmp_path):
 @pytest.mark.slow
 def test_resume_takes_the_run_as_a_positional(capsys, synthetic, tmp_path):
     out_dir = str(tmp_path / "runs")
-    code, _, _ = run(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",
+    code, _, _ = lenet_cli(capsys, "train", "--dataset", "synthetic", "--model", "lenet5-modern",
                      "--optimizer", "adam", "--lr", "0.01", "--batch-size", "50", "--epochs", "1",
                      "--out-dir", out_dir, "--name", "r", "--no-progress")
     assert code == 0
-    code, out, _ = run(capsys, "resume", f"{out_dir}/r", "--epochs", "2", "--no-progress")
+    code, out, _ = lenet_cli(capsys, "resume", f"{out_dir}/r", "--epochs", "2", "--no-progress")
     assert code == 0 and "resuming at epoch 2" in out
-    code, _, err = run(capsys, "resume", f"{out_dir}/r")
+    code, _, err = lenet_cli(capsys, "resume", f"{out_dir}/r")
     assert code == 2 and err == (f"lenet: error: {out_dir}/r already finished 2 of 2 epochs; "
                                  "pass a larger --epochs to train on\n")
-    code, _, err = run(capsys, "resume", f"{out_dir}/none")
+    code, _, err = lenet_cli(capsys, "resume", f"{out_dir}/none")
     assert code == 2 and "no checkpoint there" in err and err.count("\n") == 1
 
 
 def test_a_file_that_cannot_be_written_is_one_line(capsys, synthetic, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    code, _, err = run(capsys, "data", "show", "--dataset", "synthetic", "--n", "4",
+    code, _, err = lenet_cli(capsys, "data", "show", "--dataset", "synthetic", "--n", "4",
                        "--out", str(blocker / "grid.png"))
     assert code == 2 and err == f"lenet: error: {blocker / 'grid.png'}: Not a directory\n"
 
@@ -115,13 +110,14 @@ def test_compare_writes_only_where_told(capsys, synthetic, tmp_path, monkeypatch
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    code, _, _ = run(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
-                     "50", "--out-dir", "runs", "--name", "c", "--no-progress")
+    code, _, _ = lenet_cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1",
+                           "--batch-size", "50", "--out-dir", "runs",
+                           "--name", "c", "--no-progress")
     assert code == 0
-    code, out, _ = run(capsys, "compare", "runs/c")
+    code, out, _ = lenet_cli(capsys, "compare", "runs/c")
     assert code == 0 and "| c " in out and "learning curves" not in out
     assert sorted(p.name for p in here.iterdir()) == ["runs"]
-    code, out, _ = run(capsys, "compare", "runs/c", "--out", "curves.png")
+    code, out, _ = lenet_cli(capsys, "compare", "runs/c", "--out", "curves.png")
     assert code == 0 and "learning curves: curves.png" in out and (here / "curves.png").exists()
 
 
@@ -136,7 +132,7 @@ def test_library_notes_reach_the_terminal_as_lines_and_errors_of_other_ranks_sta
         return 0
 
     monkeypatch.setattr(training, "run_models", models)
-    code, out, err = run(capsys, "models")
+    code, out, err = lenet_cli(capsys, "models")
     assert code == 0 and out == ""
     assert err.count("lenet: note: the previous checkpoint is used\n") == 2, err
     with pytest.warns(LenetWarning):  # outside the CLI: an ordinary warning
@@ -146,4 +142,4 @@ def test_library_notes_reach_the_terminal_as_lines_and_errors_of_other_ranks_sta
         raise ReportedElsewhere("rank 0 says why")
 
     monkeypatch.setattr(training, "run_models", failed_elsewhere)
-    assert run(capsys, "models") == (2, "", "")
+    assert lenet_cli(capsys, "models") == (2, "", "")

@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import StopAfter
+from conftest import StopAfter, lenet_cli
 from PIL import Image
 
-from lenet.cli import main
 from lenet.data import sources
 from lenet.run import shortcuts as runner
 from lenet.run.console import Console
@@ -32,14 +31,10 @@ def data():
     return sources.load("fashion-mnist", download=False)
 
 
-def lenet(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_evaluate(trained, capsys):
-    code, out, _ = lenet(capsys, "evaluate", trained)
+    code, out, _ = lenet_cli(capsys, "evaluate", trained)
     assert code == 0 and "test split: 10,000 examples" in out and "ankle boot" in out
     report = json.loads((trained / "evaluation-test.json").read_text())
     assert np.array(report["confusion"]).sum() == 10_000
@@ -57,7 +52,7 @@ def test_predict_images_and_bad_inputs(trained, data, tmp_path, capsys):
     empty.write_bytes(b"")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    code, out, err = lenet(capsys, "predict", trained, boot, light, empty, text, "--json",
+    code, out, err = lenet_cli(capsys, "predict", trained, boot, light, empty, text, "--json",
                            "--top-k", "10")
     assert code == 1  # some files failed, the others were predicted
     assert err.count("lenet: error:") == 2 and "empty file" in err and "not an image" in err
@@ -68,22 +63,22 @@ def test_predict_images_and_bad_inputs(trained, data, tmp_path, capsys):
     assert results[str(light)]["top"][0]["class"] == "pullover"
     assert results[str(boot)]["out_of_distribution"] is False
     assert "error" in results[str(empty)]
-    code, out, _ = lenet(capsys, "predict", trained, boot)
+    code, out, _ = lenet_cli(capsys, "predict", trained, boot)
     assert code == 0 and out.startswith(f"{boot}: ankle boot ")
 
 
 def test_activations(trained, tmp_path, capsys):
     out_png = tmp_path / "acts.png"
-    code, out, _ = lenet(capsys, "activations", trained, "--classes", "pullover,coat", "--n", "2",
-                         "--index", "0", "--out", out_png)
+    code, out, _ = lenet_cli(capsys, "activations", trained, "--classes", "pullover,coat", "--n",
+                             "2", "--index", "0", "--out", out_png)
     assert code == 0 and out.startswith("5 inputs:")
     assert Image.open(out_png).size[1] > 500
-    code, _, err = lenet(capsys, "activations", trained, "--classes", "sweater")
+    code, _, err = lenet_cli(capsys, "activations", trained, "--classes", "sweater")
     assert code == 2 and "unknown class 'sweater'" in err
 
 
 def test_ood(trained, capsys):
-    code, out, _ = lenet(capsys, "ood", trained, "--n", "200")
+    code, out, _ = lenet_cli(capsys, "ood", trained, "--n", "200")
     assert code == 0
     for group in ("test images", "uniform noise", "Gaussian noise", "blank black",
                   "photo: cat (chelsea)"):
@@ -96,13 +91,13 @@ def test_ood(trained, capsys):
 
 
 def test_export_onnx_agrees_on_the_whole_test_split(trained, tmp_path, capsys):
-    code, out, _ = lenet(capsys, "export", trained, "--onnx", tmp_path / "m.onnx")
+    code, out, _ = lenet_cli(capsys, "export", trained, "--onnx", tmp_path / "m.onnx")
     assert code == 0
     assert "verified on 10,000 test images: predictions agree on 100.00%" in out
 
 
 def test_data_show_and_summary_plot(tmp_path, capsys):
-    code, out, _ = lenet(capsys, "data", "show", "--n", "12", "--out", tmp_path / "s.png")
+    code, out, _ = lenet_cli(capsys, "data", "show", "--n", "12", "--out", tmp_path / "s.png")
     assert code == 0 and Image.open(tmp_path / "s.png").size[0] > 500
-    code, out, _ = lenet(capsys, "summary", "--model", "lenet5", "--plot", tmp_path / "net.png")
+    code, out, _ = lenet_cli(capsys, "summary", "--model", "lenet5", "--plot", tmp_path / "net.png")
     assert code == 0 and "diagram:" in out and (tmp_path / "net.png").exists()

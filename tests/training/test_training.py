@@ -5,20 +5,17 @@ import time
 
 import pytest
 import torch
-from conftest import StopAfter
+from conftest import QUIET
 
 from lenet.data.loader import Batches
 from lenet.errors import ConfigError, LenetError, TrainingError
 from lenet.models.config import MODELS
 from lenet.models.network import build_model
 from lenet.run import shortcuts as runner
-from lenet.run.console import Console
 from lenet.run.directory import read_metrics
 from lenet.training import checkpoint
 from lenet.training.config import TrainConfig
 from lenet.training.loop import NonFiniteLossError, evaluate, train_one_epoch
-
-QUIET = Console(progress=False)
 
 
 def config(tmp_path, **changes) -> TrainConfig:
@@ -117,27 +114,6 @@ def test_same_seed_same_metrics(synthetic, tmp_path):
     assert same_weights(weights(a.run_dir), weights(b.run_dir))
     c = runner.train(config(tmp_path, epochs=2, seed=4), console=QUIET)
     assert not same_weights(weights(a.run_dir), weights(c.run_dir))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("stop_after_steps", [4, 7, 15])  # mid-epoch, epoch boundary, later
-def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(synthetic, tmp_path,
-                                                                  stop_after_steps):
-    # 200 examples / batch 32 = 7 steps per epoch; dropout exercises the saved RNG state.
-    from lenet.models import network as models
-    variant = models.ModelConfig(activation="relu", pool="max", dropout=0.2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models.MODELS, "with-dropout", variant)
-        full = runner.train(config(tmp_path, model="with-dropout", name="full"), console=QUIET)
-        cut = runner.train(config(tmp_path, model="with-dropout", name="cut"), console=QUIET,
-                           stop=StopAfter(stop_after_steps))
-        assert not cut.completed
-        assert checkpoint.load(cut.run_dir)["epoch"] < 3
-        resumed = runner.resume(cut.run_dir, console=QUIET)
-    assert resumed.completed
-    assert same_weights(weights(full.run_dir), weights(resumed.run_dir))
-    assert [r["test_acc"] for r in resumed.history] == [r["test_acc"] for r in full.history]
-    assert [r["epoch"] for r in read_metrics(resumed.run_dir / "metrics.csv")] == [1, 2, 3]
 
 
 def ctrl_c(stop: runner.StopRequest | None = None) -> None:

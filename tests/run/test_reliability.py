@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import lenet_cli
 
 from lenet.base import atomic
 from lenet.base.lock import RunLock, RunLocked
-from lenet.cli import main
 from lenet.errors import ConfigError, LenetError
 from lenet.models.network import LeNet
 from lenet.models.settings import resolve_model_config
@@ -38,16 +38,13 @@ def payload(epoch: int, seed: int = 0) -> dict:
             "epoch": epoch, "history": [{"epoch": epoch}]}
 
 
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def train_one_epoch(capsys, out_dir) -> None:
     """A small run `r` of one epoch on the synthetic data, into `out_dir`."""
-    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1", "--batch-size",
-                     "50", "--out-dir", out_dir, "--name", "r", "--no-progress")
+    code, _, _ = lenet_cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1",
+                           "--batch-size", "50", "--out-dir", out_dir,
+                           "--name", "r", "--no-progress")
     assert code == 0
 
 
@@ -132,11 +129,11 @@ def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_lenet_resume_says_it_falls_back_and_finishes(synthetic, tmp_path, capsys):
     out = tmp_path / "runs"
-    code, _, _ = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "2", "--batch-size",
-                     "50", "--out-dir", out, "--name", "r", "--no-progress")
+    code, _, _ = lenet_cli(capsys, "train", "--dataset", "synthetic", "--epochs", "2",
+                           "--batch-size", "50", "--out-dir", out, "--name", "r", "--no-progress")
     assert code == 0
     flip(out / "r" / "checkpoint.pt", tensor_offset(out / "r" / "checkpoint.pt"))
-    code, stdout, err = cli(capsys, "resume", out / "r", "--epochs", "3", "--no-progress")
+    code, stdout, err = lenet_cli(capsys, "resume", out / "r", "--epochs", "3", "--no-progress")
     assert code == 0 and "resuming at epoch 2" in stdout
     assert f"{out / 'r' / 'checkpoint.pt'}: corrupt checkpoint" in err
     assert "using the previous good checkpoint" in err
@@ -159,7 +156,7 @@ def test_checkpoints_cannot_run_code(tmp_path):
 
 
 def test_every_torch_load_is_weights_only():
-    src = Path(__file__).parents[1] / "src"
+    src = Path(__file__).parents[2] / "src"
     calls = [(p, line) for p in src.rglob("*.py") for line in p.read_text().splitlines()
              if "torch.load(" in line]
     assert calls and all("weights_only=True" in line for _, line in calls), calls
@@ -245,12 +242,12 @@ def test_training_on_a_full_disk_ends_with_one_error_line_and_resumes(synthetic,
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.name in (
         "checkpoint.pt", "metrics.csv", "results.json")}
     fill(small_disk, leave=8192)
-    code, _, err = cli(capsys, "resume", run, "--epochs", "2", "--no-progress")
+    code, _, err = lenet_cli(capsys, "resume", run, "--epochs", "2", "--no-progress")
     assert code == 2 and err.count("\n") == 1 and err.startswith("lenet: error: ")
     assert "No space left on device" in err and "left as it was" in err
     assert {n: (run / n).read_bytes() for n in before} == before
     (small_disk / "filler").unlink()
-    code, _, _ = cli(capsys, "resume", run, "--epochs", "2", "--no-progress")
+    code, _, _ = lenet_cli(capsys, "resume", run, "--epochs", "2", "--no-progress")
     assert code == 0 and checkpoint.load(run)["epoch"] == 2
 
 
@@ -282,7 +279,7 @@ def test_a_lock_held_by_a_killed_process_does_not_block(synthetic, tmp_path, cap
                               text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
-        code, _, err = cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1",
+        code, _, err = lenet_cli(capsys, "train", "--dataset", "synthetic", "--epochs", "1",
                            "--out-dir", tmp_path / "runs", "--name", "r", "--no-progress")
         assert code == 2 and err == (f"lenet: error: {run} is in use by another lenet process "
                                      f"(pid {holder.pid}); wait for it to end, or choose another"
@@ -314,7 +311,7 @@ def test_two_trainings_with_one_name_at_once_one_trains(synthetic, tmp_path):
 def test_resume_of_a_run_in_use_is_refused(synthetic, tmp_path, capsys):
     train_one_epoch(capsys, tmp_path)
     with RunLock(tmp_path / "r"):
-        code, _, err = cli(capsys, "resume", tmp_path / "r", "--epochs", "2")
+        code, _, err = lenet_cli(capsys, "resume", tmp_path / "r", "--epochs", "2")
     assert code == 2 and "is in use by another lenet process" in err
 
 
@@ -345,7 +342,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(synthet
     train_one_epoch(capsys, tmp_path)
     for name in ("checkpoint.pt", "checkpoint.prev.pt", "metrics.csv", "results.json"):
         (tmp_path / "r" / name).unlink(missing_ok=True)  # as if killed in epoch 1
-    code, _, err = cli(capsys, "resume", tmp_path / "r", "--no-progress")
+    code, _, err = lenet_cli(capsys, "resume", tmp_path / "r", "--no-progress")
     assert code == 0 and "has no checkpoint yet: training it from the start" in err
     assert checkpoint.load(tmp_path / "r")["epoch"] == 1
 
@@ -366,10 +363,10 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(synthetic
     train_one_epoch(capsys, tmp_path)
     results = (tmp_path / "r" / "results.json").read_text()
     (tmp_path / "r" / "results.json").unlink()  # as if killed while fitting the OOD detectors
-    code, _, _ = cli(capsys, "resume", tmp_path / "r", "--no-progress")
+    code, _, _ = lenet_cli(capsys, "resume", tmp_path / "r", "--no-progress")
     assert code == 0
     same = {k for k, v in json.loads(results).items()
             if json.loads((tmp_path / "r" / "results.json").read_text()).get(k) == v}
     assert {"test_acc", "train_loss", "epoch"} <= same
-    code, _, err = cli(capsys, "resume", tmp_path / "r")
+    code, _, err = lenet_cli(capsys, "resume", tmp_path / "r")
     assert code == 2 and "already finished 1 of 1 epochs" in err

@@ -13,7 +13,7 @@ import pytest
 from conftest import require
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
-BOOK = Path(__file__).parent / "book"
+BOOK = Path(__file__).parents[1] / "book"
 
 HARNESS = """\
 import dataclasses

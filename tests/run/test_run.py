@@ -3,16 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from conftest import StopAfter
+from conftest import QUIET, StopAfter
 
 import lenet
 from lenet.errors import ConfigError
-from lenet.run.console import Console
-from lenet.run.sinks import CheckpointSink, OnlyIf, Sink
+from lenet.run.events import OnlyIf, Sink
+from lenet.run.sinks import CheckpointSink
 from lenet.training import checkpoint
 from lenet.training.config import TrainConfig
-
-QUIET = Console(progress=False)
 
 
 def config(tmp_path, **changes) -> TrainConfig:

@@ -102,10 +102,27 @@ def test_trainer_fits_a_lazy_model_and_writes_its_plot(capsys, plots_dir):
 
 
 @pytest.mark.slow
-def test_gradient_clipping_runs():
-    data = SyntheticData()
-    model = d2l.LeNet(lr=0.1)
-    d2l.Trainer(max_epochs=1, gradient_clip_val=0.5).fit(model, data)
+def test_gradient_clipping_bounds_every_steps_gradient(monkeypatch):
+    """The book's `gradient_clip_val`: each step's gradient norm at most the value (and the
+    same run unclipped goes over it, so the bound is the clipping's doing)."""
+    norms: list[float] = []
+    real_step = torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads]))))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    torch.manual_seed(0)
+    d2l.Trainer(max_epochs=1).fit(d2l.LeNet(lr=0.1), SyntheticData())
+    unclipped, norms[:] = list(norms), []
+    torch.manual_seed(0)
+    d2l.Trainer(max_epochs=1, gradient_clip_val=0.05).fit(d2l.LeNet(lr=0.1), SyntheticData())
+    assert len(norms) == len(unclipped) == 8  # 256 examples, batches of 32
+    assert max(unclipped) > 0.05 and max(norms) <= 0.05 * (1 + 1e-5), (unclipped, norms)
 
 
 @pytest.mark.slow

@@ -5,21 +5,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import lenet_cli
 from PIL import Image
 
 import lenet
-from lenet.cli import main
 from lenet.data.loader import calibration_holdout
 from lenet.ood import guard
 from lenet.ood.guard import VERSION
 from lenet.run.console import Console
 from lenet.training.config import TrainConfig
-
-
-def lenet_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

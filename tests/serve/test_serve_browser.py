@@ -7,7 +7,7 @@ the page as it looks after the upload (the README's picture: docs/serve-page.png
 LENET_SERVE_RUN=RUN serves that run instead of the small synthetic one, e.g.
 
     LENET_SERVE_RUN=runs/fast LENET_SCREENSHOT=docs/serve-page.png \\
-        .venv/bin/python -m pytest tests/test_serve_browser.py
+        .venv/bin/python -m pytest tests/serve/test_serve_browser.py
 """
 
 from __future__ import annotations

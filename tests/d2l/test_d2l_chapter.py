@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
-BOOK = Path(__file__).parent / "book"
+BOOK = Path(__file__).parents[1] / "book"
 SEED = "import torch; torch.manual_seed(0)\n"  # the harness seeds; the book's code is untouched
 
 
