@@ -22,9 +22,8 @@ from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
-from ..data.images import PREPARE
 from . import queries as q
-from .decoding import ModelInput, body_kind
+from .decoding import PREPARE, ModelInput, body_kind
 from .limits import ApiError, Limits, bad_request
 from .queries import documented
 from .reading import RequestReader

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..data import idx
+from ..data.images import PREPARE as PREPARE  # the routes' prepare= choices (re-exported)
 from ..data.images import (
     ImageError,
     ImageTooLarge,

@@ -11,9 +11,8 @@ from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from ..data.images import PREPARE
 from . import queries as q
-from .decoding import ModelInput, body_kind
+from .decoding import PREPARE, ModelInput, body_kind
 from .limits import ApiError, Limits, bad_request, too_large
 from .service import Service
 
