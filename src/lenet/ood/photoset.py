@@ -160,9 +160,10 @@ def product_shot(item: np.ndarray, rng: np.random.Generator) -> PhotoFile:
     canvas[top:top + side, left:left + side] = obj
     light = bool(rng.integers(2))  # dark object on a white background, as most shots are
     tint = rng.uniform(0.0, 1.0, size=3) if rng.random() < 0.5 else np.ones(3)
-    rgb = canvas[..., None] * tint.astype(np.float32)  # (h, w, 3)
-    if light:
-        rgb = 1 - canvas[..., None] * (1 - rgb / np.maximum(canvas[..., None], 1e-6) * 0.6)
+    tint = tint.astype(np.float32)
+    # (h, w, 3): light, white where the dataset is black, the object a darker shade of its
+    # tint; else the object in its tint on black
+    rgb = (1 - canvas[..., None] * (1 - 0.6 * tint)) if light else canvas[..., None] * tint
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     gx, gy = rng.uniform(-0.08, 0.08, size=2)
     rgb = rgb + (gx * xx / w + gy * yy / h)[..., None]  # uneven light
