@@ -39,7 +39,7 @@ MAX_SIDE = 1024  # wallpapers are decoded at most this large (JPEG draft mode; 5
 
 @dataclass(frozen=True)
 class PhotoFile:
-    name: str  # source and variant, e.g. "wallpaper:Altai/crop-1.jpg"
+    name: str  # source and variant, e.g. "wallpaper:Altai/screenshot/crop-1"
     image: Image.Image  # decoded from the file's bytes
 
 
