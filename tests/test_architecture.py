@@ -29,7 +29,7 @@ OPTIONAL = {
     "onnx": {"lenet.predict.export", "lenet.predict.predictor"},
     "onnxruntime": {"lenet.predict.export", "lenet.predict.predictor", "lenet.bench"},
     "tensorboard": {"lenet.run.sinks"},
-    "skimage": {"lenet.ood.probes", "lenet.ood.exercise"},
+    "skimage": {"lenet.ood.probes", "lenet.ood.exercise", "lenet.ood.photoset"},
 }
 
 

@@ -245,8 +245,8 @@ def test_benchmark_table_and_figure(tmp_path):
     sets = [probe("far", 1, -9.0), probe("glyphs", 2, 3.0), probe("near", 3, 1.0)]
     test = np.full((100, 28, 28), 7, np.uint8)
     lookup[7] = inputs(clusters(100, 7)[0])
-    b = benchmark.run(lambda images: g.scores(lookup[int(images[0, 0, 0])]), test, sets,
-                      {n: g.threshold(n) for n in g.names}, 0.95)
+    b = benchmark.run(lambda images, originals: g.scores(lookup[int(images[0, 0, 0])]), test,
+                      sets, {n: g.threshold(n) for n in g.names}, 0.95)
     rows = {r["detector"]: r for r in b.summary()}
     assert rows["mahalanobis"]["far_auroc"] == 1.0 and rows["knn"]["far_fpr95"] == 0.0
     table = benchmark.format_markdown(b, "combined")

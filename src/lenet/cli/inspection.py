@@ -86,7 +86,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from ..data.images import ImageError
 
@@ -107,8 +106,9 @@ def run_predict(args: argparse.Namespace) -> int:
     except LenetError as e:
         detector = False
         print(f"lenet: note: no out-of-distribution check ({e})", file=sys.stderr)
-    predictions = run.classify(np.stack([p.pixels for p in prepared.values()]),
-                               top_k=args.top_k, ood=detector, backend=args.backend)
+    # The prepared images themselves: their originals go to the photo check.
+    predictions = run.classify(list(prepared.values()), top_k=args.top_k, ood=detector,
+                               backend=args.backend)
     results = []
     for (name, image), p in zip(prepared.items(), predictions, strict=True):
         results.append({

@@ -126,7 +126,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 
 def run_exercise(args: argparse.Namespace) -> int:
-    from ..ood.exercise import analyse, format_reports, plot_reports, probe_groups
+    from ..ood.exercise import analyse, format_reports, photo_originals, plot_reports, probe_groups
 
     run = open_run(args)
     check = run.ood_detector(backend=args.backend).check
@@ -134,9 +134,11 @@ def run_exercise(args: argparse.Namespace) -> int:
     detector = args.detector or guard.default
     threshold = guard.threshold(detector, args.tpr)
     groups = probe_groups(run.dataset.test.images, n=args.n, with_photos=args.photos)
+    # The photos as `lenet predict` checks a file: the photo check reads their originals.
+    originals = photo_originals(groups["test images"].shape[1:]) if args.photos else {}
     reports = analyse(check.predictor, groups, threshold, detector,
-                      flag=lambda images: [v.out_of_distribution for v in
-                                           check.check(images, detector, args.tpr)[1]])
+                      flag=lambda name, images: [v.out_of_distribution for v in check.check(
+                          images, detector, args.tpr, originals.get(name))[1]])
     classes = run.classes
     tpr = args.tpr or guard.tpr
     flag_note = (f"{detector} score below {threshold:.4f}, the threshold {tpr:.0%} of held-out "

@@ -1,12 +1,22 @@
 """Turning a user's picture into the kind of input the model was trained on.
 
 Fashion-MNIST and MNIST images are 28x28 grayscale, a light object on a dark
-background, the object filling the frame. `prepare` does the same to any
-PNG/JPEG/...: composite transparency onto white, convert to grayscale, invert
-a light background (detected from the border; overridable), crop to the
-object, pad to a square keeping the aspect ratio, and resize with
-antialiasing. Every way a file can be unusable raises `ImageError` with one
-clear line.
+background, the object filling the frame. `prepare_image` holds the one rule
+every entry point follows (`lenet predict`, `Run.classify` on files, `lenet
+serve`, the page):
+
+- a picture of the model's size is never cropped or resized (that would only
+  blur it): made grayscale, and inverted when its background is light; one
+  that already looks like the data (grayscale, dark background) is taken
+  exactly as it is, so a test image saved as a PNG gives the array's logits;
+- any other picture is prepared fully: transparency composited onto white,
+  grayscale, a light background (detected from the border; overridable)
+  inverted, cropped to the object, padded to a square keeping the aspect
+  ratio, resized with antialiasing; the original's own statistics (colour,
+  background texture, how much of the frame the object fills:
+  lenet.data.originals) go with it for the photo check.
+
+Every way a file can be unusable raises `ImageError` with one clear line.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import LenetError
+from .originals import original_statistics
 
 MAX_PIXELS = 50_000_000  # refuse larger images (decompression bombs, accidental scans)
 MAX_SIDE = 4096  # the padded square's side at most (64 MB of float32)
@@ -38,11 +49,17 @@ class ImageTooLarge(ImageError):
     """More pixels than allowed: refused from the header, before decoding."""
 
 
+PREPARE = ("auto", "full", "none")  # how a picture is prepared (lenet serve's `prepare=`)
+
+
 @dataclass
 class PreparedImage:
     pixels: np.ndarray  # (H, W) uint8, the model's input
     inverted: bool
     notes: list[str] = field(default_factory=list)
+    # lenet.data.originals.original_statistics of the picture before preparation; None when
+    # it was taken as it is (it already looked like the data: nothing more to say about it)
+    original: np.ndarray | None = None
 
 
 def open_image(path: str | Path) -> tuple[Image.Image, list[str]]:
@@ -188,20 +205,73 @@ def fit_to_square(gray: np.ndarray, size: tuple[int, int], fill: float = 1.0) ->
 
 
 def prepare(path: str | Path, *, size: tuple[int, int] = (28, 28), invert: bool | None = None,
-            fill: float = 1.0) -> PreparedImage:
-    """Load `path` and make it look like the training data. `invert=None` decides from the
-    border."""
+            fill: float = 1.0, mode: str = "auto") -> PreparedImage:
+    """Load `path` and make it look like the training data (`prepare_image`)."""
     image, notes = open_image(path)
-    return prepare_image(image, size=size, invert=invert, fill=fill, notes=notes)
+    return prepare_image(image, size=size, invert=invert, fill=fill, notes=notes, mode=mode)
+
+
+def data_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
+    """The uint8 (H, W) pixels of a picture that already is what the model takes, else None:
+    `size` (H, W), grayscale (mode L, or RGB/RGBA/LA/P with every pixel grey and opaque: a
+    dataset image saved through a plotting library), a dark background."""
+    if image.size != (size[1], size[0]) or "exif" in image.info:  # a tag could turn it
+        return None
+    if image.mode == "L":
+        pixels = np.array(image, dtype=np.uint8)
+    elif image.mode in ("RGB", "RGBA", "LA", "P"):
+        rgba = np.asarray(image.convert("RGBA"))  # (H, W, 4): 3 KB at 28x28
+        if (rgba[..., 3] != 255).any() or (rgba[..., 0] != rgba[..., 1]).any() or (
+                rgba[..., 0] != rgba[..., 2]).any():
+            return None
+        pixels = np.array(rgba[..., 0])
+    else:
+        return None
+    return None if has_light_background(pixels * np.float32(1 / 255)) else pixels
+
+
+def looks_like_data(image: Image.Image, size: tuple[int, int]) -> bool:
+    """True for a picture that `prepare_image` takes as it is (`data_pixels`)."""
+    return data_pixels(image, size) is not None
 
 
 def prepare_image(image: Image.Image, *, size: tuple[int, int] = (28, 28),
                   invert: bool | None = None, fill: float = 1.0,
-                  notes: list[str] | None = None) -> PreparedImage:
-    """The same preparation for an image already in memory."""
+                  notes: list[str] | None = None, mode: str = "auto") -> PreparedImage:
+    """The one preparation rule (module docstring). `invert=None` decides from the border;
+    `mode`: "auto" (the rule), "full" (crop, pad and resize even a picture of the model's
+    size), "none" (only pictures of the model's size, taken as they are: not inverted
+    unless `invert`)."""
+    notes = notes or []
+    if mode not in PREPARE:
+        raise ValueError(f"mode must be one of {PREPARE}, got {mode!r}")
+    if mode != "full" and not invert:
+        pixels = data_pixels(image, size)
+        if pixels is not None:
+            return PreparedImage(pixels, False, notes)  # as it is: no photo check either
+    own_size = image.size == (size[1], size[0])
+    if mode == "none" and not own_size:
+        raise ImageError(f"a picture of {image.size[0]}x{image.size[1]}: taken as it is, it "
+                         f"must be the model's size ({size[1]}x{size[0]})")
     gray = to_grayscale(image)
-    if invert is None:
-        invert = has_light_background(gray)
+    if invert is None:  # "none" inverts only when asked to
+        invert = mode != "none" and has_light_background(gray)
     if invert:
         gray = 1.0 - gray
-    return PreparedImage(fit_to_square(gray, size, fill), invert, notes or [])
+    if own_size and mode != "full":  # never cropped or resized: that would only blur it
+        pixels = np.round(gray * 255).astype(np.uint8)
+    else:
+        pixels = fit_to_square(gray, size, fill)
+    return PreparedImage(pixels, invert, notes, original_statistics(image))
+
+
+def pictures(images: object) -> list[str | Path | Image.Image | PreparedImage] | None:
+    """The items of `images` when it holds pictures (one, or a list or tuple, of file paths,
+    PIL images or PreparedImages), else None: arrays of pixels, taken as they are."""
+    kinds = (str, Path, Image.Image, PreparedImage)
+    if isinstance(images, kinds):
+        return [images]
+    if isinstance(images, list | tuple) and images and all(isinstance(i, kinds)
+                                                           for i in images):
+        return list(images)
+    return None

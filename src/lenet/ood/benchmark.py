@@ -9,8 +9,9 @@ out-of-distribution sets come from lenet.ood.probes. For each detector and set:
   test images pass (the threshold set on the test split itself, as the
   literature reports it);
 - beside them, what the run's own calibrated threshold does: the share of
-  test images it flags (should be near 1 - TPR) and the share of each set it
-  flags.
+  test images it flags (should be near 1 - TPR), the share of each set it
+  flags, and the share of the test images saved as files it flags (the same
+  as the arrays: a file that looks like the data is taken as it is).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..base.tables import format_table
 from .guard import threshold_at
-from .probes import KINDS, ProbeSet
+from .probes import IN_FILES, KINDS, ProbeSet
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
@@ -80,9 +81,14 @@ class Benchmark:
                 if len(out):
                     row[f"{kind}_auroc"] = auroc(self.in_scores[d], out)
                     row[f"{kind}_fpr95"] = fpr_at_tpr(self.in_scores[d], out, self.tpr)
+                    row[f"{kind}_flagged"] = float(np.mean(out < self.thresholds[d]))
             row["worst_far_auroc"] = min(auroc(self.in_scores[d], self.out_scores[d][s.name])
                                          for s in self.sets if s.kind == "far")
             row["test_flagged"] = float(np.mean(self.in_scores[d] < self.thresholds[d]))
+            as_files = self.out_scores[d].get(IN_FILES)
+            if as_files is not None:
+                row["test_files_flagged"] = float(np.mean(as_files < self.thresholds[d]))
+                row["test_files_same_scores"] = int(np.sum(as_files == self.in_scores[d]))
             rows.append(row)
         return rows
 
@@ -108,15 +114,16 @@ class Benchmark:
                 "summary": self.summary(), "per_set": self.per_set(), "best": self.best()}
 
 
-def run(score: Callable[[np.ndarray], dict[str, np.ndarray]], test_images: np.ndarray,
+def run(score: Callable[..., dict[str, np.ndarray]], test_images: np.ndarray,
         sets: list[ProbeSet], thresholds: dict[str, float], tpr: float,
         conditions: dict[str, Any] | None = None) -> Benchmark:
-    """`score(images)` gives {detector: (N,) scores}; it is called once per set."""
-    in_scores = score(test_images)
+    """`score(images, originals)` gives {detector: (N,) scores}; it is called once per set
+    (`originals`: the set's files' statistics, or None)."""
+    in_scores = score(test_images, None)
     detectors = list(in_scores)
     out: dict[str, dict[str, np.ndarray]] = {d: {} for d in detectors}
     for s in sets:
-        for d, values in score(s.images).items():
+        for d, values in score(s.images, s.originals).items():
             out[d][s.name] = values
     return Benchmark(detectors, sets, in_scores, out, thresholds, tpr, conditions or {})
 
@@ -128,19 +135,27 @@ def _pct(x: float) -> str:
 def format_markdown(b: Benchmark, default: str) -> str:
     """The summary table, then AUROC / FPR95 per set, as markdown."""
     kinds = [k for k in KINDS if any(s.kind == k for s in b.sets)]
+    files = any(s.name == IN_FILES for s in b.sets)
     head = ["detector", *(f"{k} {m}" for k in kinds for m in ("AUROC", "FPR95")),
-            "worst far set AUROC", f"test flagged (target {_pct(1 - b.tpr)})"]
+            *(["photos flagged"] if "photos" in kinds else []),
+            "worst far set AUROC", f"test flagged (target {_pct(1 - b.tpr)})",
+            *(["test as files flagged"] if files else [])]
     rows = []
     for r in b.summary():
         name = f"**{r['detector']}** (default)" if r["detector"] == default else r["detector"]
         cells = [name]
         for k in kinds:
             cells += [f"{r[f'{k}_auroc']:.4f}", _pct(r[f"{k}_fpr95"])]
-        rows.append([*cells, f"{r['worst_far_auroc']:.4f}", _pct(r["test_flagged"])])
+        if "photos" in kinds:
+            cells.append(_pct(r["photos_flagged"]))
+        cells += [f"{r['worst_far_auroc']:.4f}", _pct(r["test_flagged"])]
+        rows.append([*cells, *([_pct(r["test_files_flagged"])] if files else [])])
     per_set = [[r["set"], r["kind"], str(r["n"]),
-                *(f"{r[d]['auroc']:.3f} / {_pct(r[d]['fpr95'])}" for d in b.detectors)]
+                *(f"{r[d]['auroc']:.3f} / {_pct(r[d]['fpr95'])} / {_pct(r[d]['flagged'])}"
+                  for d in b.detectors)]
                for r in b.per_set()]
-    return "\n".join([format_table(head, rows, markdown=True), "", "AUROC / FPR95 per set:", "",
+    return "\n".join([format_table(head, rows, markdown=True), "",
+                      "AUROC / FPR95 / flagged at the run's threshold, per set:", "",
                       format_table(["set", "kind", "n", *b.detectors], per_set,
                                    align="llr" + "r" * len(b.detectors), markdown=True)])
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from ..base.tables import format_table
-from ..data.images import prepare_image
+from ..data.images import PreparedImage, prepare_image
 from ..errors import LenetError
 from ..predict.activations import capture
 from ..predict.predictor import Predictor
@@ -39,16 +40,27 @@ def score(logits: torch.Tensor, kind: str = "msp") -> np.ndarray:
     raise LenetError(f"unknown OOD score {kind!r}; choose from {', '.join(SCORES)}")
 
 
-def photos(size: tuple[int, int] = (28, 28)) -> dict[str, np.ndarray]:
-    """scikit-image's bundled photos, prepared like user images (needs scikit-image)."""
+def prepared_photos(size: tuple[int, int] = (28, 28)) -> dict[str, PreparedImage]:
+    """scikit-image's bundled photos, prepared like user images, each with its original's
+    statistics for the photo check (needs scikit-image)."""
     try:
         from skimage import data
     except ImportError:
         raise LenetError("real photos need scikit-image: pip install scikit-image") from None
     from PIL import Image
 
-    return {name: prepare_image(Image.fromarray(getattr(data, attr)()), size=size).pixels
+    return {name: prepare_image(Image.fromarray(getattr(data, attr)()), size=size)
             for name, attr in PHOTOS.items()}
+
+
+def photos(size: tuple[int, int] = (28, 28)) -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos, prepared like user images (needs scikit-image)."""
+    return {name: p.pixels for name, p in prepared_photos(size).items()}
+
+
+def photo_originals(size: tuple[int, int] = (28, 28)) -> dict[str, list[np.ndarray | None]]:
+    """Per photo group of `probe_groups`, its original's statistics (the photo check's)."""
+    return {f"photo: {k}": [p.original] for k, p in prepared_photos(size).items()}
 
 
 def probe_groups(test_images: np.ndarray, *, n: int = 500, seed: int = 0,
@@ -94,9 +106,10 @@ def saturation(values: torch.Tensor, activation: str) -> float:
 
 def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: float,
             kind: str = "msp",
-            flag: Callable[[np.ndarray], np.ndarray] | None = None) -> list[GroupReport]:
+            flag: Callable[[str, np.ndarray], Any] | None = None) -> list[GroupReport]:
     """Per group: confidence, flagged share, predicted classes, layer statistics. `flag`
-    (images -> bool per image) replaces the `kind` score below `threshold` as the OOD flag."""
+    ((group name, images) -> bool per image) replaces the `kind` score below `threshold`
+    as the OOD flag."""
     activation = predictor.model.config.activation
     reports = []
     for name, images in groups.items():
@@ -104,7 +117,7 @@ def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: floa
         with torch.inference_mode():
             logits, acts = capture(predictor.model, x, ("act1", "act2"))
         logits = logits.float().cpu()
-        flags = flag(images) if flag is not None else score(logits, kind) < threshold
+        flags = flag(name, images) if flag is not None else score(logits, kind) < threshold
         predicted = np.bincount(logits.argmax(1).numpy(), minlength=len(predictor.classes))
         a1, a2 = acts["act1"].float().cpu(), acts["act2"].float().cpu()
         reports.append(GroupReport(

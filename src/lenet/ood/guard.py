@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,12 @@ import numpy as np
 
 from ..base.atomic import atomic_path, write_text
 from ..errors import LenetError
+from . import photo_check
 from .detectors import Detector, Inputs, make_detectors
+
+# Per image, the statistics of the original file (lenet.data.originals), or None for an
+# input that had no file or was taken as it is.
+Originals = Sequence[np.ndarray | None] | None
 
 FORMAT = "lenet-ood"
 VERSION = 2  # 2: the pixel check gained a fifth statistic (a frame lit on two opposite sides)
@@ -93,13 +99,17 @@ class Guard:
             self._thresholds[key] = threshold_at(self.calibration[key[0]], key[1])
         return self._thresholds[key]
 
-    def scores(self, inputs: Inputs, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        return {n: self.detector(n).score(inputs) for n in names or self.names}
+    def scores(self, inputs: Inputs, names: list[str] | None = None,
+               originals: Originals = None) -> dict[str, np.ndarray]:
+        """Every (or each named) detector's scores; `originals` (one per image: the original
+        file's statistics, or None) add the photo check to the detectors it is part of."""
+        return {n: photo_check.adjust(self.detector(n).score(inputs), n, originals)
+                for n in names or self.names}
 
-    def assess(self, inputs: Inputs, name: str | None = None,
-               tpr: float | None = None) -> list[Verdict]:
+    def assess(self, inputs: Inputs, name: str | None = None, tpr: float | None = None,
+               originals: Originals = None) -> list[Verdict]:
         name = name or self.default
-        scores = self.detector(name).score(inputs)
+        scores = photo_check.adjust(self.detector(name).score(inputs), name, originals)
         threshold = self.threshold(name, tpr)
         return [Verdict(name, float(s), threshold, bool(s < threshold)) for s in scores]
 

@@ -10,19 +10,28 @@ one of three kinds:
   cropped and centred with the longer side filling the frame, as Fashion-MNIST
   centres its products;
 - near: Fashion-MNIST images flipped upside down or rotated by 90 or 180
-  degrees (the same pixels, unfamiliar poses).
+  degrees (the same pixels, unfamiliar poses);
+- photos: photographs as files (lenet.ood.photoset's "evaluate" split: never
+  fitted on, never calibrated on), whole and cropped or resized, through the
+  preparation a user's file gets, the photo check reading each original.
+
+Beside them, one in-distribution set of kind "in": the test images themselves
+saved as PNG files and read back through the same preparation: it must score
+as the arrays do.
 """
 
 from __future__ import annotations
 
+import io
 import string
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..data.images import fit_to_square, prepare_image
+from ..data.images import PreparedImage, fit_to_square, prepare_image
 from ..errors import LenetError
+from . import photoset
 
 # scikit-image's photos that ship inside the package (no download): loader names.
 PHOTOS = ("astronaut", "brick", "camera", "chelsea", "cell", "clock", "coffee", "coins",
@@ -30,14 +39,17 @@ PHOTOS = ("astronaut", "brick", "camera", "chelsea", "cell", "clock", "coffee", 
           "page", "retina", "rocket", "text")
 FONTS = ("DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono")
 GLYPHS = string.digits + string.ascii_uppercase + string.ascii_lowercase
-KINDS = ("far", "glyphs", "near")
+KINDS = ("far", "glyphs", "near", "photos")
+IN_FILES = "test images as files"
 
 
 @dataclass(frozen=True)
 class ProbeSet:
     name: str
-    kind: str  # one of KINDS
+    kind: str  # one of KINDS, or "in"
     images: np.ndarray  # (N, H, W) uint8
+    # per image, its file's statistics (lenet.data.originals) or None; None: no files
+    originals: list[np.ndarray | None] | None = None
 
 
 def photo_arrays() -> dict[str, np.ndarray]:
@@ -85,8 +97,8 @@ def photo_sets(size: tuple[int, int], n_crops: int, rng: np.random.Generator) ->
             ProbeSet("photo crops, inverted", "far", 255 - crops_),
             ProbeSet("whole photos", "far", whole),
             ProbeSet("whole photos, inverted", "far", 255 - whole),
-            ProbeSet("whole photos as lenet predict prepares them", "far", prepared),
-            ProbeSet("photo crops as lenet predict prepares them", "far",
+            ProbeSet("whole photos prepared, pixels only (no file)", "far", prepared),
+            ProbeSet("photo crops prepared, pixels only (no file)", "far",
                      np.stack(prepared_crops))]
 
 
@@ -140,9 +152,41 @@ def near_sets(test_images: np.ndarray, n: int, rng: np.random.Generator) -> list
             ProbeSet("test images rotated 180", "near", np.rot90(picks, 2, axes=(1, 2)).copy())]
 
 
+def file_sets(test_images: np.ndarray, size: tuple[int, int], seed: int) -> list[ProbeSet]:
+    """Photographs as files (photoset's "evaluate" split; none when neither scikit-image nor
+    the wallpapers are installed), and the test images saved as PNG files, each through
+    `prepare_image`."""
+    sets = []
+    groups: dict[str, list[PreparedImage]] = {"whole photos as files": [],
+                                              "photos cropped or resized, as files": []}
+    for f in photoset.photo_files("evaluate", seed=seed):
+        group = "whole photos as files" if f.name.endswith("/whole") else (
+            "photos cropped or resized, as files")
+        groups[group].append(prepare_image(f.image, size=size))
+    for name, prepared in groups.items():
+        if prepared:
+            sets.append(ProbeSet(name, "photos", np.stack([p.pixels for p in prepared]),
+                                 [p.original for p in prepared]))
+    as_files = [prepare_image(_png(image), size=size) for image in test_images]
+    sets.append(ProbeSet(IN_FILES, "in", np.stack([p.pixels for p in as_files]),
+                         [p.original for p in as_files]))
+    return sets
+
+
+def _png(pixels: np.ndarray) -> Image.Image:
+    """A uint8 (H, W) image written as a PNG file and read back."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
+    buffer.seek(0)
+    image = Image.open(buffer)
+    image.load()
+    return image
+
+
 def probe_sets(test_images: np.ndarray, *, n: int = 500, seed: int = 0) -> list[ProbeSet]:
-    """Every OOD set of the benchmark, `n` images each for the random ones."""
+    """Every OOD set of the benchmark, `n` images each for the random ones, and the test
+    images as files."""
     size = tuple(test_images.shape[1:])
     rng = np.random.default_rng(seed)
     return [*photo_sets(size, n, rng), *noise_sets(size, n, rng), *glyph_sets(size),
-            *near_sets(test_images, n, rng)]
+            *near_sets(test_images, n, rng), *file_sets(test_images, size, seed)]

@@ -22,10 +22,10 @@ from ..base.atomic import write_text
 from ..errors import LenetError
 from ..predict.predictor import Predictor, single_image
 from ..training.checkpoint import Payload
-from . import benchmark, calibration
+from . import benchmark, calibration, photo_check
 from .detectors import Inputs
 from .features import FeatureExtractor
-from .guard import META, Guard, MissingDetectors, Verdict, fingerprint
+from .guard import META, Guard, MissingDetectors, Originals, Verdict, fingerprint
 from .probes import probe_sets
 
 BENCHMARK_FILES = ("ood-benchmark.md", "ood-benchmark.json", "ood-benchmark.png")
@@ -50,39 +50,42 @@ class OODCheck:
                               * 255).astype(np.uint8)
         return Inputs(*self.extractor.batch(pixels), pixels)
 
-    def check(self, images: Any, detector: str | None = None,
-              tpr: float | None = None) -> tuple[torch.Tensor, list[Verdict]]:
-        """(logits (N, classes), a verdict per image) from one forward pass."""
+    def check(self, images: Any, detector: str | None = None, tpr: float | None = None,
+              originals: Originals = None) -> tuple[torch.Tensor, list[Verdict]]:
+        """(logits (N, classes), a verdict per image) from one forward pass; `originals`:
+        per image, its file's statistics (lenet.data.originals) or None."""
         one = single_image(images)
         if one is not None:  # no batch machinery for one image
-            logits, verdict = self.check_one(one, detector, tpr)
+            logits, verdict = self.check_one(one, detector, tpr, originals)
             return torch.from_numpy(np.asarray(logits))[None], [verdict]
         x = self.inputs(images)
-        return torch.from_numpy(x.logits), self.guard.assess(x, detector, tpr)
+        return torch.from_numpy(x.logits), self.guard.assess(x, detector, tpr, originals)
 
     def check_one(self, image: np.ndarray, detector: str | None = None,
-                  tpr: float | None = None) -> tuple[np.ndarray, Verdict]:
+                  tpr: float | None = None, originals: Originals = None
+                  ) -> tuple[np.ndarray, Verdict]:
         """(logits (classes,), verdict) of one uint8 (H, W) image."""
         x = self.inputs_one(image)
-        return x.logits[0], self.guard.assess(x, detector, tpr)[0]
+        return x.logits[0], self.guard.assess(x, detector, tpr, originals)[0]
 
     def inputs_one(self, image: np.ndarray) -> Inputs:
         """`inputs` of one uint8 (H, W) image, by the extractor's low-latency path."""
         features, logits = self.extractor.one(image)
         return Inputs(features[None], np.asarray(logits)[None], np.asarray(image)[None])
 
-    def check_scores(self, images: Any, detector: str | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+    def check_scores(self, images: Any, detector: str | None = None,
+                     originals: Originals = None) -> tuple[np.ndarray, np.ndarray]:
         """(logits (N, classes), scores (N,)) from one forward pass, as arrays: an image
         scoring below the detector's threshold is out of distribution. No object per image:
         lenet serve's batches build their answers straight from these."""
         one = single_image(images)
         x = self.inputs(images) if one is None else self.inputs_one(one)
-        return x.logits, self.guard.detector(detector).score(x)
+        name = detector or self.default
+        return x.logits, photo_check.adjust(self.guard.detector(name).score(x), name, originals)
 
-    def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def scores(self, images: np.ndarray, originals: Originals = None) -> dict[str, np.ndarray]:
         """Every detector's scores for `images` (the benchmark's view)."""
-        return self.guard.scores(self.inputs(images))
+        return self.guard.scores(self.inputs(images), originals=originals)
 
 
 def fit(run_dir: str | Path, predictor: Predictor, train_images: np.ndarray,

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..data.datasets import SPLITS
-from ..data.images import PreparedImage, prepare
+from ..data.images import PreparedImage, pictures, prepare, prepare_image
 from ..errors import ConfigError, note
 from ..models.network import LeNet
 from ..predict.activations import LAYERS, capture
@@ -65,14 +66,15 @@ class ScoreDetector:
     tpr: float
     check: Any  # lenet.ood.runs.OODCheck: the fitted detectors bound to a predictor
 
-    def verdicts(self, images: Any) -> tuple[torch.Tensor, list[Any]]:
-        """(logits (N, classes), a lenet.ood.guard.Verdict per image), one forward pass."""
-        return self.check.check(images, self.name, self.tpr)
+    def verdicts(self, images: Any, originals: Any = None) -> tuple[torch.Tensor, list[Any]]:
+        """(logits (N, classes), a lenet.ood.guard.Verdict per image), one forward pass;
+        `originals`: per image, its file's statistics (PreparedImage.original) or None."""
+        return self.check.check(images, self.name, self.tpr, originals)
 
-    def scores(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, images: Any, originals: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(logits (N, classes), scores (N,)), one forward pass; a score below `threshold`
         is out of distribution. Arrays, no object per image (`verdicts` builds those)."""
-        return self.check.check_scores(images, self.name)
+        return self.check.check_scores(images, self.name, originals)
 
 
 class Run:
@@ -213,13 +215,20 @@ class Run:
                 backend=backend, precision=precision, source=self.dir.checkpoint)
         return self._predictors[key]
 
-    def load_image(self, path: str | Path, *, invert: bool | None = None) -> PreparedImage:
-        """An image file made to look like the run's training data (lenet.data.images.prepare)."""
+    def load_image(self, path: str | Path | Image.Image | PreparedImage, *,
+                   invert: bool | None = None) -> PreparedImage:
+        """An image file (or PIL image) made to look like the run's training data by the one
+        rule every entry point follows (lenet.data.images.prepare_image)."""
         from ..data.datasets import DATASETS
 
+        if isinstance(path, PreparedImage):
+            return path
         spec = DATASETS.get(self.checkpoint()["dataset"])
-        return prepare(path, size=self.model.config.input_size, invert=invert,
-                       fill=spec.object_fill if spec else 1.0)
+        how = {"size": self.model.config.input_size, "invert": invert,
+               "fill": spec.object_fill if spec else 1.0}
+        if isinstance(path, Image.Image):
+            return prepare_image(path, **how)
+        return prepare(path, **how)
 
     def ood_detector(self, name: str | None = None, tpr: float | None = None,
                      backend: str = "auto") -> ScoreDetector:
@@ -240,13 +249,21 @@ class Run:
     def classify(self, images: Any, top_k: int = 5, *, ood: ScoreDetector | bool = True,
                  backend: str = "auto") -> list[Prediction]:
         """Predictions for `images`: uint8 (N, H, W) or (H, W), or float (N, 1, H, W) in
-        [0, 1]. `ood=True` checks each against `ood_detector()`; pass a detector, or False
-        for no check."""
+        [0, 1], taken as they are; or pictures (a file path, a PIL image, a PreparedImage,
+        or a list of them), prepared as `lenet predict` prepares files (`load_image`), the
+        photo check reading each original. `ood=True` checks each against
+        `ood_detector()`; pass a detector, or False for no check."""
         predictor = self.predictor(backend)
+        originals = None
+        items = pictures(images)
+        if items is not None:
+            prepared = [self.load_image(item) for item in items]
+            images = np.stack([p.pixels for p in prepared])
+            originals = [p.original for p in prepared]
         detector = self.ood_detector(backend=backend) if ood is True else ood or None
         if detector is None:
             return predictor.predictions(predictor.logits_of(images), top_k=top_k)
-        logits, verdicts = detector.verdicts(images)  # once: classes, features, OOD score
+        logits, verdicts = detector.verdicts(images, originals)  # classes, features, score
         return predictor.predictions(logits, top_k=top_k, verdicts=verdicts)
 
     def evaluate(self, split: str | Any = "test", *, name: str | None = None,

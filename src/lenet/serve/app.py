@@ -28,7 +28,7 @@ from .limits import ApiError, Limits, bad_request
 from .queries import documented
 from .reading import RequestReader
 from .responses import cut_top, error_response, json_response, model_input
-from .service import Service
+from .service import Service, with_photo_check
 
 STATIC = Path(__file__).parent / "static"
 ROUTES = {"/", "/v1/predict", "/v1/predict/batch", "/v1/activations", "/v1/model",
@@ -105,8 +105,9 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
             except BaseException:
                 batcher.arrived()
                 raise
-        if ood:
-            p = cut_top(await reader.answer(batcher.submit(image.pixels, expected=True)), top_k)
+        if ood:  # the photo check reads the picture's original (none for an array)
+            p = with_photo_check(cut_top(await reader.answer(
+                batcher.submit(image.pixels, expected=True)), top_k), image.original)
         else:
             alone = service.classify_many(image.pixels[None], top_k, ood=False)
             p = (await reader.answer(alone))[0]
@@ -138,6 +139,9 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
             images = service.decoder.many(await reader.body(request), limits.max_batch)
             inputs = None
         results = await reader.answer(service.classify_many(images, top_k, bool(ood)))
+        if inputs:
+            results = [with_photo_check(r, i.original) for r, i in zip(results, inputs,
+                                                                        strict=True)]
         if form != "none":
             for k, r in enumerate(results):
                 r["input"] = model_input(inputs[k] if inputs else ModelInput(images[k]), form)

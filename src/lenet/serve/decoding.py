@@ -18,23 +18,21 @@ import numpy as np
 from PIL import Image
 
 from ..data import idx
+from ..data.images import PREPARE as PREPARE  # the routes' prepare= choices (re-exported)
 from ..data.images import (
     ImageError,
     ImageTooLarge,
     NotAnImage,
     decode_image,
-    has_light_background,
     prepare_image,
-    to_grayscale,
 )
 from ..errors import DataError
-from .limits import ApiError, bad_request, too_large, unsupported
+from .limits import bad_request, too_large, unsupported
 
 # Raw bodies are sniffed, so any of these content types will do; multipart is parsed.
 RAW_TYPES = ("image/", "application/octet-stream", "application/x-npy", "application/npy",
              "application/x-idx")
 FORMATS = "PNG, JPEG, GIF, BMP, WebP, PGM (any format Pillow reads), NPY or IDX"
-PREPARE = ("auto", "full", "none")
 NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -43,6 +41,7 @@ class ModelInput:
     pixels: np.ndarray  # (H, W) uint8: what the model sees
     inverted: bool = False
     notes: list[str] = field(default_factory=list)
+    original: np.ndarray | None = None  # the picture's own statistics (lenet.ood.photo_check)
 
 
 def body_kind(content_type: str | None) -> str:
@@ -181,31 +180,17 @@ class Decoder:
 
     def from_image(self, image: Image.Image, prepare: str, invert: bool | None,
                    notes: list[str], source: str) -> ModelInput:
-        """`prepare`: "full" crops, pads and resizes like `lenet predict`; "none" takes an
-        image of the model's size as it is; "auto" takes a model-sized image with a dark
-        background as it is (the dataset's look) and prepares anything else fully."""
+        """`prepare`: "auto" is the one rule `lenet predict` and `Run.classify` follow
+        (lenet.data.images.prepare_image: a model-sized picture is never cropped or
+        resized, one that looks like the data is taken as it is); "full" crops, pads and
+        resizes every picture; "none" takes pictures of the model's size only."""
         try:
-            if (image.size == self.size[::-1] and prepare != "full" and image.mode == "L"
-                    and "exif" not in image.info):  # the common case, without float copies
-                pixels = np.asarray(image)
-                if prepare == "none" or not (invert or (invert is None and has_light_background(
-                        pixels * np.float32(1 / 255)))):
-                    return ModelInput(255 - pixels if invert else pixels, bool(invert), notes)
-            if image.size == self.size[::-1] and prepare != "full":
-                gray = to_grayscale(image)
-                if prepare == "none" or not (invert or (invert is None
-                                                        and has_light_background(gray))):
-                    flip = bool(invert)
-                    pixels = np.round((1 - gray if flip else gray) * 255).astype(np.uint8)
-                    return ModelInput(pixels, flip, notes)
-            elif prepare == "none":
-                raise bad_request(f"{source}: prepare=none takes images of the model's size "
-                                  f"({self.size[1]}x{self.size[0]}), got "
-                                  f"{image.size[0]}x{image.size[1]}")
             prepared = prepare_image(image, size=self.size, invert=invert, fill=self.fill,
-                                     notes=notes)
-        except ApiError:
-            raise
+                                     notes=notes, mode=prepare)
+        except ImageError as e:
+            if prepare == "none":
+                raise bad_request(f"{source}: prepare=none: {e}") from None
+            raise bad_request(f"{source}: {e}") from None
         except (OSError, ValueError) as e:  # a mode Pillow cannot convert, a broken palette
             raise bad_request(f"{source}: cannot convert this image ({e})") from None
-        return ModelInput(prepared.pixels, prepared.inverted, prepared.notes)
+        return ModelInput(prepared.pixels, prepared.inverted, prepared.notes, prepared.original)

@@ -52,8 +52,10 @@ def documented(**params: tuple[str, Any, str]) -> list[dict[str, Any]]:
 
 
 TOP_K = ("integer", 5, "how many classes to list, most likely first")
-PREPARE = ("string", "auto", "auto: a 28x28 image on a dark background is taken as it is, "
-           "anything else is made to look like the training data (grayscale, a light "
-           "background inverted, cropped, padded, resized); full: always that; none: as it is")
+PREPARE = ("string", "auto", "auto (the rule lenet predict follows): a 28x28 grayscale image on "
+           "a dark background is taken as it is, another 28x28 image made grayscale (a light "
+           "background inverted), anything else made to look like the training data "
+           "(grayscale, a light background inverted, cropped, padded, resized); full: always "
+           "that; none: a 28x28 image as it is")
 INVERT = ("boolean", None, "invert the image (default: when its border is light)")
 OOD = ("boolean", True, "check whether the image looks like the training data")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import LenetError
+from ..ood import photo_check
 from .batching import MicroBatcher
 from .decoding import Decoder
 from .limits import ApiError, Limits
@@ -254,6 +255,18 @@ def answers(logits: np.ndarray, classes: list[str], top_k: int, scores: np.ndarr
                                              "score": score, "threshold": threshold,
                                              "detector": kind}}
             for best, score in zip(ranked, scores.tolist(), strict=True)]
+
+
+def with_photo_check(answer: dict[str, Any], original: np.ndarray | None) -> dict[str, Any]:
+    """A picture's answer with the photo check (lenet.ood.photo_check) in its OOD verdict:
+    the check reads the picture's original, which the micro-batch never sees."""
+    verdict = answer.get("ood")
+    if original is None or not verdict:
+        return answer
+    score = float(photo_check.adjust(np.array([verdict["score"]]), verdict["detector"],
+                                     [original])[0])
+    return {**answer, "ood": {**verdict, "score": score,
+                              "out_of_distribution": score < verdict["threshold"]}}
 
 
 def _one_blas_thread() -> None:
