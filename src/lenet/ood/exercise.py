@@ -10,7 +10,7 @@ the maximum softmax probability (`msp`) and the negative free energy
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +94,7 @@ def saturation(values: torch.Tensor, activation: str) -> float:
 
 def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: float,
             kind: str = "msp",
-            flag: Callable[[np.ndarray], np.ndarray] | None = None) -> list[GroupReport]:
+            flag: Callable[[np.ndarray], Sequence[bool] | np.ndarray] | None = None) -> list[GroupReport]:
     """Per group: confidence, flagged share, predicted classes, layer statistics. `flag`
     (images -> bool per image) replaces the `kind` score below `threshold` as the OOD flag."""
     activation = predictor.model.config.activation

@@ -18,7 +18,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,10 @@ from . import fit as fitting
 from .console import Console
 from .directory import RunDir, read_metrics
 from .fit import RunResult, StopRequest
+
+if TYPE_CHECKING:
+    from ..ood.guard import Verdict
+    from ..ood.runs import OODCheck
 from .sinks import Sink, default_sinks
 
 
@@ -60,9 +64,9 @@ class ScoreDetector:
     name: str  # "combined" by default; msp, energy, mahalanobis, knn, pixels (lenet.ood)
     threshold: float
     tpr: float
-    check: Any  # lenet.ood.runs.OODCheck: the fitted detectors bound to a predictor
+    check: OODCheck  # the fitted detectors bound to a predictor
 
-    def verdicts(self, images: Any) -> tuple[torch.Tensor, list[Any]]:
+    def verdicts(self, images: Any) -> tuple[torch.Tensor, list[Verdict]]:
         """(logits (N, classes), a lenet.ood.guard.Verdict per image), one forward pass."""
         return self.check.check(images, self.name, self.tpr)
 
@@ -159,7 +163,7 @@ class Run:
 
     # --- what it recorded -----------------------------------------------------------------
 
-    def checkpoint(self) -> dict[str, Any]:
+    def checkpoint(self) -> Payload:
         """The checkpoint's contents (read from disk once)."""
         if self._payload is None:
             self._payload = checkpoint.load(self.dir.checkpoint)

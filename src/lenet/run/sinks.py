@@ -21,7 +21,7 @@ writes"), write a sink or wrap one; see `OnlyIf`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,7 +229,8 @@ class ConsoleSink(Sink):
         self._close_bar()
         self.console.table_row(epoch.row, self.eval_name)
         if epoch.reached_target is not None:
-            accuracy = epoch.row[f"{self.eval_name}_acc"]
+            row: Mapping[str, Any] = epoch.row  # the key is test_acc or val_acc
+            accuracy = row[f"{self.eval_name}_acc"]
             self.console.print(f"reached {self.eval_name} accuracy {accuracy:.4f} >= "
                                f"{epoch.reached_target} after epoch {epoch.row['epoch']}: "
                                "stopping")
@@ -263,7 +264,7 @@ class TensorBoardSink(Sink):
         except ImportError:
             raise ConfigError("--tensorboard needs the tensorboard package: "
                               "pip install tensorboard") from None
-        self.make = lambda: SummaryWriter(log_dir=str(run_dir.file("tensorboard")))
+        self.make: Callable[[], Any] = lambda: SummaryWriter(log_dir=str(run_dir.file("tensorboard")))
         self.writer: Any = None  # made when the run starts: no files from a process that
         # only builds the sinks (ranks other than 0 under torchrun: OnlyIf)
 

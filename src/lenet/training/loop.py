@@ -93,10 +93,10 @@ class EpochTotals:
         packed = torch.stack([self.loss_sum.double(), self.correct.double(),
                               self.loss_sum.new_tensor(self.examples, dtype=torch.float64),
                               self.loss_sum.new_tensor(float(stop), dtype=torch.float64)])
-        packed = world.sum(packed).tolist()
-        return EpochTotals(self.loss_sum.new_tensor(packed[0]),
-                           self.correct.new_tensor(round(packed[1])), round(packed[2]),
-                           self.steps, self.seconds), packed[3] > 0
+        sums = world.sum(packed).tolist()
+        return EpochTotals(self.loss_sum.new_tensor(sums[0]),
+                           self.correct.new_tensor(round(sums[1])), round(sums[2]),
+                           self.steps, self.seconds), sums[3] > 0
 
     @property
     def loss(self) -> float:
@@ -174,6 +174,7 @@ def train_one_epoch(
             # DDP averages the ranks' gradients. A rank's mean loss over its n of the global
             # batch's G examples, weighted n*ranks/G (1.0 when G divides), makes that
             # average the gradient of the global batch's mean loss, as one process has it.
+            assert isinstance(batches, Batches), "distributed training shards lenet's Batches"
             objective = loss * (len(y) * world.size / batches.global_size(totals.steps))
         else:
             objective = loss
