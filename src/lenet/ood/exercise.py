@@ -94,7 +94,8 @@ def saturation(values: torch.Tensor, activation: str) -> float:
 
 def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: float,
             kind: str = "msp",
-            flag: Callable[[np.ndarray], Sequence[bool] | np.ndarray] | None = None) -> list[GroupReport]:
+            flag: Callable[[np.ndarray], Sequence[bool] | np.ndarray] | None = None,
+            ) -> list[GroupReport]:
     """Per group: confidence, flagged share, predicted classes, layer statistics. `flag`
     (images -> bool per image) replaces the `kind` score below `threshold` as the OOD flag."""
     activation = predictor.model.config.activation

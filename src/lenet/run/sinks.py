@@ -264,7 +264,8 @@ class TensorBoardSink(Sink):
         except ImportError:
             raise ConfigError("--tensorboard needs the tensorboard package: "
                               "pip install tensorboard") from None
-        self.make: Callable[[], Any] = lambda: SummaryWriter(log_dir=str(run_dir.file("tensorboard")))
+        self.make: Callable[[], Any] = lambda: SummaryWriter(
+            log_dir=str(run_dir.file("tensorboard")))
         self.writer: Any = None  # made when the run starts: no files from a process that
         # only builds the sinks (ranks other than 0 under torchrun: OnlyIf)
 
