@@ -36,7 +36,7 @@ class BookFashionMNIST(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         img = Image.fromarray(self.images[i].numpy(), mode="L")
-        img = img.resize(self.resize[::-1], Image.BILINEAR)  # transforms.Resize
+        img = img.resize(self.resize[::-1], Image.Resampling.BILINEAR)  # transforms.Resize
         x = torch.from_numpy(np.array(img, np.uint8, copy=True))  # transforms.ToTensor
         x = x.view(img.size[1], img.size[0], 1).permute(2, 0, 1).contiguous().float().div(255)
         return x, int(self.targets[i])

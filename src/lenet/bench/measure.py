@@ -151,6 +151,7 @@ def time_to_accuracy(args: list[str], target: float = 0.90) -> TimeToAccuracy:
         start = time.perf_counter()
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:
+            assert child.stdout is not None  # stdout=PIPE
             for line in child.stdout:
                 if reached is None and _epoch_accuracy(line) >= target:
                     reached = time.perf_counter() - start
