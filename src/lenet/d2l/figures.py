@@ -116,7 +116,7 @@ def _describe(fig: Figure) -> str:
         # Both boards name their lines in plotting order (the legend's own handles are
         # copies drawn in the legend box).
         for line, text in zip(axes.get_lines(), legend.get_texts(), strict=False):
-            ys = line.get_ydata()
+            ys: Any = line.get_ydata()  # float data (matplotlib's type: any ArrayLike)
             last = f" {float(ys[-1]):.3f}" if len(ys) else ""
             parts.append(f"{text.get_text()}{last}")
     return f"[figure: {', '.join(parts)}]" if parts else "[figure]"
@@ -202,6 +202,20 @@ def _flush_all() -> None:
 
 class ProgressBoard(HyperParameters):
     """The plot of data points in animation (the current edition's board)."""
+
+    # Set by save_hyperparameters from the constructor's arguments (the book's API).
+    xlabel: str | None
+    ylabel: Any  # str or None (which matplotlib draws as no label)
+    xlim: Any
+    ylim: Any
+    xscale: str
+    yscale: str
+    ls: Sequence[str]
+    colors: Sequence[str]
+    fig: Figure | None
+    axes: Any
+    figsize: tuple[float, float]
+    display: bool
 
     def __init__(self, xlabel: str | None = None, ylabel: str | None = None, xlim: Any = None,
                  ylim: Any = None, xscale: str = "linear", yscale: str = "linear",
