@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def steps_per_second(data: Dataset, config: TrainConfig, steps: int = 120) -> fl
                            autocast_dtype=dtype).examples_per_sec
 
 
-def _after(steps: int):
+def _after(steps: int) -> Callable[[], bool]:
     """A `should_stop` that says yes at the `steps`-th call."""
     calls = itertools.count(1)
     return lambda: next(calls) >= steps

@@ -85,7 +85,7 @@ def load_data_fashion_mnist(batch_size: int, resize: Any = None,
             in_memory_batches(test, batch_size, shuffle=False, resize=resize))
 
 
-def evaluate_accuracy_gpu(net: nn.Module, data_iter: Iterable, device: Any = None) -> float:
+def evaluate_accuracy_gpu(net: nn.Module, data_iter: Iterable[Any], device: Any = None) -> float:
     """Compute the accuracy for a model on a dataset using a GPU."""
     if device is not None:
         net.to(device)
@@ -99,7 +99,7 @@ class SizedBatches(Protocol):
     def __len__(self) -> int: ...
 
 
-def train_ch6(net: nn.Module, train_iter: SizedBatches, test_iter: Iterable, num_epochs: int,
+def train_ch6(net: nn.Module, train_iter: SizedBatches, test_iter: Iterable[Any], num_epochs: int,
               lr: float, device: Any) -> None:
     """Train a model with a GPU (defined in Chapter 6)."""
     def init_weights(m: nn.Module) -> None:

@@ -229,8 +229,8 @@ class ProgressBoard(HyperParameters):
     def draw(self, x: float, y: Any, label: str, every_n: int = 1) -> None:
         """Add a point; every `every_n` points, plot their mean and redraw."""
         if not hasattr(self, "raw_points"):
-            self.raw_points: OrderedDict[str, list] = OrderedDict()
-            self.data: OrderedDict[str, list] = OrderedDict()
+            self.raw_points: OrderedDict[str, list[Point]] = OrderedDict()
+            self.data: OrderedDict[str, list[Point]] = OrderedDict()
         if label not in self.raw_points:
             self.raw_points[label], self.data[label] = [], []
         points, line = self.raw_points[label], self.data[label]
@@ -291,8 +291,8 @@ class Animator:
         self.axes = [axes] if nrows * ncols == 1 else list(axes.flat)
         self.config_axes = lambda: set_axes(self.axes[0], xlabel, ylabel, xlim, ylim, xscale,
                                             yscale, legend)
-        self.X: list[list] | None = None
-        self.Y: list[list] | None = None
+        self.X: list[list[float]] | None = None
+        self.Y: list[list[float]] | None = None
         self.fmts = fmts
         self.output = FigureOutput(self.fig)
 

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
-def add_to_class(Class: type) -> Callable[[Callable], Callable]:
+def add_to_class(Class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a method of `Class`."""
-    def wrapper(obj: Callable) -> Callable:
+    def wrapper(obj: Callable[..., Any]) -> Callable[..., Any]:
         setattr(Class, obj.__name__, obj)
         return obj
     return wrapper

@@ -118,7 +118,8 @@ class EvalResult:
     examples: int
 
 
-def epoch_batches(batches: Batches | Iterable, epoch: int, start: int = 0) -> Iterator:
+def epoch_batches(batches: Batches | Iterable[Any], epoch: int, start: int = 0
+                  ) -> Iterator[Any]:
     """The batches of `epoch`; any iterable of (X, y) works, lenet's Batches also resume."""
     if isinstance(batches, Batches):
         return batches.epoch(epoch, start)
@@ -129,7 +130,7 @@ def epoch_batches(batches: Batches | Iterable, epoch: int, start: int = 0) -> It
 
 def train_one_epoch(
     model: nn.Module,
-    batches: Batches | Iterable,
+    batches: Batches | Iterable[Any],
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler | None = None,
     *,
@@ -222,7 +223,8 @@ def _check_finite(totals: EpochTotals, epoch: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches | Iterable, world: World = ALONE) -> EvalResult:
+def evaluate(model: nn.Module, batches: Batches | Iterable[Any], world: World = ALONE
+             ) -> EvalResult:
     """Mean cross-entropy and accuracy of `model` over all of `batches` (each rank's shard
     of them, summed over the `world`)."""
     device = next(model.parameters()).device
