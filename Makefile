@@ -2,6 +2,7 @@
 #   make train   set up .venv, make Fashion-MNIST available, train LeNet-5 (the book's recipe)
 #   make test    the same set-up, then the whole test suite
 #   make test-fast   the suite without the tests marked slow: the inner loop, under a minute
+#   make lint     ruff, then mypy (strict on the public API; settings in pyproject.toml)
 #   make test-native   the fused kernel forced at each x86-64 level, and cross-built for aarch64
 #   make faults   the crash campaign: runs and sweeps killed with SIGKILL, resumed, compared
 #   make fuzz     the deeper fuzzing run of every parser (hypothesis, 120 s per target)
@@ -39,6 +40,7 @@ test-native: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 faults: data
 	$(BIN)/python benchmarks/faults.py $(ARGS)
@@ -50,4 +52,4 @@ bench: data
 	$(BIN)/lenet bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -116,10 +116,11 @@ def run(*, rounds: int = 2, quick: bool = False, say: Callable[[str], None] = pr
             continue
         predictor = Predictor(model, list(data.classes), "cpu", backend=backend,
                               precision=precision)
-        speed = measure.inference_speed(predictor, images)
-        say(f"  {backend} {precision}: median {speed.median_ms:.3f} ms, p99 {speed.p99_ms:.3f} "
-            f"ms per image; {speed.batch_images_per_sec:,.0f} images/s in batches of 1,024")
-        report["inference"].append({**asdict(speed), "precision": precision})
+        answers = measure.inference_speed(predictor, images)
+        say(f"  {backend} {precision}: median {answers.median_ms:.3f} ms, p99 "
+            f"{answers.p99_ms:.3f} ms per image; {answers.batch_images_per_sec:,.0f} images/s "
+            "in batches of 1,024")
+        report["inference"].append({**asdict(answers), "precision": precision})
 
     if torch.cuda.is_available():
         say("\n6. GPU training speed, lenet5")

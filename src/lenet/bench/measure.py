@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def steps_per_second(data: Dataset, config: TrainConfig, steps: int = 120) -> fl
                            autocast_dtype=dtype).examples_per_sec
 
 
-def _after(steps: int):
+def _after(steps: int) -> Callable[[], bool]:
     """A `should_stop` that says yes at the `steps`-th call."""
     calls = itertools.count(1)
     return lambda: next(calls) >= steps
@@ -151,6 +152,7 @@ def time_to_accuracy(args: list[str], target: float = 0.90) -> TimeToAccuracy:
         start = time.perf_counter()
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:
+            assert child.stdout is not None  # stdout=PIPE
             for line in child.stdout:
                 if reached is None and _epoch_accuracy(line) >= target:
                     reached = time.perf_counter() - start

@@ -76,8 +76,10 @@ def worker(variant: str, steps: int, rounds: int, budget_s: float) -> dict[str, 
         torch.set_num_threads(n_threads)
         for name, recipe in RECIPES:
             model = prepare_model(build_model(MODELS[name], seed=0), cpu)
+            path = kernel_path(model)
+            assert path is not None  # LeNet-5's blocks on the CPU: the kernel takes them
             fused_s, torch_s, n = guard.measure(
-                *guard.contenders(kernel_path(model).kernel, 128, True), budget_s=budget_s)
+                *guard.contenders(path.kernel, 128, True), budget_s=budget_s)
             result["blocks"].append({"threads": n_threads, "recipe": recipe, "rounds": n,
                                      "fused_ms": fused_s * 1e3, "torch_ms": torch_s * 1e3})
     torch.set_num_threads(threads)
@@ -141,6 +143,7 @@ def run(*, steps: int = 100, rounds: int = 2, budget_s: float = 1.5,
              "--steps", str(steps), "--rounds", str(rounds), "--budget", str(budget_s)],
             env=env, capture_output=True, text=True)
         lines = child.stdout.strip().splitlines()
+        result: dict[str, Any]
         if child.returncode != 0 or not lines:
             result = {"variant": variant, "skipped": (child.stderr.strip().splitlines()
                                                       or ["worker failed"])[-1]}

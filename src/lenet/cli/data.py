@@ -8,7 +8,7 @@ from ..data.datasets import DATASETS, SPLITS
 from .args import positive_int
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("data", help="dataset tools: fetch, show")
     data = p.add_subparsers(title="data commands", metavar="ACTION", required=True)
     p = data.add_parser("fetch", help="find (or download) a dataset and verify its checksums")

@@ -20,7 +20,7 @@ MODES = {"auto": "the guard measures each new setting once, then decides",
          "off": "never the kernel (LENET_NATIVE=0)"}
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "doctor", help="the native kernel's state: compiler, flags, ISA level, cache, guard",
         description="Print what lenet computes with here: the fused native kernel's compiler, "

@@ -8,7 +8,7 @@ from pathlib import Path
 from .args import non_negative_int, positive_int
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "sweep", help="run a grid or random search from a TOML file, in parallel, resumable",
         description="Run every unfinished run of a sweep file (see sweeps/*.toml) in worker "

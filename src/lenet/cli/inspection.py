@@ -22,7 +22,7 @@ from .args import int_list, positive_int
 from .ood import add_detector_options
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def run_parser(name: str, help: str) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help, description=help)
         p.add_argument("run", metavar="RUN", help="a run directory or checkpoint file")

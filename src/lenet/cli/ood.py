@@ -22,7 +22,7 @@ from ..predict.choices import BACKENDS
 from .args import fraction, positive_int
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     help = "out-of-distribution inputs: the exercise, fitting the detectors, the benchmark"
     p = commands.add_parser("ood", help=help, description=__doc__.split("\n\n", 1)[1],
                             usage="lenet ood [fit] RUN [options]",

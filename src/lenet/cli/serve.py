@@ -10,7 +10,7 @@ from ..predict.choices import BACKENDS
 from .args import positive_float, positive_int
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     help = "serve a trained run: an HTTP API (/v1) and a page to draw, upload and look inside"
     p = commands.add_parser("serve", help=help, description=help + ". Every limit below "
                             "answers with a JSON error, never a crash.")

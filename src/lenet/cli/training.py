@@ -21,7 +21,7 @@ from .args import (
 from .launch import launch
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = TrainConfig()
     p = commands.add_parser(
         "train", help="train a model and record the run",

@@ -6,6 +6,8 @@ previous one (train_ch6, load_data_fashion_mnist, ...). Change that one import
 line and the chapter's code runs unchanged, faster, without torchvision.
 """
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,7 +77,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "plt":  # pyplot only when the reader asks for it: importing it picks a backend
         from matplotlib import pyplot
 

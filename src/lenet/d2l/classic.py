@@ -8,8 +8,8 @@ held in memory on the training device.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class Accumulator:
 def accuracy(y_hat: torch.Tensor, y: torch.Tensor) -> float:
     """Compute the number of correct predictions."""
     if len(y_hat.shape) > 1 and y_hat.shape[1] > 1:
-        y_hat = y_hat.argmax(axis=1)
+        y_hat = y_hat.argmax(dim=1)
     cmp = y_hat.type(y.dtype) == y
     return float(cmp.type(y.dtype).sum())
 
@@ -85,14 +85,21 @@ def load_data_fashion_mnist(batch_size: int, resize: Any = None,
             in_memory_batches(test, batch_size, shuffle=False, resize=resize))
 
 
-def evaluate_accuracy_gpu(net: nn.Module, data_iter: Iterable, device: Any = None) -> float:
+def evaluate_accuracy_gpu(net: nn.Module, data_iter: Iterable[Any], device: Any = None) -> float:
     """Compute the accuracy for a model on a dataset using a GPU."""
     if device is not None:
         net.to(device)
     return evaluate(net, data_iter).accuracy
 
 
-def train_ch6(net: nn.Module, train_iter: Iterable, test_iter: Iterable, num_epochs: int,
+class SizedBatches(Protocol):
+    """What train_ch6 trains on: batches that can be counted (a DataLoader, Batches)."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+    def __len__(self) -> int: ...
+
+
+def train_ch6(net: nn.Module, train_iter: SizedBatches, test_iter: Iterable[Any], num_epochs: int,
               lr: float, device: Any) -> None:
     """Train a model with a GPU (defined in Chapter 6)."""
     def init_weights(m: nn.Module) -> None:

@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 
 from ..base import device as devices
 from ..data import loader, sources
+from ..data.datasets import get_spec
 from ..models import summary
 from ..models.config import ModelConfig
 from ..models.network import LeNet as LeNetNetwork
@@ -96,6 +97,11 @@ def in_memory_batches(dataset: TensorDataset, batch_size: int, shuffle: bool,
 class DataModule(HyperParameters):
     """The base class of data. `num_workers` is accepted and ignored: no workers are needed."""
 
+    # Set by save_hyperparameters from the constructors' arguments (the book's API).
+    root: str
+    num_workers: int
+    batch_size: int  # a subclass's argument
+
     def __init__(self, root: str = "../data", num_workers: int = 4) -> None:
         self.save_hyperparameters()
 
@@ -116,6 +122,8 @@ class DataModule(HyperParameters):
 
 class FashionMNIST(DataModule):
     """The Fashion-MNIST dataset."""
+
+    resize: tuple[int, int]  # set by save_hyperparameters, as batch_size
 
     def __init__(self, batch_size: int = 64, resize: tuple[int, int] = (28, 28)) -> None:
         super().__init__()
@@ -139,7 +147,7 @@ class FashionMNIST(DataModule):
 
 def get_fashion_mnist_labels(labels: Any) -> list[str]:
     """Return text labels for the Fashion-MNIST dataset (the book's short names)."""
-    names = [name.split("/")[0] for name in sources.get_spec("fashion-mnist").classes]
+    names = [name.split("/")[0] for name in get_spec("fashion-mnist").classes]
     return [names[int(i)] for i in labels]
 
 
@@ -152,6 +160,12 @@ class Module(nn.Module, HyperParameters):
     # The book's own Sequential `net` on the fused kernel, set by Trainer.prepare_model
     # where it fits (a lenet LeNet as `net` has its own); None: `net` as it is.
     fused_net: SequentialKernel | None = None
+    # Set by save_hyperparameters (the book's API), by a subclass, or by the trainer:
+    plot_train_per_epoch: int
+    plot_valid_per_epoch: int
+    lr: float  # a subclass's argument
+    net: nn.Module  # a subclass's network
+    trainer: Trainer  # Trainer.prepare_model
 
     def __init__(self, plot_train_per_epoch: int = 2, plot_valid_per_epoch: int = 1) -> None:
         super().__init__()
@@ -209,7 +223,7 @@ class Classifier(Module):
     def accuracy(self, Y_hat: torch.Tensor, Y: torch.Tensor, averaged: bool = True) -> torch.Tensor:
         """Compute the number of correct predictions."""
         Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
-        preds = Y_hat.argmax(axis=1).type(Y.dtype)
+        preds = Y_hat.argmax(dim=1).type(Y.dtype)
         compare = (preds == Y.reshape(-1)).type(torch.float32)
         return compare.mean() if averaged else compare
 
@@ -244,6 +258,11 @@ class LeNet(Classifier):
 
 class Trainer(HyperParameters):
     """The base class for training models with data."""
+
+    # Set by save_hyperparameters from the constructor's arguments (the book's API).
+    max_epochs: int
+    num_gpus: int
+    gradient_clip_val: float
 
     def __init__(self, max_epochs: int, num_gpus: int = 0, gradient_clip_val: float = 0) -> None:
         self.save_hyperparameters()

@@ -116,7 +116,7 @@ def _describe(fig: Figure) -> str:
         # Both boards name their lines in plotting order (the legend's own handles are
         # copies drawn in the legend box).
         for line, text in zip(axes.get_lines(), legend.get_texts(), strict=False):
-            ys = line.get_ydata()
+            ys: Any = line.get_ydata()  # float data (matplotlib's type: any ArrayLike)
             last = f" {float(ys[-1]):.3f}" if len(ys) else ""
             parts.append(f"{text.get_text()}{last}")
     return f"[figure: {', '.join(parts)}]" if parts else "[figure]"
@@ -203,6 +203,20 @@ def _flush_all() -> None:
 class ProgressBoard(HyperParameters):
     """The plot of data points in animation (the current edition's board)."""
 
+    # Set by save_hyperparameters from the constructor's arguments (the book's API).
+    xlabel: str | None
+    ylabel: Any  # str or None (which matplotlib draws as no label)
+    xlim: Any
+    ylim: Any
+    xscale: str
+    yscale: str
+    ls: Sequence[str]
+    colors: Sequence[str]
+    fig: Figure | None
+    axes: Any
+    figsize: tuple[float, float]
+    display: bool
+
     def __init__(self, xlabel: str | None = None, ylabel: str | None = None, xlim: Any = None,
                  ylim: Any = None, xscale: str = "linear", yscale: str = "linear",
                  ls: Sequence[str] = ("-", "--", "-.", ":"),
@@ -215,8 +229,8 @@ class ProgressBoard(HyperParameters):
     def draw(self, x: float, y: Any, label: str, every_n: int = 1) -> None:
         """Add a point; every `every_n` points, plot their mean and redraw."""
         if not hasattr(self, "raw_points"):
-            self.raw_points: OrderedDict[str, list] = OrderedDict()
-            self.data: OrderedDict[str, list] = OrderedDict()
+            self.raw_points: OrderedDict[str, list[Point]] = OrderedDict()
+            self.data: OrderedDict[str, list[Point]] = OrderedDict()
         if label not in self.raw_points:
             self.raw_points[label], self.data[label] = [], []
         points, line = self.raw_points[label], self.data[label]
@@ -277,8 +291,8 @@ class Animator:
         self.axes = [axes] if nrows * ncols == 1 else list(axes.flat)
         self.config_axes = lambda: set_axes(self.axes[0], xlabel, ylabel, xlim, ylim, xscale,
                                             yscale, legend)
-        self.X: list[list] | None = None
-        self.Y: list[list] | None = None
+        self.X: list[list[float]] | None = None
+        self.Y: list[list[float]] | None = None
         self.fmts = fmts
         self.output = FigureOutput(self.fig)
 

@@ -40,7 +40,7 @@ class SequentialKernel:
         self.net, self.path, self.rest = net, path, rest
 
     @classmethod
-    def of(cls, net: nn.Module) -> SequentialKernel | None:
+    def of(cls, net: nn.Module | None) -> SequentialKernel | None:
         """For a Sequential that starts with LeNet-5's conv blocks as the kernel has them
         (call it after `prepare_model`, which swaps the pools), else None."""
         if type(net) is not nn.Sequential:

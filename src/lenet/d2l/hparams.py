@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
-def add_to_class(Class: type) -> Callable[[Callable], Callable]:
+def add_to_class(Class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a method of `Class`."""
-    def wrapper(obj: Callable) -> Callable:
+    def wrapper(obj: Callable[..., Any]) -> Callable[..., Any]:
         setattr(Class, obj.__name__, obj)
         return obj
     return wrapper
@@ -25,8 +25,10 @@ class HyperParameters:
 
     def save_hyperparameters(self, ignore: Iterable[str] = ()) -> None:
         """Save the calling `__init__`'s arguments into `self.hparams` and as attributes."""
-        frame = inspect.currentframe().f_back  # the caller's __init__
-        _, _, _, local_vars = inspect.getargvalues(frame)
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None  # the caller's __init__
+        assert caller is not None, "save_hyperparameters needs CPython's call frames"
+        _, _, _, local_vars = inspect.getargvalues(caller)
         skip = {*ignore, "self"}
         self.hparams: dict[str, Any] = {
             k: v for k, v in local_vars.items()

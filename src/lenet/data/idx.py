@@ -9,10 +9,10 @@ file name. Every inconsistency raises `DataError` naming the file.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def read_bytes(path: str | Path) -> bytes:
         raise DataError(f"{path}: {kind} ({e.strerror or e})") from e
 
 
-def _read_bounded(stream: BinaryIO, source: Path) -> bytes:
+def _read_bounded(stream: io.BufferedIOBase, source: Path) -> bytes:
     head = stream.read(4)
     if len(head) == 4 and head[:2] == b"\0\0":
         head += stream.read(4 * head[3])
@@ -75,7 +75,7 @@ def _read_bounded(stream: BinaryIO, source: Path) -> bytes:
     return data
 
 
-def _read_upto(stream: BinaryIO, n: int, chunk: int = 1 << 24) -> bytes:
+def _read_upto(stream: io.BufferedIOBase, n: int, chunk: int = 1 << 24) -> bytes:
     """At most `n` bytes, read in chunks: a header that lies about the size costs no more
     memory than the data that is really there (one read(n) would allocate n)."""
     parts, total = [], 0

@@ -108,6 +108,7 @@ class Batches:
         """The whole epoch's random flips (N,) and shifts (N, 2), drawn from (seed, epoch) so
         that a resumed epoch sees the same ones."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 500_000)
+        assert self.augment is not None, "drawn only for a loader that augments"
         n = len(self.labels)
         flips = torch.rand(n, generator=generator) < 0.5
         shifts = torch.randint(-SHIFT, SHIFT + 1, (n, 2), generator=generator)

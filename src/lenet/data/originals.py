@@ -66,7 +66,7 @@ def original_statistics(image: Image.Image) -> np.ndarray:
     yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
     colour = (np.sqrt(rg.var() + yb.var())
               + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
-    grey = rgb @ np.float32([0.299, 0.587, 0.114])  # (h, w), as Pillow's "L"
+    grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)  # (h, w), as Pillow's "L"
     h, w = grey.shape
     band = max(1, min(h, w) // 16)
     ring = np.ones((h, w), bool)

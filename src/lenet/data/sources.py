@@ -115,7 +115,8 @@ def load_from(spec: DatasetSpec, directory: Path, *, verify: bool = True) -> Dat
                 raise DataError(f"{directory}: {file.name}[.gz] is missing")
             arrays.append(load_file(path, file, verify=verify))
             paths.append(path)
-        splits[split] = check_split(spec, split, *arrays, paths)
+        images, labels = arrays  # spec.files holds (images, labels) per split
+        splits[split] = check_split(spec, split, images, labels, paths)
     return Dataset(spec, splits["train"], splits["test"], directory)
 
 
@@ -157,7 +158,8 @@ def directory_spec(directory: Path) -> DatasetSpec:
     labels' numbers.
     """
     template = get_spec("mnist")
-    files = {split: tuple(IDXFile(f.name) for f in pair) for split, pair in template.files.items()}
+    files = {split: (IDXFile(images.name), IDXFile(labels.name))
+             for split, (images, labels) in template.files.items()}
     missing = [f.name for pair in files.values() for f in pair if not find_file(directory, f)]
     if missing:
         raise DataError(f"{directory}: missing {', '.join(missing)} (raw or .gz)")
@@ -166,7 +168,9 @@ def directory_spec(directory: Path) -> DatasetSpec:
         classes = tuple(line.strip() for line in names_file.read_text().splitlines()
                         if line.strip())
     else:
-        labels = load_file(find_file(directory, files["train"][1]), files["train"][1])
+        labels_path = find_file(directory, files["train"][1])
+        assert labels_path is not None  # no file is missing: checked above
+        labels = load_file(labels_path, files["train"][1])
         classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 1))
     return DatasetSpec(name=str(directory), title=directory.name, classes=classes, files=files,
                        mirrors=(), how_to_get=f"put the four IDX files in {directory}")

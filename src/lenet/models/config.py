@@ -95,7 +95,9 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model option(s): {', '.join(sorted(unknown))}")
         # JSON and checkpoints store tuples as lists.
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items()}
+        return cls(**values)
 
 
 # Named variants: the CLI's --model choices, the docs and the tests all read this.

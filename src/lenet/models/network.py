@@ -108,8 +108,10 @@ class LeNet(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         kernel = self.blocks_kernel
         features = kernel(x) if kernel is not None else None
-        if features is None:
-            return super().forward(x)
+        if kernel is None or features is None:
+            # torch leaves Sequential.forward unannotated
+            out: torch.Tensor = super().forward(x)  # type: ignore[no-untyped-call]
+            return out
         for layer in self.layers_after(f"pool{kernel.blocks}"):
             features = layer(features)
         return features

@@ -34,7 +34,7 @@ def _macs(layer: nn.Module, output: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def summarize(model: nn.Sequential,
+def summarize(model: nn.Module,
               input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> list[LayerRow]:
     """Run a zero input through `model` layer by layer and describe each layer."""
     was_training = model.training

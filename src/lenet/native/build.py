@@ -199,8 +199,8 @@ def load(name: str) -> ctypes.CDLL | None:
         _loaded[name] = built
         return ctypes.CDLL(str(built.path))
     except (BuildError, OSError) as error:
-        built = getattr(error, "build", None)
-        _loaded[name] = built if built is not None else str(error)
+        failed = getattr(error, "build", None)
+        _loaded[name] = failed if failed is not None else str(error)
         warnings.warn(f"lenet: native {name} kernel not used, PyTorch's layers run instead: "
                       f"{error}", RuntimeWarning, stacklevel=2)
         return None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ class AvgPool2d(nn.AvgPool2d):
                 and pool.divisor_override is None)
 
 
-def _conv_ok(conv: nn.Module, c_in: int, c_out: int, padding: int) -> bool:
+def _conv_ok(conv: nn.Module, c_in: int, c_out: int, padding: int) -> TypeGuard[nn.Conv2d]:
     return (type(conv) is nn.Conv2d and conv.in_channels == c_in
             and conv.out_channels == c_out and conv.kernel_size == (5, 5)
             and conv.stride == (1, 1) and conv.padding == (padding, padding)
@@ -74,7 +74,7 @@ def _conv_ok(conv: nn.Module, c_in: int, c_out: int, padding: int) -> bool:
             and conv.padding_mode == "zeros")
 
 
-def _norm_ok(bn: nn.Module | None, channels: int) -> bool:
+def _norm_ok(bn: nn.Module | None, channels: int) -> TypeGuard[nn.BatchNorm2d | None]:
     return bn is None or (type(bn) is nn.BatchNorm2d and bn.num_features == channels
                           and bn.affine and bn.track_running_stats and bn.momentum is not None)
 
@@ -105,7 +105,8 @@ def kernel_blocks(blocks: Sequence[ConvBlock]) -> lenet5.Blocks | None:
             or not (_conv_ok(one.conv, 1, 6, 2) and _conv_ok(two.conv, 6, 16, 0))
             or (one.norm is None) != (two.norm is None)
             or not (_norm_ok(one.norm, 6) and _norm_ok(two.norm, 16))
-            or (one.norm is not None and one.norm.eps != two.norm.eps)):  # the kernel: one eps
+            or (one.norm is not None and two.norm is not None  # (both or neither: above)
+                and one.norm.eps != two.norm.eps)):  # the kernel: one eps
         return None
     return lenet5.Blocks(one.conv, two.conv, activation, pool, one.norm, two.norm,
                          tuple(one.layers() + two.layers()))
@@ -137,11 +138,11 @@ class KernelPath:
     def can_run(self, x: torch.Tensor) -> bool:
         """Whether this forward may run in the kernel (checked every call: 20-30 us)."""
         k = self.kernel
-        batch_norm = k.bn1 is not None
-        if batch_norm and k.bn1.training != k.bn2.training:
+        bn1, bn2 = k.bn1, k.bn2  # both or neither
+        if bn1 is not None and bn2 is not None and bn1.training != bn2.training:
             return False
         # With batch norm in eval mode the kernel has no backward (batch statistics only).
-        frozen_norm_with_grad = (batch_norm and not k.bn1.training and torch.is_grad_enabled()
+        frozen_norm_with_grad = (bn1 is not None and not bn1.training and torch.is_grad_enabled()
                                  and any(p.requires_grad for m in k.layers
                                          for p in m.parameters()))
         return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
@@ -178,7 +179,10 @@ def kernel_path(model: nn.Module) -> KernelPath | None:
     return found[0] if found else None
 
 
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def prepare_model(model: ModuleT, device: torch.device) -> ModuleT:
     """Move `model` to `device` and lay it out to train fastest there (in place): every LeNet
     in it gets the fused kernel as its `blocks_kernel` where its conv blocks allow."""
     model.to(device)
@@ -193,7 +197,8 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
         slow_in_nhwc = (nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                         nn.SyncBatchNorm)
         if not any(isinstance(m, slow_in_nhwc) for m in model.modules()):
-            model.to(memory_format=torch.channels_last)
+            # torch's overloads of Module.to omit the memory_format its docs give
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 
@@ -231,6 +236,7 @@ def native_choice(model: nn.Module, batch_size: int, precision: str = "fp32") ->
         why = "the model's first layers are not LeNet-5's conv blocks as the kernel has them"
     if why is not None:
         return {"path": "pytorch", "why": why, "kernel": guard.kernel_report()}
+    assert path is not None  # `why` says why there is none
     decision = guard.decide(path.kernel, batch_size, backward=True)
     return {"path": "fused kernel" if decision.use_kernel else "pytorch", "why": decision.why,
             "fused_ms": decision.fused_ms, "torch_ms": decision.torch_ms,

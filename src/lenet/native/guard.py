@@ -161,7 +161,7 @@ def current() -> KernelGuard:
     return _guards[key]
 
 
-_memo: dict[tuple, Decision] = {}  # per-step lookups without building the key string
+_memo: dict[tuple[Any, ...], Decision] = {}  # per-step lookups without building the key string
 
 
 def decide(blocks: lenet5.Blocks, batch: int, backward: bool) -> Decision:

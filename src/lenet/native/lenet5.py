@@ -116,7 +116,9 @@ def describe() -> str:
     lib = library()
     if lib is None:
         return f"PyTorch's (native kernel not used: {why_not()})"
-    chain = built().toolchain
+    origin = built()
+    assert origin is not None  # the library loaded, so it was built
+    chain = origin.toolchain
     guard = {"on": "always (LENET_NATIVE=1)", "auto": "where the guard measured it faster",
              "off": "loaded, but turned off (LENET_NATIVE=0)"}
     return (f"native fused, {guard[build.mode()]} ({chain.version_line}, "
@@ -140,13 +142,21 @@ def bn_buffer(bn1: nn.BatchNorm2d, bn2: nn.BatchNorm2d, mode: int) -> torch.Tens
     """The kernel's batch norm block: gamma1 beta1 gamma2 beta2 mean1 var1 mean2 var2 eps
     (the statistics are the running ones for BN_GIVEN, filled in by the kernel for
     BN_BATCH)."""
-    parts = [bn1.weight, bn1.bias, bn2.weight, bn2.bias]
+    parts = [required(bn1.weight), required(bn1.bias), required(bn2.weight), required(bn2.bias)]
     if mode == BN_GIVEN:
-        parts += [bn1.running_mean, bn1.running_var, bn2.running_mean, bn2.running_var]
+        parts += [required(bn1.running_mean), required(bn1.running_var),
+                  required(bn2.running_mean), required(bn2.running_var)]
     else:
-        parts += [bn1.weight.new_zeros(44)]
-    eps = bn1.weight.new_tensor([bn1.eps])
+        parts += [parts[0].new_zeros(44)]
+    eps = parts[0].new_tensor([bn1.eps])
     return torch.cat([t.detach().float().reshape(-1) for t in parts] + [eps])
+
+
+def required(tensor: torch.Tensor | None) -> torch.Tensor:
+    """A batch norm's affine parameter or running statistic: torch types them optional,
+    lenet's layers (affine, tracking running statistics) always have them."""
+    assert tensor is not None
+    return tensor
 
 
 class _ConvBlocks(torch.autograd.Function):
@@ -154,6 +164,7 @@ class _ConvBlocks(torch.autograd.Function):
     def forward(ctx, x, w1, b1, w2, b2, gamma1, beta1, gamma2, beta2, bn, activation, pool,
                 bn_mode):
         lib = library()
+        assert lib is not None  # the blocks run on the kernel only where it loaded
         ctx.w1_stride = w1.stride()  # channels-last or not: conv1's gradient is laid out alike
         x, w1, b1, w2, b2 = (t.detach().contiguous() for t in (x, w1, b1, w2, b2))
         n = x.shape[0]
@@ -176,6 +187,7 @@ class _ConvBlocks(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, _grad_stats):
         lib = library()
+        assert lib is not None  # the forward pass ran on it
         x, w2, saved, bn = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         n = x.shape[0]
@@ -215,9 +227,12 @@ class Blocks:
 
     def tensors(self) -> list[torch.Tensor]:
         """What the kernel reads (looked up each time: `.to()` replaces buffers)."""
-        found = [self.conv1.weight, self.conv1.bias, self.conv2.weight, self.conv2.bias]
+        found = [self.conv1.weight, required(self.conv1.bias), self.conv2.weight,
+                 required(self.conv2.bias)]
         for bn in (self.bn1, self.bn2) if self.bn1 is not None else ():
-            found += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+            assert bn is not None  # bn1 and bn2 come together
+            found += [required(bn.weight), required(bn.bias), required(bn.running_mean),
+                      required(bn.running_var)]
         return found
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 16, 5, 5)
@@ -235,6 +250,7 @@ def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation:
         out, _ = _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
                                    None, None, None, None, None, activation, pool, BN_NONE)
         return out
+    assert bn2 is not None  # bn1 and bn2 come together
     mode = BN_BATCH if bn1.training else BN_GIVEN
     out, stats = _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
                                    bn1.weight, bn1.bias, bn2.weight, bn2.bias,
@@ -249,7 +265,9 @@ def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation:
 def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
                           count: int) -> None:
     """As nn.BatchNorm2d does in training: momentum average, unbiased variance."""
-    bn.num_batches_tracked.add_(1)
-    bn.running_mean.mul_(1 - bn.momentum).add_(mean, alpha=bn.momentum)
-    bn.running_var.mul_(1 - bn.momentum).add_(var * (count / max(count - 1, 1)),
-                                              alpha=bn.momentum)
+    momentum = bn.momentum
+    assert momentum is not None  # lenet's layers keep the default 0.1, not a cumulative mean
+    required(bn.num_batches_tracked).add_(1)
+    required(bn.running_mean).mul_(1 - momentum).add_(mean, alpha=momentum)
+    required(bn.running_var).mul_(1 - momentum).add_(var * (count / max(count - 1, 1)),
+                                                   alpha=momentum)

@@ -24,6 +24,7 @@ from .lenet5 import (
     Blocks,
     bn_buffer,
     library,
+    required,
 )
 
 
@@ -43,7 +44,8 @@ class WholeNetwork:
         self._lib = lib
         self._tensors = [t.detach().float().contiguous().clone() for t in blocks.tensors()[:4]]
         self._bn_mode = BN_GIVEN if blocks.bn1 is not None else BN_NONE
-        self._bn = (bn_buffer(blocks.bn1, blocks.bn2, BN_GIVEN) if self._bn_mode == BN_GIVEN
+        bn1, bn2 = blocks.bn1, blocks.bn2  # both or neither
+        self._bn = (bn_buffer(bn1, bn2, BN_GIVEN) if bn1 is not None and bn2 is not None
                     else torch.zeros(1))
         self._dense = [t.float().contiguous() for pair in dense for t in pair]
         sizes = [400, *(w.shape[0] for w, _ in dense)]
@@ -102,12 +104,13 @@ def _dense_stack(layers: list[nn.Module],
             return None
         weight, bias = linear.weight.detach().clone(), linear.bias.detach().clone()
         k += 1
-        if k < len(layers) and type(layers[k]) is nn.BatchNorm1d:
-            norm = layers[k]
+        norm = layers[k] if k < len(layers) else None
+        if type(norm) is nn.BatchNorm1d:
             if not norm.track_running_stats or not norm.affine:
                 return None
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            weight, bias = weight * scale[:, None], (bias - norm.running_mean) * scale + norm.bias
+            scale = required(norm.weight) / torch.sqrt(required(norm.running_var) + norm.eps)
+            weight, bias = (weight * scale[:, None],
+                            (bias - required(norm.running_mean)) * scale + required(norm.bias))
             k += 1
         dense.append((weight, bias))
         if k == len(layers):

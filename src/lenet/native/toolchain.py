@@ -53,7 +53,7 @@ def compiler() -> list[str] | None:
     return None
 
 
-def run_command(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+def run_command(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           timeout=timeout)
 
@@ -91,7 +91,7 @@ class Toolchain:
         return 1
 
 
-def _macros(cc: list[str], march: str | None) -> subprocess.CompletedProcess:
+def _macros(cc: list[str], march: str | None) -> subprocess.CompletedProcess[str]:
     flags = [f"-march={march}"] if march else []
     return run_command([*cc, *flags, "-dM", "-E", "-x", "c", "-"], timeout=60)
 

@@ -102,7 +102,7 @@ class Mahalanobis(Detector):
         self.whiten = whiten.astype(np.float32)  # (D, D)
         present = np.isfinite(means[:, 0])
         self.means = (means[present] @ whiten).astype(np.float32)  # (classes, D), whitened
-        self._norms = None
+        self._norms: np.ndarray | None = None
         return self
 
     def score(self, inputs: Inputs) -> np.ndarray:
@@ -115,6 +115,7 @@ class Mahalanobis(Detector):
     def _mean_norms(self) -> np.ndarray:
         if getattr(self, "_norms", None) is None:
             self._norms = (self.means * self.means).sum(1)[None, :]  # (1, classes)
+        assert self._norms is not None
         return self._norms
 
     def state(self) -> dict[str, np.ndarray]:
@@ -154,9 +155,10 @@ class KNN(Detector):
         if len(q) == 1:  # one image (the latency path): a matrix-vector product, no loop
             kth = np.partition(self.bank @ q[0], -self.k)[-self.k:-self.k + 1]
         else:  # compiled: no (n, M) matrix, no top-k pass (~2x the torch path, AVX-512)
-            kth = knn.kth_similarity(q, self._transposed(), self.k)
-            if kth is None:  # no compiler, or LENET_NATIVE=0
-                kth = self._kth_torch(q, chunk)
+            found = knn.kth_similarity(q, self._transposed(), self.k)
+            if found is None:  # no compiler, or LENET_NATIVE=0
+                found = self._kth_torch(q, chunk)
+            kth = found
         # The k-th most similar, as a distance between unit vectors: sqrt(2 - 2 cos).
         return -np.sqrt(np.maximum(2 - 2 * kth.astype(np.float64), 0))
 
@@ -174,6 +176,7 @@ class KNN(Detector):
         """The bank as (D, M), contiguous (the compiled path's layout), made once."""
         if getattr(self, "_bank_t", None) is None:  # (fit and load_state reset it)
             self._bank_t = np.ascontiguousarray(self.bank.T, np.float32)
+        assert self._bank_t is not None
         return self._bank_t
 
     def state(self) -> dict[str, np.ndarray]:

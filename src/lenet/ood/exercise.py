@@ -10,10 +10,9 @@ the maximum softmax probability (`msp`) and the negative free energy
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +105,8 @@ def saturation(values: torch.Tensor, activation: str) -> float:
 
 def analyse(predictor: Predictor, groups: dict[str, np.ndarray], threshold: float,
             kind: str = "msp",
-            flag: Callable[[str, np.ndarray], Any] | None = None) -> list[GroupReport]:
+            flag: Callable[[str, np.ndarray], Sequence[bool] | np.ndarray] | None = None,
+            ) -> list[GroupReport]:
     """Per group: confidence, flagged share, predicted classes, layer statistics. `flag`
     ((group name, images) -> bool per image) replaces the `kind` score below `threshold`
     as the OOD flag."""

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import LenetError
+from ..models.network import LeNet
 from ..native.fastpath import native_network
 from ..native.network import WholeNetwork
 from ..predict.predictor import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_session
@@ -119,14 +120,16 @@ class FeatureExtractor:
         return features[0], logits[0]
 
 
-def _onnx_with_features(model: nn.Module, input_size: tuple[int, ...]) -> bytes:
+def _onnx_with_features(model: LeNet, input_size: tuple[int, ...]) -> bytes:
     import io
 
     buffer = io.BytesIO()
     example = torch.zeros(1, model.config.in_channels, *input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-        torch.onnx.export(_WithFeatures(model.cpu().eval()), (example,), buffer,
+        # torch's annotation omits the file-like objects its docs accept
+        torch.onnx.export(_WithFeatures(model.cpu().eval()), (example,),
+                          buffer,  # type: ignore[arg-type]
                           input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT, FEATURES_OUTPUT],
                           opset_version=17, dynamo=False,
                           dynamic_axes={ONNX_INPUT: {0: "batch"}})

@@ -121,7 +121,7 @@ class Guard:
         arrays.update({f"indices.{k}": v for k, v in self.indices.items()})
         # A file object, not a path: numpy would add ".npz" to the temporary's name.
         with atomic_path(run_dir / ARRAYS) as tmp, tmp.open("wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs: **kwds may name allow_pickle
         meta = {"format": FORMAT, "version": VERSION, "default": self.default, "tpr": self.tpr,
                 "detectors": self.names,
                 "thresholds": {n: self.threshold(n) for n in self.names}, **self.record}

@@ -58,7 +58,7 @@ def penalties(originals: Sequence[np.ndarray | None] | None, n: int) -> np.ndarr
         raise ValueError(f"{len(originals)} original statistics for {n} images")
     rows = [k for k, o in enumerate(originals) if o is not None]
     if rows:
-        odds = logits(np.stack([originals[k] for k in rows]))
+        odds = logits(np.stack([o for o in originals if o is not None]))  # rows' order
         out[rows] = np.where(odds > 0, PENALTY + odds, 0.0)
     return out
 

@@ -19,6 +19,7 @@ it reaches `prepare` as a user's file would.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from collections.abc import Callable, Iterator
@@ -64,7 +65,7 @@ def _skimage_sources() -> dict[str, Callable[[], Image.Image]]:
 
 
 def _open_small(path: Path) -> Image.Image:
-    image = Image.open(path)
+    image: Image.Image = Image.open(path)
     image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decoded at 1/2, 1/4, 1/8 scale
     image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     if max(image.size) > MAX_SIDE:
@@ -81,7 +82,7 @@ def _wallpaper_sources(root: Path = WALLPAPERS) -> dict[str, Callable[[], Image.
                            if "x" in p.stem and _portrait(p.stem)), key=lambda p: p.stem)
         for kind, files in (("screenshot", shots), ("portrait", portrait[:1])):
             for path in files:
-                out[f"wallpaper:{name}/{kind}"] = lambda path=path: _open_small(path)
+                out[f"wallpaper:{name}/{kind}"] = functools.partial(_open_small, path)
     return out
 
 
@@ -133,7 +134,7 @@ def photo_files(split: str, *, seed: int = 0, crops: int = 2) -> list[PhotoFile]
     decoded files; empty when neither source is installed."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    out = []
+    out: list[PhotoFile] = []
     for name, load in sources().items():
         if split_of(name) != split:
             continue

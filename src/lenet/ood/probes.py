@@ -66,7 +66,7 @@ def photo_arrays() -> dict[str, np.ndarray]:
         except Exception:  # a photo this scikit-image does not bundle (it would download it)
             continue
         if image.ndim == 3:
-            image = image[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+            image = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         image = image.astype(np.float32)
         out[name] = image / 255 if image.max() > 1 else image
     if not out:

@@ -20,6 +20,7 @@ import torch
 
 from ..base.atomic import write_text
 from ..errors import LenetError
+from ..models.network import LeNet
 from ..predict.predictor import Predictor, single_image
 from ..training.checkpoint import Payload
 from . import benchmark, calibration, photo_check
@@ -112,7 +113,7 @@ def _fit(predictor: Predictor, train_images: np.ndarray, train_labels: np.ndarra
     return guard
 
 
-def fit_after_training(model: torch.nn.Module, classes: list[str], train_images: np.ndarray,
+def fit_after_training(model: LeNet, classes: list[str], train_images: np.ndarray,
                        train_labels: np.ndarray, train_config: dict[str, Any],
                        epoch: int) -> Guard:
     """A finished run's detectors, fitted from what training holds in memory (the model,

@@ -65,7 +65,9 @@ def onnx_bytes(model: LeNet, input_size: tuple[int, int]) -> bytes:
     exported = copy.deepcopy(model).cpu().eval()  # the caller's model stays as it is
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-        torch.onnx.export(exported, (example,), buffer, input_names=[ONNX_INPUT],
+        # torch's annotation omits the file-like objects its docs accept
+        torch.onnx.export(exported, (example,), buffer,  # type: ignore[arg-type]
+                          input_names=[ONNX_INPUT],
                           output_names=[ONNX_OUTPUT], opset_version=17, dynamo=False,
                           dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}})
     return buffer.getvalue()
@@ -133,7 +135,8 @@ class Predictor:
         self.backend, self.precision = backend, precision
         self.classes = list(classes)
         self.source = source
-        self.input_size = tuple(model.config.input_size)
+        height, width = model.config.input_size  # a list when read from JSON
+        self.input_size = (height, width)
         session = (onnx_session(onnx_bytes(model, self.input_size))
                    if backend in ("onnxruntime", "hybrid") else None)
         self.session = session if backend == "onnxruntime" else None  # for batches
@@ -173,10 +176,10 @@ class Predictor:
         """Logits (N, classes) on the CPU."""
         x = self.as_batch(images)
         if self.session is not None:
-            x = x.cpu().numpy()
+            array = x.cpu().numpy()
             run = self.session.run
-            outs = [torch.from_numpy(run([ONNX_OUTPUT], {ONNX_INPUT: x[i:i + batch_size]})[0])
-                    for i in range(0, len(x), batch_size)]
+            outs = [torch.from_numpy(run([ONNX_OUTPUT], {ONNX_INPUT: array[i:i + batch_size]})[0])
+                    for i in range(0, len(array), batch_size)]
         else:
             with self._autocast:
                 outs = [self._fast(x[i:i + batch_size]).float().cpu()
@@ -194,12 +197,16 @@ class Predictor:
     def logits_one(self, image: np.ndarray) -> np.ndarray:
         """Logits (classes,) of one uint8 (H, W) image: the low-latency path."""
         if self.backend == "native":
+            assert self._native is not None  # the constructor refuses "native" without it
             return self._native.logits_one(image)
         np.multiply(image, np.float32(1 / 255), out=self._one[0, 0], casting="unsafe")
+        logits: np.ndarray
         if self.single_session is not None:
-            return self.single_session.run([ONNX_OUTPUT], {ONNX_INPUT: self._one})[0][0]
+            logits = self.single_session.run([ONNX_OUTPUT], {ONNX_INPUT: self._one})[0][0]
+            return logits
         with self._autocast:  # one image: the plain layout has less overhead than NHWC
-            return self.model(self._one_tensor.to(self.device))[0].float().cpu().numpy()
+            logits = self.model(self._one_tensor.to(self.device))[0].float().cpu().numpy()
+            return logits
 
     def probabilities(self, images: Any) -> torch.Tensor:
         return F.softmax(self.logits(images), dim=1)

@@ -4,6 +4,7 @@ and the book's closing lines. It consumes metrics; it computes none."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -33,7 +34,7 @@ class Console:
         cells = [c.format(e=eval_name) for c in COLUMNS]
         self.print(format_row(cells, WIDTHS, "r" * len(WIDTHS)))
 
-    def table_row(self, row: dict[str, Any], eval_name: str) -> None:
+    def table_row(self, row: Mapping[str, Any], eval_name: str) -> None:
         values = (
             f"{row['epoch']}", f"{row['train_loss']:.4f}", f"{row['train_acc']:.4f}",
             f"{row[f'{eval_name}_loss']:.4f}", f"{row[f'{eval_name}_acc']:.4f}",
@@ -41,7 +42,7 @@ class Console:
         )
         self.print(format_row(values, WIDTHS, "r" * len(WIDTHS)))
 
-    def book_lines(self, row: dict[str, Any], eval_name: str, examples_per_sec: float,
+    def book_lines(self, row: Mapping[str, Any], eval_name: str, examples_per_sec: float,
                    device: str) -> None:
         """The book's summary: 'loss 0.471, train acc 0.822, test acc 0.836' and speed."""
         self.print(f"loss {row['train_loss']:.3f}, train acc {row['train_acc']:.3f}, "

@@ -17,9 +17,9 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from ..base.lock import RunLock
 from ..base.names import check_name
 from ..errors import ConfigError
 from ..training.checkpoint import FILENAME as CHECKPOINT
+
+if TYPE_CHECKING:
+    from ..training.loop import HistoryRow
 
 
 def cpu_model() -> str:
@@ -113,7 +116,7 @@ class RunDir:
     def read_json(self, name: str) -> dict[str, Any]:
         return json.loads(self.file(name).read_text())
 
-    def write_metrics(self, history: Sequence[dict[str, Any]]) -> Path:
+    def write_metrics(self, history: Sequence[Mapping[str, Any]]) -> Path:
         """Rewrite metrics.csv from the full history (so a resumed run stays consistent)."""
         buffer = io.StringIO()
         if history:
@@ -124,8 +127,9 @@ class RunDir:
         return self.file(self.METRICS)
 
 
-def read_metrics(path: str | Path) -> list[dict[str, float]]:
+def read_metrics(path: str | Path) -> list[HistoryRow]:
     """The rows of a metrics.csv, numbers parsed."""
     with open(path, newline="") as f:
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+        rows = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
                 for row in csv.DictReader(f)]
+    return cast("list[HistoryRow]", rows)  # the columns write_metrics wrote

@@ -25,7 +25,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -75,7 +75,8 @@ def fit(run_dir: RunDir, config: TrainConfig, payload: Payload | None,
     if world.distributed:
         sinks = [OnlyIf(sink, world.main) for sink in sinks]
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" or (
-        torch.cuda.is_available() and torch.cuda.is_initialized()) else []
+        torch.cuda.is_available()
+        and torch.cuda.is_initialized()) else []  # type: ignore[no-untyped-call]  # torch's
     events = Sinks(sinks)
     try:
         with torch.random.fork_rng(devices=cuda):  # the run's seeding stays inside
@@ -128,7 +129,7 @@ class _Fit:
         self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))
         self.scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
         self.history: list[HistoryRow] = []
-        self.start_epoch, self.totals = 0, None
+        self.start_epoch, self.totals = 0, cast(EpochTotals | None, None)
         if self.payload is not None:
             self.restore(self.payload)
         distributed.rank_seed(config.seed, world, self.start_epoch,
@@ -167,8 +168,9 @@ class _Fit:
         self.model.load_state_dict(payload["model_state"])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         self.scheduler.load_state_dict(payload["scheduler_state"])
-        if self.scaler is not None and payload.get("scaler_state"):
-            self.scaler.load_state_dict(payload["scaler_state"])
+        scaler_state = payload.get("scaler_state")
+        if self.scaler is not None and scaler_state:
+            self.scaler.load_state_dict(scaler_state)
         self.history, self.start_epoch = payload["history"], payload["epoch"]
         partial = payload.get("partial")  # (rank 0 carries the sums so far)
         self.totals = (EpochTotals.from_state(partial, self.device, sums=self.world.main)
@@ -206,7 +208,7 @@ class _Fit:
                            else None)
                 self.sinks.emit("on_epoch", EpochEnd(
                     self.history[-1], self.history,
-                    lambda e=epoch: self.state(e + 1, None), self.eval_name, reached))
+                    functools.partial(self.state, epoch + 1, None), self.eval_name, reached))
                 if interrupted:
                     self.stopped(None)
                     return False
@@ -289,9 +291,11 @@ class _Fit:
 
 def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,
          lr: float, eval_seconds: float, elapsed: float) -> HistoryRow:
-    return {"epoch": epoch, "train_loss": totals.loss, "train_acc": totals.accuracy,
-            f"{eval_name}_loss": result.loss, f"{eval_name}_acc": result.accuracy,
-            "lr": lr, "train_examples": totals.examples,
-            "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds,
-            "wall_seconds": totals.seconds + eval_seconds,
-            "elapsed_seconds": elapsed}  # since this process began the run (or resumed it)
+    # the evaluation's pair is named by the split (test_* or val_*): a TypedDict of both
+    row = {"epoch": epoch, "train_loss": totals.loss, "train_acc": totals.accuracy,
+           f"{eval_name}_loss": result.loss, f"{eval_name}_acc": result.accuracy,
+           "lr": lr, "train_examples": totals.examples,
+           "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds,
+           "wall_seconds": totals.seconds + eval_seconds,
+           "elapsed_seconds": elapsed}  # since this process began the run (or resumed it)
+    return cast(HistoryRow, row)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, eval_name: str = "test",
+def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, *, eval_name: str = "test",
                 title: str = "") -> Path:
     """Plot metric rows (one dict per epoch) as the book does, and save a PNG."""
     from matplotlib.figure import Figure  # imported when needed: it costs start-up time
@@ -31,7 +34,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, eval_nam
     return Path(path)
 
 
-def plot_samples(images: Sequence[Any], labels: Sequence[str], path: str | Path, *,
+def plot_samples(images: Sequence[Any] | np.ndarray, labels: Sequence[str], path: str | Path, *,
                  ncols: int = 9, title: str = "") -> Path:
     """A grid of images with their labels (the book's `show_images`)."""
     from matplotlib.figure import Figure

@@ -18,7 +18,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ from .resume import check_resumable
 from .sinks import default_sinks
 from .stop import StopRequest
 
+if TYPE_CHECKING:
+    from ..ood.guard import Verdict
+    from ..ood.runs import OODCheck
+
 
 @dataclass(frozen=True)
 class Activations:
@@ -64,9 +68,9 @@ class ScoreDetector:
     name: str  # "combined" by default; msp, energy, mahalanobis, knn, pixels (lenet.ood)
     threshold: float
     tpr: float
-    check: Any  # lenet.ood.runs.OODCheck: the fitted detectors bound to a predictor
+    check: OODCheck  # the fitted detectors bound to a predictor
 
-    def verdicts(self, images: Any, originals: Any = None) -> tuple[torch.Tensor, list[Any]]:
+    def verdicts(self, images: Any, originals: Any = None) -> tuple[torch.Tensor, list[Verdict]]:
         """(logits (N, classes), a lenet.ood.guard.Verdict per image), one forward pass;
         `originals`: per image, its file's statistics (PreparedImage.original) or None."""
         return self.check.check(images, self.name, self.tpr, originals)
@@ -164,7 +168,7 @@ class Run:
 
     # --- what it recorded -----------------------------------------------------------------
 
-    def checkpoint(self) -> dict[str, Any]:
+    def checkpoint(self) -> Payload:
         """The checkpoint's contents (read from disk once)."""
         if self._payload is None:
             self._payload = checkpoint.load(self.dir.checkpoint)
@@ -224,7 +228,7 @@ class Run:
         if isinstance(path, PreparedImage):
             return path
         spec = DATASETS.get(self.checkpoint()["dataset"])
-        how = {"size": self.model.config.input_size, "invert": invert,
+        how: dict[str, Any] = {"size": self.model.config.input_size, "invert": invert,
                "fill": spec.object_fill if spec else 1.0}
         if isinstance(path, Image.Image):
             return prepare_image(path, **how)

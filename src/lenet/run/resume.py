@@ -34,4 +34,4 @@ def run_model_config(config: TrainConfig, classes: tuple[str, ...],
     sized for the data's classes and images (TrainConfig.model_config)."""
     if payload is not None:
         return ModelConfig.from_dict(payload["model_config"])
-    return config.model_config(num_classes=len(classes), image_size=tuple(image_size))
+    return config.model_config(num_classes=len(classes), image_size=(image_size[0], image_size[1]))

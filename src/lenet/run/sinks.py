@@ -8,6 +8,7 @@ metrics and the terminal: a crash never leaves metrics ahead of the weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigError, LenetError, note
@@ -141,7 +142,8 @@ class ConsoleSink(Sink):
         self._close_bar()
         self.console.table_row(epoch.row, self.eval_name)
         if epoch.reached_target is not None:
-            accuracy = epoch.row[f"{self.eval_name}_acc"]
+            row: Mapping[str, Any] = epoch.row  # the key is test_acc or val_acc
+            accuracy = row[f"{self.eval_name}_acc"]
             self.console.print(f"reached {self.eval_name} accuracy {accuracy:.4f} >= "
                                f"{epoch.reached_target} after epoch {epoch.row['epoch']}: "
                                "stopping")
@@ -175,7 +177,8 @@ class TensorBoardSink(Sink):
         except ImportError:
             raise ConfigError("--tensorboard needs the tensorboard package: "
                               "pip install tensorboard") from None
-        self.make = lambda: SummaryWriter(log_dir=str(run_dir.file("tensorboard")))
+        self.make: Callable[[], Any] = lambda: SummaryWriter(
+            log_dir=str(run_dir.file("tensorboard")))
         self.writer: Any = None  # made when the run starts: no files from a process that
         # only builds the sinks (ranks other than 0 under torchrun: OnlyIf)
 

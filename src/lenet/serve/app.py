@@ -106,6 +106,7 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
                 batcher.arrived()
                 raise
         if ood:  # the photo check reads the picture's original (none for an array)
+            assert batcher is not None  # one_image refused the request: not loaded
             p = with_photo_check(cut_top(await reader.answer(
                 batcher.submit(image.pixels, expected=True)), top_k), image.original)
         else:

@@ -32,7 +32,7 @@ Classify = Callable[[np.ndarray], Sequence[Any]]  # (N, H, W) uint8 -> N results
 @dataclass
 class Job:
     images: np.ndarray  # (N, H, W)
-    futures: list[asyncio.Future]  # one per image (micro-batch) or one for all (whole)
+    futures: list[asyncio.Future[Any]]  # one per image (micro-batch) or one for all (whole)
     loop: asyncio.AbstractEventLoop
     classify: Classify
     whole: bool  # a batch request: one future gets every result; never merged
@@ -48,7 +48,7 @@ class MicroBatcher:
         self.classify, self.max_batch, self.max_wait = classify, max_batch, max_wait
         self.max_queue, self.on_batch, self.on_start = max_queue, on_batch, on_start
         self.arriving = 0  # single-image requests reading or decoding their bodies
-        self._gathered: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._gathered: list[tuple[np.ndarray, asyncio.Future[Any]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._waiting = 0  # images handed over or gathered, not yet answered
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # Jobs, then STOP
@@ -160,7 +160,7 @@ class MicroBatcher:
                 loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(settled: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, value, error in settled:
         if future.done():  # its request timed out or went away
             continue

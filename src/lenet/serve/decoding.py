@@ -70,8 +70,8 @@ def read_array(data: bytes, kind: str, max_values: int, source: str) -> np.ndarr
         ndim = data[3]
         if len(data) < 4 + 4 * ndim:
             raise bad_request(f"{source}: truncated IDX header")
-        shape = np.frombuffer(data, ">u4", count=ndim, offset=4).astype(np.int64)
-        _check_values(int(np.prod(shape)), max_values, source, tuple(shape))
+        dims = np.frombuffer(data, ">u4", count=ndim, offset=4).astype(np.int64)
+        _check_values(int(np.prod(dims)), max_values, source, tuple(dims))
         try:
             return idx.parse(data, source)
         except DataError as e:
@@ -124,7 +124,8 @@ class Decoder:
     the frame (lenet.data.datasets)."""
 
     def __init__(self, size: tuple[int, int], fill: float, max_pixels: int) -> None:
-        self.size, self.fill, self.max_pixels = tuple(size), fill, max_pixels
+        height, width = size  # a list when read from JSON
+        self.size, self.fill, self.max_pixels = (height, width), fill, max_pixels
 
     def one(self, data: bytes, *, prepare: str = "auto", invert: bool | None = None,
             source: str = "body") -> ModelInput:

@@ -75,6 +75,7 @@ class Gate:
 
     async def answer(self, handler: Handler, scope: dict[str, Any], receive: Any,
                      send: Any) -> None:
+        assert self.on_error is not None  # __call__ answers only when it has one
         try:
             response = await handler(Request(scope, receive))
         except Exception as e:  # ApiError: a 4xx; anything else a bug, logged, a 500

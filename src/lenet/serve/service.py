@@ -172,6 +172,7 @@ class Service:
                             ood: bool = True) -> list[dict[str, Any]]:
         """A whole batch in one model call (`_classify`'s answers)."""
         classify = functools.partial(self._classify, top_k=top_k, ood=ood)
+        assert self.batcher is not None, "the service has started"
         return list(await self.batcher.run(images, self._wide(classify)))
 
     def _wide(self, classify: Any) -> Any:

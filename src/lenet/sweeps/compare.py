@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -55,7 +57,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     shape = (1, model_config.in_channels, *model_config.input_size)
     macs = sum(row.macs for row in summarize(LeNet(model_config), shape))
     eval_name = evaluation_split(train.get("val_split"))
-    accuracies = [row[f"{eval_name}_acc"] for row in history]
+    rows: list[Mapping[str, Any]] = list(history)  # the key is test_acc or val_acc
+    accuracies = [row[f"{eval_name}_acc"] for row in rows]
     settings = " ".join(ModelSettings.from_dict(train.get("model_settings") or {}).to_args())
     return RunSummary(
         name=run.path.name, path=str(run.path), model=train["model"], settings=settings,
@@ -136,7 +139,8 @@ def plot_compared_curves(run_dirs: list[str | Path], path: str | Path, title: st
         epochs = [r["epoch"] for r in history]
         style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3],
                  "label": f"{i + 1}. {Path(run_dir).name}"}
-        acc_ax.plot(epochs, [r[eval_key] for r in history], **style)
+        rows: list[Mapping[str, Any]] = list(history)  # the key is test_acc or val_acc
+        acc_ax.plot(epochs, [r[eval_key] for r in rows], **style)
         loss_ax.plot(epochs, [r["train_loss"] for r in history], **style)
     acc_ax.set_ylabel("test (or val) accuracy")
     loss_ax.set_ylabel("training loss")

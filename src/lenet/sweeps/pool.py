@@ -35,7 +35,7 @@ def _worker_init(threads: int) -> None:
 
 def default_workers(pending: int) -> int:
     try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        memory: float = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = 8e9
     return max(1, min(pending, available_cpus(), int(memory // MEMORY_PER_WORKER)))

@@ -3,14 +3,21 @@ PyTorch's SyncBatchNorm on GPUs, the Global* layers here elsewhere (gloo)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar, cast
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .distributed import World
 
+if TYPE_CHECKING:  # the mixin's attributes and forward are batch norm's
+    _Base = nn.modules.batchnorm._BatchNorm
+else:
+    _Base = object
 
-class _GlobalStatistics:
+
+class _GlobalStatistics(_Base):
     """Batch norm whose training statistics are the global batch's: each rank's sums,
     all-reduced (differentiably: the gradient is the global batch's too). PyTorch's
     SyncBatchNorm does this on GPUs only; this is the same on any device, in two
@@ -29,13 +36,16 @@ class _GlobalStatistics:
         y = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
+        count, running_mean, running_var = (self.num_batches_tracked, self.running_mean,
+                                            self.running_var)
+        if self.track_running_stats:  # then batch norm keeps all three buffers
+            assert count is not None and running_mean is not None and running_var is not None
             with torch.no_grad():
-                self.num_batches_tracked += 1
+                count += 1
                 momentum = (self.momentum if self.momentum is not None  # None: the mean
-                            else 1.0 / float(self.num_batches_tracked))
-                self.running_mean.lerp_(mean, momentum)
-                self.running_var.lerp_(var * n / (n - 1), momentum)  # unbiased, as PyTorch's
+                            else 1.0 / float(count))
+                running_mean.lerp_(mean, momentum)
+                running_var.lerp_(var * n / (n - 1), momentum)  # unbiased, as PyTorch's
         return y
 
 
@@ -47,25 +57,29 @@ class GlobalBatchNorm2d(_GlobalStatistics, nn.BatchNorm2d):
     pass
 
 
-def sync_batch_norm(model: nn.Module, device: torch.device, world: World) -> tuple[nn.Module,
-                                                                                    str | None]:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def sync_batch_norm(model: ModuleT, device: torch.device,
+                    world: World) -> tuple[ModuleT, str | None]:
     """Batch norm over the global batch, in place: PyTorch's SyncBatchNorm on GPUs, the
     Global* layers above elsewhere; and what was done, for the run record (None: no
     batch norm, or one process)."""
-    kinds = {nn.BatchNorm1d: GlobalBatchNorm1d, nn.BatchNorm2d: GlobalBatchNorm2d}
+    kinds: dict[type[nn.Module], type[GlobalBatchNorm1d] | type[GlobalBatchNorm2d]] = {
+        nn.BatchNorm1d: GlobalBatchNorm1d, nn.BatchNorm2d: GlobalBatchNorm2d}
     if not world.distributed or not any(type(m) in kinds for m in model.modules()):
         return model, None
     if device.type == "cuda":
-        return (nn.SyncBatchNorm.convert_sync_batchnorm(model),
+        return (cast(ModuleT, nn.SyncBatchNorm.convert_sync_batchnorm(model)),
                 "SyncBatchNorm: statistics over the global batch")
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if type(child) in kinds:
+            if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d) and type(child) in kinds:
                 norm = kinds[type(child)](child.num_features, child.eps, child.momentum,
                                           child.affine, child.track_running_stats)
                 norm.load_state_dict(child.state_dict())
                 setattr(parent, name, norm)
-    return model, ("statistics over the global batch (lenet.training.distributed.GlobalBatchNorm; "
+    return model, ("statistics over the global batch (lenet.training.batch_norm.GlobalBatchNorm; "
                    "PyTorch's SyncBatchNorm runs on GPUs only); the fused kernel, whose "
                    "statistics are one process's, is not used")
 

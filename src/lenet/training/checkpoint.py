@@ -20,7 +20,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, Final, TypedDict, cast
 
 import torch
 
@@ -34,7 +34,7 @@ FORMAT = "lenet-checkpoint"
 VERSION = 2  # 2: with a checksum; version 1 files (none) still load
 FILENAME = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the good checkpoint before the newest
-CHECKSUM = "sha256"
+CHECKSUM: Final = "sha256"
 
 
 class Payload(TypedDict, total=False):

@@ -187,9 +187,11 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """A config from `to_dict`'s form (config.json, checkpoints), older runs' included."""
         known = {f.name for f in fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items() if k in known}
         values.setdefault("ood_holdout", 0)  # runs from before it trained on every image
-        return cls(**{**values, "model_settings": dict(values.get("model_settings") or {})})
+        values["model_settings"] = dict(values.get("model_settings") or {})
+        return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)

@@ -74,15 +74,18 @@ def shared_memory_sum(ddp: nn.parallel.DistributedDataParallel, device: torch.de
     if box[0] is None or failed:
         return f"{backend} (shared memory not used: {why_not or 'a rank could not map it'})"
 
+    shared = segment  # mapped by every rank (checked above)
+    assert shared is not None
+
     # (unannotated: DDP checks annotations against its types, which this module's
     # postponed annotations would turn into strings)
-    def mean_of_ranks(state, bucket):  # type: ignore[no-untyped-def]
+    def mean_of_ranks(state, bucket):
         buffer = bucket.buffer()
         if buffer.dtype != torch.float32:  # (a model in float64, say): gloo's
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-            return default_hooks.allreduce_hook(None, bucket)
-        future: torch.futures.Future = torch.futures.Future()
-        future.set_result(segment.mean_(buffer, TIMEOUT_S))
+            return default_hooks.allreduce_hook(state, bucket)  # state None: the default group
+        future: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+        future.set_result(shared.mean_(buffer, TIMEOUT_S))
         return future
 
     ddp.register_comm_hook(None, mean_of_ranks)

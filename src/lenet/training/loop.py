@@ -93,10 +93,10 @@ class EpochTotals:
         packed = torch.stack([self.loss_sum.double(), self.correct.double(),
                               self.loss_sum.new_tensor(self.examples, dtype=torch.float64),
                               self.loss_sum.new_tensor(float(stop), dtype=torch.float64)])
-        packed = world.sum(packed).tolist()
-        return EpochTotals(self.loss_sum.new_tensor(packed[0]),
-                           self.correct.new_tensor(round(packed[1])), round(packed[2]),
-                           self.steps, self.seconds), packed[3] > 0
+        sums = world.sum(packed).tolist()
+        return EpochTotals(self.loss_sum.new_tensor(sums[0]),
+                           self.correct.new_tensor(round(sums[1])), round(sums[2]),
+                           self.steps, self.seconds), sums[3] > 0
 
     @property
     def loss(self) -> float:
@@ -118,7 +118,8 @@ class EvalResult:
     examples: int
 
 
-def epoch_batches(batches: Batches | Iterable, epoch: int, start: int = 0) -> Iterator:
+def epoch_batches(batches: Batches | Iterable[Any], epoch: int, start: int = 0
+                  ) -> Iterator[Any]:
     """The batches of `epoch`; any iterable of (X, y) works, lenet's Batches also resume."""
     if isinstance(batches, Batches):
         return batches.epoch(epoch, start)
@@ -129,7 +130,7 @@ def epoch_batches(batches: Batches | Iterable, epoch: int, start: int = 0) -> It
 
 def train_one_epoch(
     model: nn.Module,
-    batches: Batches | Iterable,
+    batches: Batches | Iterable[Any],
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler | None = None,
     *,
@@ -174,6 +175,7 @@ def train_one_epoch(
             # DDP averages the ranks' gradients. A rank's mean loss over its n of the global
             # batch's G examples, weighted n*ranks/G (1.0 when G divides), makes that
             # average the gradient of the global batch's mean loss, as one process has it.
+            assert isinstance(batches, Batches), "distributed training shards lenet's Batches"
             objective = loss * (len(y) * world.size / batches.global_size(totals.steps))
         else:
             objective = loss
@@ -221,7 +223,8 @@ def _check_finite(totals: EpochTotals, epoch: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches | Iterable, world: World = ALONE) -> EvalResult:
+def evaluate(model: nn.Module, batches: Batches | Iterable[Any], world: World = ALONE
+             ) -> EvalResult:
     """Mean cross-entropy and accuracy of `model` over all of `batches` (each rank's shard
     of them, summed over the `world`)."""
     device = next(model.parameters()).device
