@@ -12,7 +12,7 @@ import torch
 from lenet.errors import LenetError
 from lenet.models.config import MODELS, ModelConfig
 from lenet.models.network import build_model
-from lenet.ood import benchmark, calibration, guard
+from lenet.ood import benchmark, calibration, fitted
 from lenet.ood.detectors import KNN, MSP, Energy, Inputs, Mahalanobis, Pixels, make_detectors
 from lenet.ood.features import FeatureExtractor
 from lenet.ood.probes import ProbeSet, glyph_sets, noise_sets
@@ -161,30 +161,30 @@ def test_fit_save_load_round_trip_and_version_check(tmp_path):
     assert g.record["calibration"]["held_out_of_training"] is True
     assert set(g.indices["calibration"]) == set(calibration.calibration_holdout(3000, 400, 1))
     g.save(tmp_path)
-    loaded = guard.Guard.load(tmp_path)
+    loaded = fitted.FittedDetectors.load(tmp_path)
     probe = calibration.inputs_of(FakeExtractor(), fashion_like(50, seed=9))
     for name in g.names:
         np.testing.assert_allclose(loaded.scores(probe, [name])[name],
                                    g.scores(probe, [name])[name], rtol=1e-6)
         assert loaded.threshold(name) == pytest.approx(g.threshold(name))
-    assert loaded.default == guard.DEFAULT and loaded.tpr == 0.95
+    assert loaded.default == fitted.DEFAULT and loaded.tpr == 0.95
     assert np.array_equal(loaded.indices["fit"], g.indices["fit"])
     verdicts = loaded.assess(probe)
-    assert verdicts[0].detector == guard.DEFAULT and np.mean([v.out_of_distribution
+    assert verdicts[0].detector == fitted.DEFAULT and np.mean([v.out_of_distribution
                                                              for v in verdicts]) < 0.5
     assert loaded.threshold("knn", 0.5) > loaded.threshold("knn", 0.99)
-    meta = json.loads((tmp_path / guard.META).read_text())
-    meta["version"] = guard.VERSION + 1
-    (tmp_path / guard.META).write_text(json.dumps(meta))
-    with pytest.raises(LenetError, match=f"format version {guard.VERSION + 1}, this lenet reads "
-                                         f"version {guard.VERSION}: upgrade lenet"):
-        guard.Guard.load(tmp_path)
-    meta["version"] = guard.VERSION - 1  # older: missing, so refitted where lenet can
-    (tmp_path / guard.META).write_text(json.dumps(meta))
-    with pytest.raises(guard.MissingDetectors, match=r"older format version.*lenet ood fit"):
-        guard.Guard.load(tmp_path)
-    with pytest.raises(guard.MissingDetectors, match="lenet ood fit"):
-        guard.Guard.load(tmp_path / "nowhere")
+    meta = json.loads((tmp_path / fitted.META).read_text())
+    meta["version"] = fitted.VERSION + 1
+    (tmp_path / fitted.META).write_text(json.dumps(meta))
+    with pytest.raises(LenetError, match=f"format version {fitted.VERSION + 1}, this lenet reads "
+                                         f"version {fitted.VERSION}: upgrade lenet"):
+        fitted.FittedDetectors.load(tmp_path)
+    meta["version"] = fitted.VERSION - 1  # older: missing, so refitted where lenet can
+    (tmp_path / fitted.META).write_text(json.dumps(meta))
+    with pytest.raises(fitted.MissingDetectors, match=r"older format version.*lenet ood fit"):
+        fitted.FittedDetectors.load(tmp_path)
+    with pytest.raises(fitted.MissingDetectors, match="lenet ood fit"):
+        fitted.FittedDetectors.load(tmp_path / "nowhere")
     with pytest.raises(LenetError, match="unknown OOD detector 'odin'"):
         loaded.threshold("odin")
 
@@ -233,7 +233,7 @@ def test_benchmark_table_and_figure(tmp_path):
     detectors = make_detectors(knn_k=5, knn_bank=300)
     for d in detectors.values():
         d.fit(inputs(f), y)
-    g = guard.Guard(detectors, {n: d.score(inputs(f)) for n, d in detectors.items()}, {})
+    g = fitted.FittedDetectors(detectors, {n: d.score(inputs(f)) for n, d in detectors.items()}, {})
     lookup = {}
 
     def probe(kind, seed, shift):

@@ -11,8 +11,8 @@ from PIL import Image
 import lenet
 from lenet.data.loader import calibration_holdout
 from lenet.errors import LenetWarning
-from lenet.ood import guard
-from lenet.ood.guard import VERSION
+from lenet.ood import fitted
+from lenet.ood.fitted import VERSION
 from lenet.run.console import Console
 from lenet.training.config import TrainConfig
 
@@ -28,13 +28,13 @@ def run_dir(synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_training_fits_the_detectors_and_calibrates_on_the_held_out_images(run_dir):
-    meta = json.loads((run_dir / guard.META).read_text())
-    assert meta["format"] == "lenet-ood" and meta["version"] == guard.VERSION
+    meta = json.loads((run_dir / fitted.META).read_text())
+    assert meta["format"] == "lenet-ood" and meta["version"] == fitted.VERSION
     assert meta["default"] == "combined" and meta["tpr"] == 0.95
     assert meta["calibration"]["held_out_of_training"] is True
     record = json.loads((run_dir / "config.json").read_text())
     assert record["dataset"]["train_examples"] == 160  # 200 less the 40 kept out
-    loaded = guard.Guard.load(run_dir)
+    loaded = fitted.FittedDetectors.load(run_dir)
     held = calibration_holdout(200, 40, seed=1)
     # Calibration: exactly the training images kept out of training; never the test split
     # (the indices are rows of the training split), never the fitting images.
@@ -45,7 +45,7 @@ def test_training_fits_the_detectors_and_calibrates_on_the_held_out_images(run_d
 
 @pytest.mark.slow
 def test_ood_fit_on_an_older_run_and_predict_with_the_flag(run_dir, tmp_path, capsys):
-    for name in (guard.META, guard.ARRAYS):  # as a run trained before lenet fitted them
+    for name in (fitted.META, fitted.ARRAYS):  # as a run trained before lenet fitted them
         (run_dir / name).unlink()
     image = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)).save(
@@ -61,14 +61,14 @@ def test_ood_fit_on_an_older_run_and_predict_with_the_flag(run_dir, tmp_path, ca
     code, out, _ = lenet_cli(capsys, "predict", run_dir, image, "--detector", "msp",
                              "--tpr", "0.9", "--json")
     assert code == 0 and json.loads(out)[0]["score"]["detector"] == "msp"
-    meta = json.loads((run_dir / guard.META).read_text())
+    meta = json.loads((run_dir / fitted.META).read_text())
     meta["model"]["fingerprint"] = "0" * 16  # fitted for other weights: refitted on use
-    (run_dir / guard.META).write_text(json.dumps(meta))
+    (run_dir / fitted.META).write_text(json.dumps(meta))
     code, _, err = lenet_cli(capsys, "predict", run_dir, image)
     assert code == 0 and "belongs to other weights of this run" in err
-    meta = json.loads((run_dir / guard.META).read_text())
+    meta = json.loads((run_dir / fitted.META).read_text())
     meta["version"] = 99
-    (run_dir / guard.META).write_text(json.dumps(meta))
+    (run_dir / fitted.META).write_text(json.dumps(meta))
     code, _, err = lenet_cli(capsys, "ood", run_dir, "--no-photos", "--n", "10")
     assert code == 2 and (f"format version 99, this lenet reads version {VERSION}: upgrade lenet"
                           in err)
@@ -108,7 +108,7 @@ def test_a_resized_run_trains_and_predicts_without_detectors(synthetic, tmp_path
     with pytest.warns(LenetWarning, match="only for models of the data's image size"):
         run = lenet.Run.create(config).fit(console=Console(progress=False)).run_dir
     assert capsys.readouterr().err == ""
-    assert not (run / guard.META).exists()
+    assert not (run / fitted.META).exists()
     image = tmp_path / "x.png"
     Image.fromarray(np.full((30, 30), 200, np.uint8)).save(image)
     code, out, err = lenet_cli(capsys, "predict", run, image, "--json")

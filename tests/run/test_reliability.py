@@ -348,13 +348,13 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(synthet
 
 
 def test_broken_ood_detector_arrays_are_refused_naming_the_file(tmp_path):
-    from lenet.ood.guard import ARRAYS, FORMAT, META, VERSION, Guard
+    from lenet.ood.fitted import ARRAYS, FORMAT, META, VERSION, FittedDetectors
 
     (tmp_path / META).write_text(f'{{"format": "{FORMAT}", "version": {VERSION}, '
                                  '"detectors": ["msp"], "default": "msp", "tpr": 0.95}')
     (tmp_path / ARRAYS).write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(LenetError, match=f"{tmp_path / ARRAYS}: not readable"):
-        Guard.load(tmp_path)
+        FittedDetectors.load(tmp_path)
 
 
 @pytest.mark.slow

@@ -77,20 +77,21 @@ def run_ood(args: argparse.Namespace) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     import time
 
-    from ..ood.guard import ARRAYS, META
+    from ..ood.fitted import ARRAYS, META
     from ..ood.runs import fit
 
     run = open_run(args)
     started = time.perf_counter()
     train, payload = run.dataset.train, run.checkpoint()
-    guard = fit(run.path, run.predictor("torch"), train.images, train.labels,
+    fitted = fit(run.path, run.predictor("torch"), train.images, train.labels,
                 payload.get("train_config", {}), payload.get("epoch"))
-    print(f"fitted {len(guard.names)} OOD detectors on {guard.record['fit']['images']:,} training "
-          f"images in {time.perf_counter() - started:.1f} s; thresholds at "
-          f"{guard.tpr:.0%} TPR, calibrated on {guard.record['calibration']['note']}")
-    for name in guard.names:
-        mark = "  (default)" if name == guard.default else ""
-        print(f"  {name:12s} threshold {guard.threshold(name):.4f}{mark}")
+    images, seconds = fitted.record["fit"]["images"], time.perf_counter() - started
+    print(f"fitted {len(fitted.names)} OOD detectors on {images:,} training images in "
+          f"{seconds:.1f} s; thresholds at {fitted.tpr:.0%} TPR, calibrated on "
+          f"{fitted.record['calibration']['note']}")
+    for name in fitted.names:
+        mark = "  (default)" if name == fitted.default else ""
+        print(f"  {name:12s} threshold {fitted.threshold(name):.4f}{mark}")
     print(f"saved: {run.path / META}, {run.path / ARRAYS}")
     return 0
 
@@ -119,7 +120,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     print(format_markdown(result, check.default))
     print(f"\nin-distribution: the {len(run.dataset.test):,} test images; thresholds "
-          f"calibrated on {check.guard.record.get('calibration', {}).get('note')}; "
+          f"calibrated on {check.fitted.record.get('calibration', {}).get('note')}; "
           f"default detector: {check.default}")
     print("files: " + ", ".join(str(run.path / f) for f in BENCHMARK_FILES))
     return 0
@@ -130,9 +131,9 @@ def run_exercise(args: argparse.Namespace) -> int:
 
     run = open_run(args)
     check = run.ood_detector(backend=args.backend).check
-    guard = check.guard
-    detector = args.detector or guard.default
-    threshold = guard.threshold(detector, args.tpr)
+    fitted = check.fitted
+    detector = args.detector or fitted.default
+    threshold = fitted.threshold(detector, args.tpr)
     groups = probe_groups(run.dataset.test.images, n=args.n, with_photos=args.photos)
     # The photos as `lenet predict` checks a file: the photo check reads their originals.
     originals = photo_originals(groups["test images"].shape[1:]) if args.photos else {}
@@ -140,12 +141,12 @@ def run_exercise(args: argparse.Namespace) -> int:
                       flag=lambda name, images: [v.out_of_distribution for v in check.check(
                           images, detector, args.tpr, originals.get(name))[1]])
     classes = run.classes
-    tpr = args.tpr or guard.tpr
+    tpr = args.tpr or fitted.tpr
     flag_note = (f"{detector} score below {threshold:.4f}, the threshold {tpr:.0%} of held-out "
                  f"in-distribution images pass")
     print(format_reports(reports, classes, threshold, detector, tpr, flag_note))
     png = plot_reports(reports, groups, classes, run.output(args.out, "ood.png"),
-                       guard.threshold("msp", args.tpr),
+                       fitted.threshold("msp", args.tpr),
                        f"{run.config.model} on inputs unlike its training data")
     table = run.dir.write_json("ood.json", {
         "detector": detector, "tpr": tpr, "threshold": threshold,

@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..base.tables import format_table
-from .guard import threshold_at
+from .fitted import threshold_at
 from .probes import IN_FILES, KINDS, ProbeSet
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..data.loader import calibration_holdout
 from .detectors import Inputs, make_detectors
 from .features import FeatureExtractor
-from .guard import DEFAULT, TPR, Guard
+from .fitted import DEFAULT, TPR, FittedDetectors
 
 FIT_IMAGES = 5_000
 CALIBRATION_IMAGES = 2_000
@@ -58,7 +58,7 @@ def inputs_of(extractor: FeatureExtractor, images: np.ndarray) -> Inputs:
 def fit(extractor: FeatureExtractor, images: np.ndarray, labels: np.ndarray, *,
         holdout: int = 0, seed: int = 0, n_fit: int = FIT_IMAGES,
         n_calibration: int = CALIBRATION_IMAGES, default: str = DEFAULT,
-        tpr: float = TPR) -> Guard:
+        tpr: float = TPR) -> FittedDetectors:
     """Detectors fitted and calibrated on the training split `images`, `labels` (uint8
     (N, H, W), (N,)); `holdout` and `seed` are the run's (TrainConfig.ood_holdout, seed)."""
     started = time.perf_counter()
@@ -83,5 +83,5 @@ def fit(extractor: FeatureExtractor, images: np.ndarray, labels: np.ndarray, *,
                      "trained on them, so the thresholds are optimistic")},
         "fit_seconds": round(time.perf_counter() - started, 3),
     }
-    return Guard(detectors, calibration, record, default=default, tpr=tpr,
+    return FittedDetectors(detectors, calibration, record, default=default, tpr=tpr,
                  indices={"fit": fit_rows, "calibration": cal_rows})

@@ -26,20 +26,20 @@ from ..training.checkpoint import Payload
 from . import benchmark, calibration, photo_check
 from .detectors import Inputs
 from .features import FeatureExtractor
-from .guard import META, Guard, MissingDetectors, Originals, Verdict, fingerprint
+from .fitted import META, FittedDetectors, MissingDetectors, Originals, Verdict, fingerprint
 from .probes import probe_sets
 
 BENCHMARK_FILES = ("ood-benchmark.md", "ood-benchmark.json", "ood-benchmark.png")
 
 
 class OODCheck:
-    def __init__(self, predictor: Predictor, guard: Guard) -> None:
-        self.predictor, self.guard = predictor, guard
+    def __init__(self, predictor: Predictor, fitted: FittedDetectors) -> None:
+        self.predictor, self.fitted = predictor, fitted
         self.extractor = FeatureExtractor(predictor)
 
     @property
     def default(self) -> str:
-        return self.guard.default
+        return self.fitted.default
 
     def inputs(self, images: Any) -> Inputs:
         """Features, logits and uint8 pixels of `images` (uint8 (N, H, W) or (H, W))."""
@@ -60,14 +60,14 @@ class OODCheck:
             logits, verdict = self.check_one(one, detector, tpr, originals)
             return torch.from_numpy(np.asarray(logits))[None], [verdict]
         x = self.inputs(images)
-        return torch.from_numpy(x.logits), self.guard.assess(x, detector, tpr, originals)
+        return torch.from_numpy(x.logits), self.fitted.assess(x, detector, tpr, originals)
 
     def check_one(self, image: np.ndarray, detector: str | None = None,
                   tpr: float | None = None, originals: Originals = None
                   ) -> tuple[np.ndarray, Verdict]:
         """(logits (classes,), verdict) of one uint8 (H, W) image."""
         x = self.inputs_one(image)
-        return x.logits[0], self.guard.assess(x, detector, tpr, originals)[0]
+        return x.logits[0], self.fitted.assess(x, detector, tpr, originals)[0]
 
     def inputs_one(self, image: np.ndarray) -> Inputs:
         """`inputs` of one uint8 (H, W) image, by the extractor's low-latency path."""
@@ -82,40 +82,41 @@ class OODCheck:
         one = single_image(images)
         x = self.inputs(images) if one is None else self.inputs_one(one)
         name = detector or self.default
-        return x.logits, photo_check.adjust(self.guard.detector(name).score(x), name, originals)
+        return x.logits, photo_check.adjust(self.fitted.detector(name).score(x), name, originals)
 
     def scores(self, images: np.ndarray, originals: Originals = None) -> dict[str, np.ndarray]:
         """Every detector's scores for `images` (the benchmark's view)."""
-        return self.guard.scores(self.inputs(images), originals=originals)
+        return self.fitted.scores(self.inputs(images), originals=originals)
 
 
 def fit(run_dir: str | Path, predictor: Predictor, train_images: np.ndarray,
-        train_labels: np.ndarray, train_config: dict[str, Any], epoch: int | None) -> Guard:
+        train_labels: np.ndarray, train_config: dict[str, Any],
+        epoch: int | None) -> FittedDetectors:
     """Fit a run's detectors on its training split and save them beside its checkpoint.
     `train_config` is the run's (TrainConfig.to_dict(): its seed and ood_holdout)."""
-    guard = _fit(predictor, train_images, train_labels, train_config, epoch)
-    guard.save(run_dir)
-    return guard
+    fitted = _fit(predictor, train_images, train_labels, train_config, epoch)
+    fitted.save(run_dir)
+    return fitted
 
 
 def _fit(predictor: Predictor, train_images: np.ndarray, train_labels: np.ndarray,
-         train_config: dict[str, Any], epoch: int | None) -> Guard:
+         train_config: dict[str, Any], epoch: int | None) -> FittedDetectors:
     if tuple(train_images.shape[1:]) != tuple(predictor.input_size):
         h, w = predictor.input_size
         raise LenetError(f"the model takes {h}x{w} images and the training images are "
                          f"{train_images.shape[1]}x{train_images.shape[2]} (--resize): lenet "
                          "fits OOD detectors only for models of the data's image size")
-    guard = calibration.fit(FeatureExtractor(predictor), train_images, train_labels,
+    fitted = calibration.fit(FeatureExtractor(predictor), train_images, train_labels,
                             holdout=int(train_config.get("ood_holdout") or 0),
                             seed=int(train_config.get("seed") or 0))
-    guard.record["model"] = {"epoch": epoch, "fingerprint": fingerprint(
+    fitted.record["model"] = {"epoch": epoch, "fingerprint": fingerprint(
         predictor.model.state_dict())}
-    return guard
+    return fitted
 
 
 def fit_after_training(model: LeNet, classes: list[str], train_images: np.ndarray,
                        train_labels: np.ndarray, train_config: dict[str, Any],
-                       epoch: int) -> Guard:
+                       epoch: int) -> FittedDetectors:
     """A finished run's detectors, fitted from what training holds in memory (the model,
     the training split), not yet saved (sinks.OODSink saves them)."""
     from ..training.checkpoint import model_from_payload
@@ -132,10 +133,10 @@ def open_check(run_dir: str | Path, predictor: Predictor, payload: Payload,
     """The run's check; when its detectors are missing or stale and `train_split` (a callable
     giving the run's training split) is given, they are fitted and saved first."""
     try:
-        guard = Guard.load(run_dir)
+        fitted = FittedDetectors.load(run_dir)
         current = fingerprint(predictor.model.state_dict())
-        if guard.record.get("model", {}).get("fingerprint") == current:
-            return OODCheck(predictor, guard)
+        if fitted.record.get("model", {}).get("fingerprint") == current:
+            return OODCheck(predictor, fitted)
         why = f"{run_dir}/{META} belongs to other weights of this run"
     except MissingDetectors:
         if train_split is None:
@@ -145,11 +146,11 @@ def open_check(run_dir: str | Path, predictor: Predictor, payload: Payload,
         raise MissingDetectors(f"{why}: refit them with: lenet ood fit {run_dir}")
     started = time.perf_counter()
     split = train_split()
-    guard = fit(run_dir, predictor, split.images, split.labels, payload.get("train_config", {}),
+    fitted = fit(run_dir, predictor, split.images, split.labels, payload.get("train_config", {}),
                 payload.get("epoch"))
     note(f"{why}: fitted them on its training images in {time.perf_counter() - started:.1f} s "
          f"({run_dir}/{META})")
-    return OODCheck(predictor, guard)
+    return OODCheck(predictor, fitted)
 
 
 def run_benchmark(check: OODCheck, test_images: np.ndarray, out_dir: str | Path, *,
@@ -159,13 +160,13 @@ def run_benchmark(check: OODCheck, test_images: np.ndarray, out_dir: str | Path,
     writes the markdown table, the JSON and the ROC figure into `out_dir`."""
     out_dir = Path(out_dir)
     sets = probe_sets(test_images, n=n, seed=seed)
-    guard = check.guard
+    fitted = check.fitted
     result = benchmark.run(check.scores, test_images, sets,
-                           {d: guard.threshold(d) for d in guard.names}, guard.tpr,
+                           {d: fitted.threshold(d) for d in fitted.names}, fitted.tpr,
                            {**(conditions or {}), "ood_sets_seed": seed, "n_per_random_set": n,
-                            "calibration": guard.record.get("calibration", {}).get("note")})
+                            "calibration": fitted.record.get("calibration", {}).get("note")})
     md, js, png = (out_dir / name for name in BENCHMARK_FILES)
-    write_text(md, benchmark.format_markdown(result, guard.default) + "\n")
-    write_text(js, json.dumps({**result.to_dict(), "default": guard.default}, indent=2) + "\n")
+    write_text(md, benchmark.format_markdown(result, fitted.default) + "\n")
+    write_text(js, json.dumps({**result.to_dict(), "default": fitted.default}, indent=2) + "\n")
     benchmark.plot_roc(result, png, title)
     return result

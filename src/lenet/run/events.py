@@ -78,7 +78,7 @@ class RunFinish:
     eval_name: str
     examples_per_sec: float
     device_type: str  # "cpu", "cuda", "mps"
-    # The out-of-distribution detectors (lenet.ood.guard.Guard), fitted when called
+    # The out-of-distribution detectors (lenet.ood.fitted.Guard), fitted when called
     ood: Callable[[], Any] | None = None
 
 

@@ -45,7 +45,7 @@ from .sinks import default_sinks
 from .stop import StopRequest
 
 if TYPE_CHECKING:
-    from ..ood.guard import Verdict
+    from ..ood.fitted import Verdict
     from ..ood.runs import OODCheck
 
 
@@ -71,7 +71,7 @@ class ScoreDetector:
     check: OODCheck  # the fitted detectors bound to a predictor
 
     def verdicts(self, images: Any, originals: Any = None) -> tuple[torch.Tensor, list[Verdict]]:
-        """(logits (N, classes), a lenet.ood.guard.Verdict per image), one forward pass;
+        """(logits (N, classes), a lenet.ood.fitted.Verdict per image), one forward pass;
         `originals`: per image, its file's statistics (PreparedImage.original) or None."""
         return self.check.check(images, self.name, self.tpr, originals)
 
@@ -247,8 +247,8 @@ class Run:
                 self.path, self.predictor(backend), self.checkpoint(),
                 lambda: self.dataset.train, note=note)
         check = self._ood_checks[backend]
-        name, tpr = name or check.default, tpr or check.guard.tpr
-        return ScoreDetector(name, check.guard.threshold(name, tpr), tpr, check)
+        name, tpr = name or check.default, tpr or check.fitted.tpr
+        return ScoreDetector(name, check.fitted.threshold(name, tpr), tpr, check)
 
     def classify(self, images: Any, top_k: int = 5, *, ood: ScoreDetector | bool = True,
                  backend: str = "auto") -> list[Prediction]:

@@ -5,7 +5,7 @@
     RUN/ood-detectors.json  format version, default detector, thresholds, and what the
                             detectors were fitted and calibrated on
 
-A `Guard` scores images with any detector and flags those below its
+A `FittedDetectors` scores images with any detector and flags those below its
 threshold; thresholds for another true-positive rate come from the stored
 calibration scores, so no data is needed at prediction time.
 """
@@ -69,7 +69,7 @@ def fingerprint(state: dict[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-class Guard:
+class FittedDetectors:
     def __init__(self, detectors: dict[str, Detector], calibration: dict[str, np.ndarray],
                  record: dict[str, Any], *, indices: dict[str, np.ndarray] | None = None,
                  default: str = DEFAULT, tpr: float = TPR) -> None:
@@ -128,7 +128,7 @@ class Guard:
         return write_text(run_dir / META, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> Guard:
+    def load(cls, run_dir: str | Path) -> FittedDetectors:
         run_dir = Path(run_dir)
         meta_path = run_dir / META
         if not meta_path.is_file() or not (run_dir / ARRAYS).is_file():
