@@ -172,8 +172,8 @@ def load_search(path: str | Path) -> Search:
         params.append(param)
     search = Search(name, out, base, raw_base, tuple(params), algorithm, trials, metric,
                     direction, seed, grace, reduction)
-    probe = {p.key: p.bounds[0] for p in params}  # every key known to TrainConfig
-    parse_options(probe, f"{path} [space]")
+    # every key known, every value of the first corner a valid configuration, now
+    search.config("check", {p.key: p.bounds[0] for p in params})
     if grace > search.epochs:
         raise ConfigError(f"{where}: grace_period ({grace}) exceeds [base] epochs "
                           f"({search.epochs})")

@@ -85,7 +85,7 @@ def trainable(values: dict[str, Any], search: Search, cwd: str, threads: int) ->
             tune.report({search.metric: value, "epoch": epoch},
                         checkpoint=tune.Checkpoint.from_directory(folder))
 
-    where = {"node": ray.get_runtime_context().get_node_id()[:12],
+    where = {"node": ray.get_runtime_context().get_node_id()[:12], "pid": os.getpid(),
              "tune_trial": context.get_trial_id(),
              "tune_checkpoint": tune.get_checkpoint() is not None}
     outcome = run_trial(search.config(name, values), values, search.metric, report, where=where)
