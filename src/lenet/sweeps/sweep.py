@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base.atomic import write_text
+from ..errors import ConfigError
 from ..run.directory import RunDir
 from .compare import (
     RunSummary,
@@ -35,6 +36,9 @@ def run_sweep(path: str | Path, *, workers: int | None = None,
     "auto", or "local" for a Ray started here.
     """
     if is_search(path):
+        if workers not in (None, 1):
+            raise ConfigError("--workers is for grids: a [search] on this machine trains one "
+                              "trial at a time (use --ray for many)")
         return run_search(path, say=say, ray=ray)
     name, out, runs = load_spec(path)
     out.mkdir(parents=True, exist_ok=True)
