@@ -185,6 +185,7 @@ def killed(args: argparse.Namespace, work: Path) -> bool:
     spec = work / "kills.toml"
     spec.write_text(f'name = "kills"\nout_dir = "{work}"\n[base]\ndataset = "{data}"\n'
                     "epochs = 3\nbatch_size = 32\nmomentum = 0.9\nval_split = 0.2\n"
+                    '"set.activation" = "relu"\n"set.pool" = "max"\n'
                     f'[search]\nalgorithm = "tpe"\ntrials = {trials}\nseed = {args.seed}\n'
                     "grace_period = 1\nreduction_factor = 2\n[space]\n"
                     "lr = { log-uniform = [0.001, 0.3] }\n"

@@ -188,3 +188,25 @@ def test_a_local_search_whose_driver_is_killed_goes_on_where_it_stopped(data, tm
     attempts = records(out)[victim]["attempts"]
     assert len(attempts) == 2 and attempts[-1]["resumed_from_epoch"] >= 1
     assert [t.state.name for t in study.trials].count("FAIL") == 1  # the stale one, retried
+
+
+@pytest.mark.slow
+def test_a_trial_left_running_without_a_heartbeat_is_retried(data, tmp_path):
+    # A driver killed between starting a trial and its first heartbeat leaves a RUNNING
+    # trial that never turns stale: the next driver (holding the sweep's lock) retries it.
+    from lenet.sweeps.optuna_search import open_study
+
+    path = search_file(tmp_path, data, trials=2, epochs=2, name="h")
+    search = load_search(path)
+    search.out.mkdir(parents=True)
+    study, _ = open_study(search)
+    orphan = study.ask()  # RUNNING, and no heartbeat ever
+    orphan.set_user_attr("run", "trial-0000")
+    values = suggest(orphan, search)
+    run_sweep(path, say=lambda line: None)
+    trials = optuna.load_study(study_name="h", storage=f"sqlite:///{search.out / 'study.db'}")
+    states = {t.number: t.state.name for t in trials.trials}
+    assert states[0] == "FAIL" and "RUNNING" not in states.values()
+    retry = next(t for t in trials.trials if t.number > 0 and t.user_attrs["run"] == "trial-0000")
+    assert retry.params == values and retry.state.name in ("COMPLETE", "PRUNED")
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 2

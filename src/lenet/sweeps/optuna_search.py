@@ -63,34 +63,44 @@ def run_name(trial: Any) -> str:
     return f"trial-{history[0] if history else trial.number:04d}"
 
 
-def open_study(search: Search) -> Any:
+def open_study(search: Search) -> tuple[Any, Any]:
+    """(the study, its RDBStorage), made or reopened from OUT/study.db."""
     optuna = import_optuna()
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as RETRY
 
+    # A stale heartbeat means the driver died, not that the trial is bad: retried every
+    # time (a bound would lose the trial of a search killed that many times).
     storage = RDBStorage(f"sqlite:///{search.out / 'study.db'}",
                          heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+                         heartbeat_stale_trial_callback=RETRY(max_retry=None))
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
     return optuna.create_study(
         storage=storage, study_name=search.name, direction=search.direction,
         sampler=samplers[search.algorithm](seed=search.seed),
         pruner=optuna.pruners.SuccessiveHalvingPruner(
             min_resource=search.grace_period, reduction_factor=search.reduction_factor),
-        load_if_exists=True)
+        load_if_exists=True), storage
 
 
-def revive(study: Any, say: Callable[[str], None]) -> None:
+def revive(study: Any, storage: Any, say: Callable[[str], None]) -> None:
     """Queue again the trials a dead or interrupted driver left: RUNNING ones once their
     heartbeat is stale (Optuna's retry callback), interrupted ones here."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as RETRY
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
     deadline = time.monotonic() + GRACE_S + 3 * HEARTBEAT_S
-    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    while running := study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         fail_stale_trials(study)
         if time.monotonic() > deadline:
-            raise LenetError(f"{study.study_name}: trials still beat in study.db: another "
-                             "process drives this search")
+            # killed before its first heartbeat: never stale. This process holds the
+            # sweep's lock, so no live driver runs it: failed and retried here, alike.
+            for trial in running:
+                trial_id = storage.get_trial_id_from_study_id_trial_number(
+                    storage.get_study_id_from_name(study.study_name), trial.number)
+                if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                    RETRY(max_retry=None)(study, storage.get_trial(trial_id))
         time.sleep(0.5)
     trials = study.get_trials(deepcopy=False)
     claimed = {run_name(t) for t in trials if t.state != TrialState.FAIL}
@@ -115,8 +125,8 @@ def run_search_local(search: Search, say: Callable[[str], None]) -> bool:
     optuna = import_optuna()
     search.out.mkdir(parents=True, exist_ok=True)
     with RunLock(search.out):  # one driver per study: a second is refused
-        study = open_study(search)
-        revive(study, say)
+        study, storage = open_study(search)
+        revive(study, storage, say)
         say(f"search {search.name}: {search.algorithm} sampler, ASHA (grace "
             f"{search.grace_period}, reduction {search.reduction_factor}, max "
             f"{search.epochs} epochs), {finished_count(study)}/{search.trials} trials done, "
