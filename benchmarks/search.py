@@ -20,9 +20,10 @@ configuration either way is checked to have fewer than 100,000 parameters.
 Targets: the search's best within 0.002 test accuracy of the grid's, with at most 1/3 of the
 grid's trial-epochs.
 
-Part 2 (--kills N). A small search (6 trials, 3 epochs, 2,000 images) whose driver
-(`lenet sweep FILE`, or with --ray on a cluster) is killed with SIGKILL N times at random
-moments (--seed), then run until it finishes. Counted: trials ended (completed or stopped
+Part 2 (--kills N). A small search (6 trials, 3 epochs, 12,000 images) whose driver
+(`lenet sweep FILE`, or with --ray on a cluster) is killed with SIGKILL N times, each at a
+random moment (0-4 s, --seed) after that driver's first newly recorded epoch, so mostly
+inside a trial; then run until it finishes. Counted: trials ended (completed or stopped
 early), ended exactly once (one of results.json / stopped.json, every epoch's row once),
 trials resumed from a checkpoint, finished trials redone (their results.json rewritten),
 trials lost. Exits 1 when a target is missed.
@@ -31,6 +32,7 @@ trials lost. Exits 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -179,12 +181,20 @@ def ended(out: Path) -> dict[str, str]:
     return states
 
 
+def epoch_rows(out: Path) -> int:
+    total = 0
+    for file in out.glob("trial-*/metrics.csv"):
+        with contextlib.suppress(OSError):  # replaced at that moment
+            total += len(file.read_text().splitlines())
+    return total
+
+
 def killed(args: argparse.Namespace, work: Path) -> bool:
     trials = 6
-    data = small_dataset(work / "data-kills", 2000, 500)
+    data = small_dataset(work / "data-kills", 12_000, 500)  # epochs of seconds, to land in
     spec = work / "kills.toml"
     spec.write_text(f'name = "kills"\nout_dir = "{work}"\n[base]\ndataset = "{data}"\n'
-                    "epochs = 3\nbatch_size = 32\nmomentum = 0.9\nval_split = 0.2\n"
+                    "epochs = 3\nbatch_size = 16\nmomentum = 0.9\nval_split = 0.2\n"
                     '"set.activation" = "relu"\n"set.pool" = "max"\n'
                     f'[search]\nalgorithm = "tpe"\ntrials = {trials}\nseed = {args.seed}\n'
                     "grace_period = 1\nreduction_factor = 2\n[space]\n"
@@ -200,9 +210,13 @@ def killed(args: argparse.Namespace, work: Path) -> bool:
     while True:
         driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
-        if kills < args.kills:
+        if kills < args.kills:  # a random moment after this driver's first new epoch
+            rows, deadline = epoch_rows(out), time.monotonic() + 300
+            while driver.poll() is None and epoch_rows(out) == rows \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
             try:
-                driver.wait(timeout=rng.uniform(4.0, 20.0))
+                driver.wait(timeout=rng.uniform(0.0, 4.0))
             except subprocess.TimeoutExpired:
                 os.killpg(driver.pid, signal.SIGKILL)
                 kills += 1
