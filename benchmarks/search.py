@@ -86,19 +86,15 @@ def search_file(args: argparse.Namespace, work: Path, data: str) -> Path:
     base = base_table(args, data)
     for key in ("lr", "weight_decay"):
         base.pop(key)
-    channels = sorted({r["set.channels"] for r in runs})
-    kernels = sorted({r["set.kernel"] for r in runs})
-    dense = sorted({r["set.dense"] for r in runs})
+    bundle = "".join("[[space.arch.bundle]]\n" + toml_table(
+        {k: v for k, v in r.items() if k != "set.dropout"}) for r in runs)
     low, high = min(args.grid_lr) / 2, max(args.grid_lr) * 2
     text = (f'name = "search"\nout_dir = "{work}"\n[base]\n' + toml_table(base)
             + f'[search]\nalgorithm = "tpe"\ntrials = {args.trials}\nseed = {args.seed}\n'
             f"grace_period = {args.grace}\nreduction_factor = 3\n[space]\n"
-            f'"set.channels" = {{ choice = {json.dumps(channels)} }}\n'
-            f'"set.kernel" = {{ choice = {json.dumps(kernels)} }}\n'
-            f'"set.dense" = {{ choice = {json.dumps(dense)} }}\n'
             f"lr = {{ log-uniform = [{low}, {high}] }}\n"
             f'"set.dropout" = {{ uniform = [0.0, 0.3] }}\n'
-            f"weight_decay = {{ log-uniform = [0.0001, 0.001] }}\n")
+            f"weight_decay = {{ log-uniform = [0.0001, 0.001] }}\n" + bundle)
     path = work / "search.toml"
     path.write_text(text)
     return path
@@ -112,9 +108,10 @@ def largest_model(path: Path) -> int:
     from lenet.sweeps.space import load_search
 
     search = load_search(path)
-    choices = [p for p in search.params if p.kind == "choice"]
+    choices = [p for p in search.params if p.kind in ("choice", "bundle")]
     most = 0
-    for combo in itertools.product(*(p.bounds for p in choices)):
+    for combo in itertools.product(*([b["name"] for b in p.bounds] if p.kind == "bundle"
+                                     else p.bounds for p in choices)):
         config = search.config("size", {p.key: v for p, v in zip(choices, combo, strict=True)})
         model = LeNet(config.model_config(num_classes=10, image_size=(28, 28)))
         most = max(most, sum(t.numel() for t in model.parameters()))

@@ -20,7 +20,7 @@ from conftest import require, write_dataset
 from lenet.errors import ConfigError
 from lenet.run.directory import read_metrics
 from lenet.sweeps.attempt import SEARCH_JSON, STOPPED
-from lenet.sweeps.space import load_search, suggest
+from lenet.sweeps.space import is_search, load_search, suggest
 from lenet.sweeps.spec import load_spec
 from lenet.sweeps.sweep import run_sweep
 
@@ -79,6 +79,25 @@ def test_a_search_file_gives_ranges_choices_and_conditionals(tmp_path):
     assert config.epochs == 3 and config.out_dir == str(tmp_path / "out" / "s")
 
 
+def test_a_bundle_is_one_named_choice_of_several_options(tmp_path):
+    search = load_search(search_file(tmp_path, extra="""
+[[space.arch.bundle]]
+name = "wide"
+"set.channels" = "16,32"
+"set.kernel" = 5
+[[space.arch.bundle]]
+name = "deep"
+"set.channels" = "8,16,32"
+"set.kernel" = 3
+"""))
+    assert search.params[-1].kind == "bundle"
+    values = suggest(optuna.trial.FixedTrial({"lr": 0.01, "set.activation": "sigmoid",
+                                              "arch": "deep"}), search)
+    assert values["arch"] == "deep"  # recorded by name
+    settings = search.config("t", values).model_settings
+    assert (settings.channels, settings.kernel_sizes) == ((8, 16, 32), (3,))
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (("val_split = 0.2\n", ""), "give val_split"),
     (('seed = 3\n', 'seed = 3\nmetric = "test_acc"\n'), "never chooses"),
@@ -88,6 +107,9 @@ def test_a_search_file_gives_ranges_choices_and_conditionals(tmp_path):
     (('"set.activation" = "relu"', '"set.kernel" = 3'), "depends on set.kernel"),
     (("grace_period = 1", "grace_period = 9"), "exceeds [base] epochs"),
     (("lr = {", "nonsense = {"), "unknown option 'nonsense'"),
+    (("lr = { log-uniform", "lr = { bundle = [1, 2], x"), "needs exactly one"),
+    (("lr = { log-uniform = [0.0001, 0.2] }", "lr = { bundle = [{ lr = 0.1 }] }"),
+     "each with its own name"),
 ])
 def test_a_bad_search_file_is_refused_with_the_reason(tmp_path, change, message):
     path = search_file(tmp_path)
@@ -96,10 +118,13 @@ def test_a_bad_search_file_is_refused_with_the_reason(tmp_path, change, message)
         load_search(path)
 
 
-def test_every_sweep_file_of_the_project_still_plans_as_a_grid():
+def test_every_sweep_file_of_the_project_still_loads():
     for path in sorted(Path("sweeps").glob("*.toml")):
-        name, _, runs = load_spec(path)
-        assert runs and name == path.stem
+        if is_search(path):
+            assert load_search(path).name == path.stem
+        else:
+            name, _, runs = load_spec(path)
+            assert runs and name == path.stem
 
 
 def records(out: Path) -> dict[str, dict]:

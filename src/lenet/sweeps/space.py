@@ -18,6 +18,13 @@
     "set.dense" = { choice = ["48", "128"] }
     "set.batch_norm" = { choice = [true, false] }
     "set.dropout" = { uniform = [0.0, 0.4], when = { "set.batch_norm" = true } }
+    [[space.arch.bundle]]               # a choice of named sets of options, as one
+    name = "3conv"
+    "set.channels" = "16,32,64"
+    [[space.arch.bundle]]
+    name = "2conv"
+    "set.channels" = "16,32"
+    "set.kernel" = 5
 
 A `when` table makes an entry conditional: it is sampled only when the named options (from
 [space], sampled before it, or from [base]) have those values. The trials are planned by a
@@ -37,14 +44,15 @@ from .spec import header, merge_options, parse_options, read_toml, typed
 
 ALGORITHMS = ("tpe", "random")
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
-KINDS = ("uniform", "log-uniform", "int", "log-int", "choice")
+KINDS = ("uniform", "log-uniform", "int", "log-int", "choice", "bundle")
 
 
 @dataclass(frozen=True)
 class Param:
     key: str  # a sweep option, as in [base]: "lr", "set.dropout"
     kind: str  # one of KINDS
-    bounds: tuple[Any, ...]  # (low, high) for ranges, the values for a choice
+    bounds: tuple[Any, ...]  # (low, high) for ranges, the values for a choice, the tables
+    # of a bundle (each with its "name": what is sampled and recorded)
     when: tuple[tuple[str, Any], ...] = ()  # (option, value) pairs that must hold
 
 
@@ -72,8 +80,15 @@ class Search:
         return all(values.get(k, self.raw_base.get(k)) == v for k, v in param.when)
 
     def config(self, run_name: str, values: dict[str, Any]) -> TrainConfig:
-        """The training configuration of one trial: [base] with the sampled values."""
-        options = merge_options(self.base, parse_options(values, f"{self.name} [space]"))
+        """The training configuration of one trial: [base] with the sampled values (a
+        bundle's name stands for its options)."""
+        flat = dict(values)
+        for p in self.params:
+            if p.kind == "bundle" and p.key in flat:
+                name = flat.pop(p.key)
+                chosen = next(b for b in p.bounds if b["name"] == name)
+                flat.update({k: v for k, v in chosen.items() if k != "name"})
+        options = merge_options(self.base, parse_options(flat, f"{self.name} [space]"))
         return TrainConfig(**{**options, "out_dir": str(self.out), "name": run_name})
 
 
@@ -87,6 +102,8 @@ def suggest(trial: Any, search: Search) -> dict[str, Any]:
             continue
         if p.kind == "choice":
             values[p.key] = trial.suggest_categorical(p.key, list(p.bounds))
+        elif p.kind == "bundle":
+            values[p.key] = trial.suggest_categorical(p.key, [b["name"] for b in p.bounds])
         elif p.kind.endswith("int"):
             values[p.key] = trial.suggest_int(p.key, *p.bounds, log=p.kind == "log-int")
         else:
@@ -111,7 +128,12 @@ def _param(key: str, entry: Any, where: str) -> Param:
     kind, bounds = next(iter(entry.items()))
     if not isinstance(bounds, list) or not bounds:
         raise ConfigError(f"{where}: {key}: {kind} takes a non-empty list")
-    if kind == "choice":
+    if kind == "bundle":
+        if not all(isinstance(b, dict) and isinstance(b.get("name"), str) for b in bounds) \
+                or len({b["name"] for b in bounds}) != len(bounds):
+            raise ConfigError(f"{where}: {key}: a bundle is a list of tables of options, each "
+                              "with its own name")
+    elif kind == "choice":
         if not all(isinstance(v, bool | int | float | str) for v in bounds):
             raise ConfigError(f"{where}: {key}: choices must be numbers, text or true/false "
                               '(write a list option as text: "16,32")')
@@ -173,7 +195,9 @@ def load_search(path: str | Path) -> Search:
     search = Search(name, out, base, raw_base, tuple(params), algorithm, trials, metric,
                     direction, seed, grace, reduction)
     # every key known, every value of the first corner a valid configuration, now
-    search.config("check", {p.key: p.bounds[0] for p in params})
+    for i in range(max((len(p.bounds) for p in params if p.kind == "bundle"), default=1)):
+        search.config("check", {p.key: p.bounds[min(i, len(p.bounds) - 1)]["name"]
+                                if p.kind == "bundle" else p.bounds[0] for p in params})
     if grace > search.epochs:
         raise ConfigError(f"{where}: grace_period ({grace}) exceeds [base] epochs "
                           f"({search.epochs})")
