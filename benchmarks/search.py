@@ -186,6 +186,16 @@ def epoch_rows(out: Path) -> int:
     return total
 
 
+def retries(out: Path) -> tuple[int, int]:
+    """(attempts that resumed from a checkpoint, retries that started from scratch)."""
+    resumed = over = 0
+    for record in out.glob("trial-*/search.json"):
+        epochs = [a["resumed_from_epoch"] for a in json.loads(record.read_text())["attempts"]]
+        resumed += sum(e > 0 for e in epochs)
+        over += sum(e == 0 for e in epochs[1:])
+    return resumed, over
+
+
 def killed(args: argparse.Namespace, work: Path) -> bool:
     trials = 6
     data = small_dataset(work / "data-kills", 12_000, 500)  # epochs of seconds, to land in
@@ -229,12 +239,12 @@ def killed(args: argparse.Namespace, work: Path) -> bool:
         if rc > 0:
             print(f"the driver failed (exit {rc})")
             return False
-    resumed = sum(any(a.get("resumed_from_epoch", 0) > 0 for a in json.loads(
-        (out / name / "search.json").read_text()).get("attempts", [])) for name in states)
+    resumed, over = retries(out)
     once = sum(s in ("completed", "stopped") for s in states.values())
     lost = trials - once
-    print(f"{kills} kills: {len(states)} trials, {once} ended exactly once, {resumed} resumed "
-          f"from a checkpoint, {redone} finished trials redone, {lost} lost or bad")
+    print(f"{kills} kills: {len(states)} trials, {once} ended exactly once; {resumed} attempts "
+          f"resumed a checkpoint, {over} started over (killed before the trial's first "
+          f"checkpoint); {redone} finished trials redone, {lost} lost or bad")
     return len(states) == trials and once == trials and redone == 0
 
 
