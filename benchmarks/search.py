@@ -61,7 +61,9 @@ def toml_table(table: dict) -> str:
 
 def base_table(args: argparse.Namespace, data: str) -> dict:
     base = dict(tomllib.loads(GRID.read_text())["base"])
-    base.update(dataset=data, val_split=args.val_split)
+    # one thread a run either way: the grid's pool workers take one, and a search's trials
+    # (one at a time here) must not measure torch's threads against a loaded machine
+    base.update(dataset=data, val_split=args.val_split, threads=1)
     if args.epochs:
         base["epochs"] = args.epochs
     return base
