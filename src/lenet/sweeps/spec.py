@@ -19,7 +19,8 @@ Finished runs (with results.json) are never redone, interrupted ones resume
 from their checkpoint, so rerunning the same command after a Ctrl-C or a
 crash completes the sweep. Runs go to worker processes, one CPU thread each by
 default, as many as the cores and memory allow (pool.py), or, with `--ray`, to
-Ray tasks (on_ray.py); trial.py is one run's life, sweep.py the whole.
+Ray tasks (on_ray.py); trial.py is one run's life, sweep.py the whole. A file with a
+[search] table instead of a [grid] samples ranges and stops poor trials early: space.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """A sweep as a whole: its pending runs on the chosen backend (this process, a pool of
-workers, Ray), then the comparison of every run. The file format: spec.py."""
+workers, Ray), then the comparison of every run. The file format: spec.py. A [search]
+(space.py) goes to Optuna here (optuna_search.py) or Ray Tune (tune_search.py)."""
 
 from __future__ import annotations
 
