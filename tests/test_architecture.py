@@ -20,7 +20,8 @@ TOP_LEVEL_MODULES = {"__init__", "__main__", "errors"}  # in the base room
 # Optional extras: the only modules that may import each (inside a function, or at the top
 # of a module that only that extra's users import).
 OPTIONAL = {
-    "ray": {"lenet.sweeps.on_ray"},
+    "ray": {"lenet.sweeps.on_ray", "lenet.sweeps.tune_search"},
+    "optuna": {"lenet.sweeps.optuna_search", "lenet.sweeps.tune_search"},
     "fastapi": {"lenet.cli.serve", *(f"lenet.serve.{m}" for m in (
         "app", "middleware", "server", "decoding", "limits", "queries", "metrics", "service",
         "batching", "reading", "responses"))},

@@ -17,6 +17,7 @@ from lenet.models.network import build_model
 from lenet.models.settings import ModelSettings, parse_settings, with_settings
 from lenet.run import shortcuts as runner
 from lenet.sweeps.compare import markdown_table, summarize_run
+from lenet.sweeps.space import is_search, load_search
 from lenet.sweeps.spec import load_spec
 from lenet.sweeps.sweep import run_sweep
 from lenet.training import checkpoint
@@ -84,9 +85,15 @@ def test_shipped_sweeps_use_valid_variants():
     shipped = sorted((Path(__file__).parents[2] / "sweeps").glob("*.toml"))
     assert shipped
     for path in shipped:
-        _, _, runs = load_spec(path)
-        for run in runs:
-            config = with_settings(MODELS[run.config.model], run.config.model_settings)
+        if is_search(path):  # a search: each of its bundles (architectures) at its lows
+            search = load_search(path)
+            low = {p.key: p.bounds[0] for p in search.params if p.kind != "bundle"}
+            configs = [search.config(b["name"], {**low, p.key: b["name"]})
+                       for p in search.params if p.kind == "bundle" for b in p.bounds]
+        else:
+            configs = [run.config for run in load_spec(path)[2]]
+        for run in configs:
+            config = with_settings(MODELS[run.model], run.model_settings)
             model = build_model(config, seed=0)
             assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10), run.name
 

@@ -10,9 +10,13 @@ from .args import non_negative_int, positive_int
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
-        "sweep", help="run a grid or random search from a TOML file, in parallel, resumable",
+        "sweep", help="run a grid, or a search with early stopping, from a TOML file; "
+                      "resumable",
         description="Run every unfinished run of a sweep file (see sweeps/*.toml) in worker "
-                    "processes, then write a comparison table and plots. Rerun the same "
+                    "processes, then write a comparison table and plots. A file with a "
+                    "[search] samples its [space] (TPE or random) and stops poor trials early "
+                    "(ASHA): with Optuna here (one trial at a time, the study in "
+                    "OUT/NAME/study.db) or with Ray Tune under --ray. Rerun the same "
                     "command after an interruption to finish the sweep.")
     p.add_argument("spec", metavar="SPEC.toml")
     p.add_argument("--workers", type=non_negative_int, default=None,

@@ -26,6 +26,7 @@ from ..models.network import LeNet
 from ..models.settings import ModelSettings
 from ..models.summary import summarize
 from ..run.directory import RunDir, read_metrics
+from .attempt import STOPPED
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class RunSummary:
     best_accuracy: float
     wall_seconds: float  # training plus evaluation, all epochs
     finished: bool
+    stopped: str = ""  # a search trial the scheduler stopped early: why (RUN/stopped.json)
 
 
 def summarize_run(run_dir: str | Path) -> RunSummary:
@@ -65,7 +67,14 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         parameters=record["parameters"], macs=macs, epochs=len(history), eval_name=eval_name,
         accuracy=accuracies[-1], best_accuracy=max(accuracies),
         wall_seconds=sum(row.get("wall_seconds", row["seconds"]) for row in history),
-        finished=run.file(RunDir.RESULTS).exists())
+        finished=run.file(RunDir.RESULTS).exists(), stopped=_stopped(run))
+
+
+def _stopped(run: RunDir) -> str:
+    if not run.file(STOPPED).exists():
+        return ""
+    record = run.read_json(STOPPED)
+    return f"epoch {record['epoch']}: {record['reason']}"
 
 
 COLUMNS = ("run", "model", "settings", "parameters", "mult-adds", "epochs", "accuracy",
@@ -74,7 +83,8 @@ COLUMNS = ("run", "model", "settings", "parameters", "mult-adds", "epochs", "acc
 
 def _cells(s: RunSummary) -> tuple[str, ...]:
     accuracy = f"{s.accuracy:.4f}" + ("" if s.eval_name == "test" else " (val)")
-    return (s.name + ("" if s.finished else " (unfinished)"), s.model, s.settings or "-",
+    state = "" if s.finished else " (stopped early)" if s.stopped else " (unfinished)"
+    return (s.name + state, s.model, s.settings or "-",
             f"{s.parameters:,}", f"{s.macs:,}", str(s.epochs), accuracy, f"{s.wall_seconds:.1f}")
 
 
@@ -111,14 +121,15 @@ def plot_tradeoffs(summaries: list[RunSummary], path: str | Path, title: str = "
         for i, s in enumerate(summaries):
             x, low = getattr(s, key), s.accuracy < bottom
             ax.scatter(x, bottom if low else s.accuracy, color=f"C{i % 10}", s=45,
-                       marker="v" if low else "o", clip_on=False, zorder=3,
-                       label=f"{i + 1}. {s.name} ({s.accuracy:.3f})")
+                       marker="v" if low else "x" if s.stopped else "o", clip_on=False,
+                       zorder=3, label=f"{i + 1}. {s.name} ({s.accuracy:.3f})"
+                       + (" stopped early" if s.stopped else ""))
             ax.annotate(str(i + 1), (x, bottom if low else s.accuracy), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_ylim(bottom, None)
         ax.set_xlabel(label)
-        ax.set_ylabel("final accuracy (triangles: near chance)")
+        ax.set_ylabel("final accuracy (triangles: near chance; crosses: stopped early)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title or "accuracy vs size and time")
@@ -137,8 +148,11 @@ def plot_compared_curves(run_dirs: list[str | Path], path: str | Path, title: st
         split = evaluation_split(run.read_json(RunDir.CONFIG)["train"].get("val_split"))
         eval_key = f"{split}_acc"
         epochs = [r["epoch"] for r in history]
+        stopped = run.file(STOPPED).exists()  # a search trial cut early: ends in a cross
         style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3],
-                 "label": f"{i + 1}. {Path(run_dir).name}"}
+                 "label": f"{i + 1}. {Path(run_dir).name}" + (" (stopped)" if stopped else ""),
+                 "marker": "x" if stopped else None,
+                 "markevery": [len(epochs) - 1] if stopped else None}
         rows: list[Mapping[str, Any]] = list(history)  # the key is test_acc or val_acc
         acc_ax.plot(epochs, [r[eval_key] for r in rows], **style)
         loss_ax.plot(epochs, [r["train_loss"] for r in history], **style)

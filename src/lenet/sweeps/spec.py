@@ -19,7 +19,8 @@ Finished runs (with results.json) are never redone, interrupted ones resume
 from their checkpoint, so rerunning the same command after a Ctrl-C or a
 crash completes the sweep. Runs go to worker processes, one CPU thread each by
 default, as many as the cores and memory allow (pool.py), or, with `--ray`, to
-Ray tasks (on_ray.py); trial.py is one run's life, sweep.py the whole.
+Ray tasks (on_ray.py); trial.py is one run's life, sweep.py the whole. A file with a
+[search] table instead of a [grid] samples ranges and stops poor trials early: space.py.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class PlannedRun:
     config: TrainConfig
 
 
-def _options(table: dict[str, Any], where: str) -> dict[str, Any]:
+def parse_options(table: dict[str, Any], where: str) -> dict[str, Any]:
     """TOML options -> TrainConfig keyword arguments (set.KEY -> model_settings)."""
     known = {f.name for f in fields(TrainConfig)} - {"name", "out_dir", "model_settings"}
     options: dict[str, Any] = {}
@@ -65,7 +66,7 @@ def _options(table: dict[str, Any], where: str) -> dict[str, Any]:
     return options
 
 
-def _merge(*option_sets: dict[str, Any]) -> dict[str, Any]:
+def merge_options(*option_sets: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for options in option_sets:
         settings = merged.get("model_settings", ModelSettings()).updated(
@@ -83,7 +84,7 @@ def _run_name(varying: dict[str, Any]) -> str:
 MAX_RUNS = 10_000  # grid combinations: more is a mistake (and a list too large to build)
 
 
-def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: Any) -> Any:
+def typed(table: dict[str, Any], key: str, kind: type, default: Any, where: Any) -> Any:
     """`table[key]` (or `default`), refused unless of `kind` (a bool is no int here)."""
     value = table.get(key, default)
     if value is not default and (not isinstance(value, kind) or (
@@ -93,19 +94,31 @@ def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: Any
     return value
 
 
-def load_spec(path: str | Path) -> tuple[str, Path, list[PlannedRun]]:
-    """(sweep name, sweep directory, planned runs) from a sweep file."""
-    path = Path(path)
+def read_toml(path: Path) -> dict[str, Any]:
     try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the sweep file ({e.strerror or e})") from e
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from e
-    name = check_name(_typed(spec, "name", str, path.stem, path), f"{path}: the sweep name")
-    out = Path(_typed(spec, "out_dir", str, "runs/sweeps", path)) / name
-    base = _options(_typed(spec, "base", dict, {}, path), f"{path} [base]")
-    grid = _typed(spec, "grid", dict, {}, path)
+
+
+def header(spec: dict[str, Any], path: Path) -> tuple[str, Path, dict[str, Any]]:
+    """(sweep name, sweep directory, [base] as TrainConfig keyword arguments): what a grid
+    and a search (space.py) share."""
+    name = check_name(typed(spec, "name", str, path.stem, path), f"{path}: the sweep name")
+    out = Path(typed(spec, "out_dir", str, "runs/sweeps", path)) / name
+    return name, out, parse_options(typed(spec, "base", dict, {}, path), f"{path} [base]")
+
+
+def load_spec(path: str | Path) -> tuple[str, Path, list[PlannedRun]]:
+    """(sweep name, sweep directory, planned runs) from a sweep file."""
+    path = Path(path)
+    spec = read_toml(path)
+    if "search" in spec:
+        raise ConfigError(f"{path}: a [search] sweep has no planned runs (space.py plans it)")
+    name, out, base = header(spec, path)
+    grid = typed(spec, "grid", dict, {}, path)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path} [grid]: {key} must be a non-empty list of values")
@@ -114,25 +127,26 @@ def load_spec(path: str | Path) -> tuple[str, Path, list[PlannedRun]]:
                           "with [random]")
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     if "random" in spec:
-        sampling = _typed(spec, "random", dict, {}, path)
-        samples, seed = (_typed(sampling, k, int, d, f"{path} [random]")
+        sampling = typed(spec, "random", dict, {}, path)
+        samples, seed = (typed(sampling, k, int, d, f"{path} [random]")
                          for k, d in (("samples", None), ("seed", 0)))
         if samples is None or samples < 1:
             raise ConfigError(f"{path} [random]: samples must be a whole number >= 1")
         points = random.Random(seed).sample(points, min(samples, len(points)))
     planned = []
     for point in points if grid else []:
-        options = _merge(base, _options(point, f"{path} [grid]"))
+        options = merge_options(base, parse_options(point, f"{path} [grid]"))
         planned.append((_run_name({k: v for k, v in point.items() if len(grid[k]) > 1}), options))
-    extras = _typed(spec, "runs", list, [], path)
+    extras = typed(spec, "runs", list, [], path)
     if not all(isinstance(extra, dict) for extra in extras):
         raise ConfigError(f"{path}: runs must be tables: [[runs]]")
     for i, extra in enumerate(extras):
         extra = dict(extra)
-        run_name = check_name(_typed(extra, "name", str, f"run{i + 1}", f"{path} [[runs]]"),
+        run_name = check_name(typed(extra, "name", str, f"run{i + 1}", f"{path} [[runs]]"),
                               f"{path} [[runs]] name")
         extra.pop("name", None)
-        planned.append((run_name, _merge(base, _options(extra, f"{path} [[runs]] {run_name}"))))
+        options = parse_options(extra, f"{path} [[runs]] {run_name}")
+        planned.append((run_name, merge_options(base, options)))
     if not planned:
         raise ConfigError(f"{path}: no runs: give a [grid] or [[runs]]")
     names = [n for n, _ in planned]

@@ -1,5 +1,6 @@
 """A sweep as a whole: its pending runs on the chosen backend (this process, a pool of
-workers, Ray), then the comparison of every run. The file format: spec.py."""
+workers, Ray), then the comparison of every run. The file format: spec.py. A [search]
+(space.py) goes to Optuna here (optuna_search.py) or Ray Tune (tune_search.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base.atomic import write_text
+from ..errors import ConfigError
 from ..run.directory import RunDir
 from .compare import (
     RunSummary,
@@ -20,6 +22,7 @@ from .compare import (
     to_json,
     write_csv,
 )
+from .space import is_search, load_search
 from .spec import load_spec
 from .trial import STOP_MARKER, execute, status
 
@@ -33,6 +36,11 @@ def run_sweep(path: str | Path, *, workers: int | None = None,
     runs them as Ray tasks instead (on_ray.py): on the cluster at that address,
     "auto", or "local" for a Ray started here.
     """
+    if is_search(path):
+        if workers not in (None, 1):
+            raise ConfigError("--workers is for grids: a [search] on this machine trains one "
+                              "trial at a time (use --ray for many)")
+        return run_search(path, say=say, ray=ray)
     name, out, runs = load_spec(path)
     out.mkdir(parents=True, exist_ok=True)
     (out / STOP_MARKER).unlink(missing_ok=True)
@@ -61,6 +69,30 @@ def run_sweep(path: str | Path, *, workers: int | None = None,
         say(f"sweep interrupted; run the same command again to finish it: lenet sweep {path}")
     if summaries:
         report(summaries, out, name, say)
+    return sort_by_accuracy(summaries)
+
+
+def run_search(path: str | Path, *, say: Callable[[str], None] = print,
+               ray: str | None = None) -> list[RunSummary]:
+    """A [search] sweep (space.py): Optuna on this machine, Ray Tune with `ray`; then the
+    comparison of every trial, those stopped early marked as such."""
+    search = load_search(path)
+    search.out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, search.out / "sweep.toml")
+    if ray is not None:
+        from .tune_search import run_search_on_ray  # Ray Tune: an optional extra
+
+        interrupted = run_search_on_ray(search, ray, Path(path), say)
+    else:
+        from .optuna_search import run_search_local  # Optuna: an optional extra
+
+        interrupted = run_search_local(search, say)
+    summaries = [summarize_run(d) for d in sorted(search.out.glob("trial-*"))
+                 if (d / RunDir.METRICS).exists()]
+    if interrupted:
+        say(f"search interrupted; run the same command again to go on: lenet sweep {path}")
+    if summaries:
+        report(summaries, search.out, search.name, say)
     return sort_by_accuracy(summaries)
 
 

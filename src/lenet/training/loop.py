@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Required, TypedDict
+from typing import Any, Required, TypedDict, cast
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,12 @@ class HistoryRow(TypedDict, total=False):
     seconds: Required[float]  # training alone
     wall_seconds: Required[float]  # training and evaluation
     elapsed_seconds: Required[float]  # since this process began the run (or resumed it)
+
+
+def row_value(row: HistoryRow, key: str) -> float:
+    """A row's value by a name known only at run time (the metric a search optimises:
+    val_acc, val_loss, ...)."""
+    return float(cast(Mapping[str, float], row)[key])
 
 
 class NonFiniteLossError(TrainingError):
