@@ -55,6 +55,11 @@ def try_all_gpus() -> list[Any]:
 # ---- data ----
 
 
+def _shuffle_rng() -> np.random.Generator:
+    # From numpy's global seed, which tf.keras.utils.set_random_seed sets with TF's own
+    return np.random.default_rng(np.random.randint(2**31 - 1))
+
+
 def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # (B, H, W, C) -> (B, *size, C), as the book's loader resizes each batch
     return tf.image.resize_with_pad(images, *size).numpy()
@@ -78,7 +83,7 @@ class DataModule(HyperParameters):
     def get_tensorloader(self, tensors: tuple[Any, ...], train: bool,
                          indices: Any = slice(0, None)) -> arrays.NumpyBatches:
         tensors = tuple(np.asarray(a)[indices] for a in tensors)
-        return arrays.NumpyBatches(tensors, self.batch_size, shuffle=train)
+        return arrays.NumpyBatches(tensors, self.batch_size, shuffle=train, rng=_shuffle_rng())
 
 
 class FashionMNIST(DataModule):
@@ -95,7 +100,7 @@ class FashionMNIST(DataModule):
 
     def get_dataloader(self, train: bool) -> arrays.NumpyBatches:
         data = self.train if train else self.val
-        return arrays.NumpyBatches(data, self.batch_size, shuffle=train,
+        return arrays.NumpyBatches(data, self.batch_size, shuffle=train, rng=_shuffle_rng(),
                                    size=arrays.needs_resize(self.resize, data[0]), resize=_resize)
 
     def visualize(self, batch: Any, nrows: int = 1, ncols: int = 8, labels: Any = ()) -> None:
