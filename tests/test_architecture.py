@@ -19,7 +19,7 @@ ROOMS = [
     ("training", {"config", "optim", "training", "checkpoint", "console", "plots",
                   "distributed"}),
     ("run record", {"rundir", "sinks", "fitting", "run", "runner", "inference", "evaluation",
-                    "activations", "export", "ood", "compare", "sweep", "sweep_pool",
+                    "activations", "export", "exports", "ood", "compare", "sweep", "sweep_pool",
                     "sweep_ray"}),
     ("applications", {"bench", "d2l", "cli", "serve", "__main__"}),
 ]

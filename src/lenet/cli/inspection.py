@@ -60,8 +60,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE.png", help="[RUN/activations.png]")
     p.set_defaults(handler=run_activations)
 
-    p = run_parser("export", "export to ONNX and verify it on the whole test split")
-    p.add_argument("--onnx", required=True, metavar="FILE", help="where to write the model")
+    p = run_parser("export", "export to ONNX, Keras or Flax and verify it on the whole test "
+                             "split against PyTorch")
+    p.add_argument("--onnx", metavar="FILE", help="where to write the ONNX model")
+    p.add_argument("--format", choices=("onnx", "keras", "flax"), default="onnx",
+                   help="keras: a .keras file; flax: parameters in .safetensors and "
+                        "lenet_flax.py beside them (needs the extra of that name) [onnx]")
+    p.add_argument("--out", metavar="FILE", help="where to write a keras or flax export")
     p.add_argument("--no-verify", dest="verify", action="store_false")
     p.set_defaults(handler=run_export)
 
@@ -159,6 +164,10 @@ def run_activations(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.format != "onnx" or args.onnx is None:
+        from .export_formats import run_framework_export
+
+        return run_framework_export(args, open_run)
     run = open_run(args)
     path = run.export_onnx(args.onnx)
     height, width = run.model.config.input_size
