@@ -168,7 +168,8 @@ class Module(nn.Module, HyperParameters):
         return optax.sgd(self.lr)
 
     def apply_init(self, dummy_input: Any, key: Any) -> Any:
-        return self.init(key, *dummy_input)  # dummy_input: a tuple, unpacked
+        # Jitted: one compilation, where running init op by op compiles each op (~1 s)
+        return jax.jit(self.init)(key, *dummy_input)  # dummy_input: a tuple, unpacked
 
 
 class Classifier(Module):
