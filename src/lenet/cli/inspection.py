@@ -64,9 +64,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "split against PyTorch")
     p.add_argument("--onnx", metavar="FILE", help="where to write the ONNX model")
     p.add_argument("--format", choices=("onnx", "keras", "flax"), default="onnx",
-                   help="keras: a .keras file; flax: parameters in .safetensors and "
-                        "lenet_flax.py beside them (needs the extra of that name) [onnx]")
-    p.add_argument("--out", metavar="FILE", help="where to write a keras or flax export")
+                   help="keras: a .keras file (needs the tensorflow extra); flax: parameters "
+                        "in .safetensors and lenet_flax.py beside them (the jax extra) [onnx]")
+    p.add_argument("--out", metavar="FILE", help="where to write it (for onnx: as --onnx)")
     p.add_argument("--no-verify", dest="verify", action="store_false")
     p.set_defaults(handler=run_export)
 
@@ -164,6 +164,7 @@ def run_activations(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    args.onnx = args.onnx or (args.out if args.format == "onnx" else None)
     if args.format != "onnx" or args.onnx is None:
         from .export_formats import run_framework_export
 

@@ -271,8 +271,9 @@ class Trainer(HyperParameters):
         self.state = TrainState.create(apply_fn=model.apply, params=variables["params"],
                                        batch_stats=variables.get("batch_stats", {}),
                                        dropout_rng=dropout_key, tx=self.optim)
-        self._train_step = _fused_train_step(model, self.gradient_clip_val) \
-            if _stock(model, "training_step") else None
+        fusable = _stock(model, "training_step") and \
+            type(self).clip_gradients is Trainer.clip_gradients
+        self._train_step = _fused_train_step(model, self.gradient_clip_val) if fusable else None
         self._val_step = _fused_val_step(model) if _stock(model, "validation_step") else None
         self.epoch = 0
         self.train_batch_idx = 0
@@ -313,16 +314,25 @@ class Trainer(HyperParameters):
     def _apply(self, state: TrainState, value: Any, grads: Any) -> TrainState:
         if self.gradient_clip_val > 0:
             grads = self.clip_gradients(self.gradient_clip_val, grads)
-        state = state.apply_gradients(grads=grads)
-        state = state.replace(dropout_rng=jax.random.split(state.dropout_rng)[0])
-        if state.batch_stats:  # (loss, {'batch_stats': ...}) from a model with BatchNorm
-            state = state.replace(batch_stats=value[1]["batch_stats"])
-        return state
+        return _update(state, value, grads)
 
     def clip_gradients(self, grad_clip_val: float, grads: Any) -> Any:
-        norm = optax.global_norm(grads)
-        return jax.tree_util.tree_map(
-            lambda g: jnp.where(norm < grad_clip_val, g, g * (grad_clip_val / norm)), grads)
+        return _clip(grads, grad_clip_val)
+
+
+def _clip(grads: Any, clip: float) -> Any:
+    """Gradients rescaled to global norm `clip` where it is larger (the book's rule)."""
+    norm = optax.global_norm(grads)
+    return jax.tree_util.tree_map(lambda g: jnp.where(norm < clip, g, g * (clip / norm)), grads)
+
+
+def _update(state: TrainState, value: Any, grads: Any) -> TrainState:
+    """The book's update after a training step: optimizer, dropout key, BatchNorm stats."""
+    state = state.apply_gradients(grads=grads)
+    state = state.replace(dropout_rng=jax.random.split(state.dropout_rng)[0])
+    if state.batch_stats:  # (loss, {'batch_stats': ...}) from a model with BatchNorm
+        state = state.replace(batch_stats=value[1]["batch_stats"])
+    return state
 
 
 def _fused_train_step(model: Module, clip: float) -> Callable[..., Any]:
@@ -330,15 +340,7 @@ def _fused_train_step(model: Module, clip: float) -> Callable[..., Any]:
     def step(state: TrainState, batch: tuple) -> tuple[TrainState, jax.Array]:
         value, grads = jax.value_and_grad(model.loss, has_aux=True)(
             state.params, batch[:-1], batch[-1], state)
-        if clip > 0:
-            norm = optax.global_norm(grads)
-            grads = jax.tree_util.tree_map(
-                lambda g: jnp.where(norm < clip, g, g * (clip / norm)), grads)
-        state = state.apply_gradients(grads=grads)
-        state = state.replace(dropout_rng=jax.random.split(state.dropout_rng)[0])
-        if state.batch_stats:
-            state = state.replace(batch_stats=value[1]["batch_stats"])
-        return state, value[0]
+        return _update(state, value, _clip(grads, clip) if clip > 0 else grads), value[0]
 
     return jax.jit(step, donate_argnums=0)
 
