@@ -112,6 +112,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tabs", default="jax,tensorflow")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="each lenet run with an empty LENET_CACHE_DIR: the JAX tab "
+                             "compiles everything, as on a first run (default: the cache "
+                             "of earlier runs, as a reader's second run finds it)")
     args = parser.parse_args()
     if args.setup:
         setup(args.venv)
@@ -123,8 +127,9 @@ def main() -> None:
     env = {"lenet": {**os.environ, **quiet},
            "book": {**os.environ, **quiet, "HOME": str(keras_home(work / "home"))}}
     python = {"lenet": sys.executable, "book": book_python}
+    cache = "cold (empty)" if args.cold_cache else "as earlier runs left it"
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; {args.epochs} epochs, "
-          f"{args.rounds} rounds, whole-script wall time (s)")
+          f"{args.rounds} rounds, whole-script wall time (s); lenet's compile cache {cache}")
     print("lenet:", versions(sys.executable, env["lenet"], "jax flax optax tensorflow-cpu keras"))
     print("book: ", versions(book_python, env["book"],
                              "d2l jax flax optax tensorflow-cpu keras numpy"))
@@ -136,7 +141,10 @@ def main() -> None:
                 run_dir = work / f"{tab}-{which}-{r}"
                 run_dir.mkdir()
                 path = script(tab, which, args.epochs, run_dir)
-                times[which].append(run_once(python[which], path, env[which], run_dir))
+                run_env = dict(env[which])
+                if which == "lenet" and args.cold_cache:
+                    run_env["LENET_CACHE_DIR"] = str(run_dir / "cache")
+                times[which].append(run_once(python[which], path, run_env, run_dir))
                 print(f"  {tab} round {r + 1} {which}: {times[which][-1]:.1f} s", flush=True)
         book, ours = statistics.median(times["book"]), statistics.median(times["lenet"])
         print(f"{tab}: book d2l 1.0.3 {book:.1f} s, lenet.d2l {ours:.1f} s (medians): "

@@ -11,6 +11,7 @@ only when a point is plotted. Imports no torch and no TensorFlow.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import field
@@ -24,6 +25,7 @@ from flax import linen as nn
 from flax.training import train_state
 from jax import numpy as jnp
 
+from ..native import build
 from . import arrays
 from .figures import ProgressBoard, set_axes, set_figsize, show_images, use_svg_display
 from .hparams import HyperParameters, add_to_class
@@ -34,6 +36,23 @@ __all__ = [
     "jnp", "nn", "np", "num_gpus", "optax", "set_axes", "set_figsize", "show_images", "try_gpu",
     "use_svg_display",
 ]
+
+
+def _keep_compiled_programs() -> None:
+    """Keep XLA's compiled programs between runs, under lenet's cache directory.
+
+    The chapter compiles about 60 programs (each layer's init op by op, the steps),
+    several seconds on 2 cores and much more on busy ones; the next run of it loads
+    them instead. Not where the reader has chosen a cache, or with LENET_JAX_CACHE=0.
+    """
+    if jax.config.jax_compilation_cache_dir is not None or \
+            os.environ.get("LENET_JAX_CACHE") == "0":
+        return
+    jax.config.update("jax_compilation_cache_dir", str(build.cache_dir().parent / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small ones too
+
+
+_keep_compiled_programs()
 
 
 def get_seed() -> int:
