@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -13,8 +14,8 @@ SRC = Path(__file__).parents[1] / "src"
 # public API's `__init__`, `__main__` and `errors`). A module may import its own room and
 # the rooms below it, never one above (data -> models -> training -> run -> applications);
 # the applications sit side by side.
-ROOMS = [("base",), ("data",), ("models",), ("native",), ("training",), ("predict",), ("ood",),
-         ("run",), ("sweeps",), ("cli", "serve", "d2l", "bench")]
+ROOMS = [("base",), ("data",), ("models",), ("native",), ("training",), ("predict",),
+         ("exports",), ("ood",), ("run",), ("sweeps",), ("cli", "serve", "d2l", "bench")]
 TOP_LEVEL_MODULES = {"__init__", "__main__", "errors"}  # in the base room
 
 # Optional extras: the only modules that may import each (inside a function, or at the top
@@ -27,8 +28,14 @@ OPTIONAL = {
         "batching", "reading", "responses"))},
     "uvicorn": {"lenet.serve.server", "lenet.cli.serve"},
     "prometheus_client": {"lenet.serve.metrics"},
-    "onnx": {"lenet.predict.export", "lenet.predict.predictor"},
-    "onnxruntime": {"lenet.predict.export", "lenet.predict.predictor", "lenet.bench"},
+    "onnx": {"lenet.exports.to_onnx", "lenet.predict.predictor"},
+    "onnxruntime": {"lenet.exports.to_onnx", "lenet.predict.predictor", "lenet.bench"},
+    "jax": {"lenet.d2l.jax", "lenet.exports.to_flax", "lenet.exports.flax_module"},
+    "flax": {"lenet.d2l.jax", "lenet.exports.flax_module"},
+    "optax": {"lenet.d2l.jax"},
+    "safetensors": {"lenet.exports.to_flax", "lenet.exports.flax_module"},
+    "tensorflow": {"lenet.d2l.tensorflow", "lenet.exports.to_keras"},
+    "keras": {"lenet.d2l.tensorflow", "lenet.exports.to_keras"},
     "tensorboard": {"lenet.run.sinks"},
     "skimage": {"lenet.ood.probes", "lenet.ood.exercise", "lenet.ood.photoset"},
 }
@@ -92,8 +99,16 @@ def imports(module: str, path: Path, *, top_level_only: bool = False) -> set[str
     return found - {module}
 
 
+# Modules that need an optional extra's framework: skipped where it is missing, failed in CI
+NEEDS = {"lenet.d2l.jax": "jax", "lenet.d2l.tensorflow": "tensorflow",
+         "lenet.exports.to_flax": "jax", "lenet.exports.flax_module": "flax",
+         "lenet.exports.to_keras": "tensorflow"}
+
+
 @pytest.mark.parametrize("module", sorted(m for m in modules() if m != "lenet.__main__"))
 def test_every_module_imports(module):
+    if module in NEEDS:
+        require(NEEDS[module])
     importlib.import_module(module)
 
 

@@ -60,8 +60,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--out", metavar="FILE.png", help="[RUN/activations.png]")
     p.set_defaults(handler=run_activations)
 
-    p = run_parser("export", "export to ONNX and verify it on the whole test split")
-    p.add_argument("--onnx", required=True, metavar="FILE", help="where to write the model")
+    p = run_parser("export", "export to ONNX, Keras or Flax and verify it on the whole test "
+                             "split against PyTorch")
+    p.add_argument("--onnx", metavar="FILE", help="where to write the ONNX model")
+    p.add_argument("--format", choices=("onnx", "keras", "flax"), default="onnx",
+                   help="keras: a .keras file (needs the tensorflow extra); flax: parameters "
+                        "in .safetensors and lenet_flax.py beside them (the jax extra) [onnx]")
+    p.add_argument("--out", metavar="FILE", help="where to write it (for onnx: as --onnx)")
     p.add_argument("--no-verify", dest="verify", action="store_false")
     p.set_defaults(handler=run_export)
 
@@ -159,6 +164,11 @@ def run_activations(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    args.onnx = args.onnx or (args.out if args.format == "onnx" else None)
+    if args.format != "onnx" or args.onnx is None:
+        from .export_formats import run_framework_export
+
+        return run_framework_export(args, open_run)
     run = open_run(args)
     path = run.export_onnx(args.onnx)
     height, width = run.model.config.input_size

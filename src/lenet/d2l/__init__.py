@@ -4,82 +4,47 @@ A drop-in for `from d2l import torch as d2l` for everything the chapter uses,
 in the current edition (Trainer, Classifier, FashionMNIST, ...) and the
 previous one (train_ch6, load_data_fashion_mnist, ...). Change that one import
 line and the chapter's code runs unchanged, faster, without torchvision.
+
+The chapter's other tabs are submodules: `from lenet.d2l import jax as d2l`
+and `from lenet.d2l import tensorflow as d2l`. Names load on first use, so
+importing those (which imports this package first) never imports torch.
 """
 
+from importlib import import_module
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+# public name -> (module, name in it); a module starting with "." is one of ours
+_EXPORTS = {
+    **{name: (".classic", name) for name in (
+        "Accumulator", "Timer", "accuracy", "evaluate_accuracy_gpu", "load_data_fashion_mnist",
+        "size", "train_ch6")},
+    **{name: (".core", name) for name in (
+        "Classifier", "DataModule", "FashionMNIST", "LeNet", "Module", "Trainer", "cpu",
+        "get_fashion_mnist_labels", "gpu", "init_cnn", "num_gpus", "try_all_gpus", "try_gpu")},
+    **{name: (".figures", name) for name in (
+        "Animator", "ProgressBoard", "set_axes", "set_figsize", "show_images",
+        "use_svg_display")},
+    **{name: (".hparams", name) for name in ("HyperParameters", "add_to_class")},
+    "np": ("numpy", None), "torch": ("torch", None), "nn": ("torch.nn", None),
+    "F": ("torch.nn.functional", None),
+    # pyplot only when the reader asks for it: importing it picks a backend
+    "plt": ("matplotlib.pyplot", None),
+}
 
-from .classic import (
-    Accumulator,
-    Timer,
-    accuracy,
-    evaluate_accuracy_gpu,
-    load_data_fashion_mnist,
-    size,
-    train_ch6,
-)
-from .core import (
-    Classifier,
-    DataModule,
-    FashionMNIST,
-    LeNet,
-    Module,
-    Trainer,
-    cpu,
-    get_fashion_mnist_labels,
-    gpu,
-    init_cnn,
-    num_gpus,
-    try_all_gpus,
-    try_gpu,
-)
-from .figures import Animator, ProgressBoard, set_axes, set_figsize, show_images, use_svg_display
-from .hparams import HyperParameters, add_to_class
-
-__all__ = [
-    "Accumulator",
-    "Animator",
-    "Classifier",
-    "DataModule",
-    "F",
-    "FashionMNIST",
-    "HyperParameters",
-    "LeNet",
-    "Module",
-    "ProgressBoard",
-    "Timer",
-    "Trainer",
-    "accuracy",
-    "add_to_class",
-    "cpu",
-    "evaluate_accuracy_gpu",
-    "get_fashion_mnist_labels",
-    "gpu",
-    "init_cnn",
-    "load_data_fashion_mnist",
-    "nn",
-    "np",
-    "num_gpus",
-    "plt",
-    "set_axes",
-    "set_figsize",
-    "show_images",
-    "size",
-    "torch",
-    "train_ch6",
-    "try_all_gpus",
-    "try_gpu",
-    "use_svg_display",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "plt":  # pyplot only when the reader asks for it: importing it picks a backend
-        from matplotlib import pyplot
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lenet.d2l' has no attribute {name!r}")
+    module_name, attribute = _EXPORTS[name]
+    module = import_module(module_name, __name__) if module_name.startswith(".") \
+        else import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    if name != "plt":  # later look-ups skip this function (pyplot stays on demand)
+        globals()[name] = value
+    return value
 
-        return pyplot
-    raise AttributeError(f"module 'lenet.d2l' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *globals()})

@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 
 from .hparams import HyperParameters
@@ -200,6 +199,19 @@ def _flush_all() -> None:
         output.flush()
 
 
+def _mean(values: list) -> float:
+    """The mean of plotted values: floats, or tensors of any framework (read once here).
+
+    torch is imported only when the values are torch's: the JAX and TensorFlow tabs
+    plot with this board too, and must not import torch.
+    """
+    if type(values[0]).__module__.startswith("torch"):
+        import torch
+
+        return torch.stack(values).float().mean().item()
+    return sum(float(v) for v in values) / len(values)
+
+
 class ProgressBoard(HyperParameters):
     """The plot of data points in animation (the current edition's board)."""
 
@@ -239,9 +251,7 @@ class ProgressBoard(HyperParameters):
             return
         # Values may be device tensors: read them once per plotted point, not per step.
         ys = [p.y for p in points]
-        mean_y = (torch.stack(ys).float().mean().item() if torch.is_tensor(ys[0])
-                  else sum(float(v) for v in ys) / len(ys))
-        line.append(Point(sum(p.x for p in points) / len(points), mean_y))
+        line.append(Point(sum(p.x for p in points) / len(points), _mean(ys)))
         points.clear()
         if self.display:
             self._redraw()

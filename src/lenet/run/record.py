@@ -290,13 +290,13 @@ class Run:
 
     def export_onnx(self, path: str | Path) -> Path:
         """The model as ONNX: input 'images' (batch, 1, H, W) float32 in [0, 1]."""
-        from ..predict.export import export_onnx
+        from ..exports.to_onnx import export_onnx
 
         return export_onnx(self.predictor("torch"), path)
 
     def verify_onnx(self, path: str | Path) -> Any:
         """Compare an exported file with PyTorch on the whole test split (export.Verification)."""
-        from ..predict.export import verify
+        from ..exports.to_onnx import verify
 
         test = self.dataset.test
         return verify(path, self.predictor("torch"), test.images, test.labels)

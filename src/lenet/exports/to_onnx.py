@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LenetError
-from .predictor import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_bytes, onnx_session
+from ..predict.predictor import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_bytes, onnx_session
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""Fashion-MNIST for the JAX and TensorFlow tabs: numpy batches, no framework imported.
+
+The book's JAX and TensorFlow `FashionMNIST` read the data with Keras'
+downloader and batch it with tf.data; here the splits come from lenet's
+verified sources (the same files and checksums as `lenet train`), are turned
+into float32 once per process, and are cut into NHWC batches by numpy
+indexing. Each tab converts a batch to its own arrays at the step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from ..data import sources
+
+Resize = Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+
+
+@functools.lru_cache(maxsize=2)
+def fashion_mnist_arrays(data_dir: str | None = None) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """((train images, labels), (test images, labels)): images (N, 28, 28, 1) float32 in
+    [0, 1], labels (N,) int32, as the book's `process` makes them; loaded once per process."""
+    data = sources.load("fashion-mnist", data_dir)
+    return tuple((split.images[..., None].astype(np.float32) / np.float32(255),
+                  split.labels.astype(np.int32)) for split in (data.train, data.test))
+
+
+class NumpyBatches:
+    """An iterable of (X, y) numpy batches over in-memory arrays, as the book's loaders.
+
+    With `shuffle`, each pass draws a new order of the examples from `rng`; the
+    last batch may be smaller, as tf.data's `batch` leaves it. `resize`, when
+    given, maps a batch (B, H, W, C) to (B, *size, C) (the tab's own resize).
+    """
+
+    def __init__(self, arrays: tuple[np.ndarray, ...], batch_size: int, *, shuffle: bool,
+                 rng: np.random.Generator | None = None, size: tuple[int, int] | None = None,
+                 resize: Resize | None = None) -> None:
+        self.arrays = arrays
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = rng or np.random.default_rng()
+        self.size = size
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.arrays[0]) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+        n = len(self.arrays[0])
+        order = self.rng.permutation(n) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:  # a slice: a view, no copy
+                batch = tuple(a[start:start + self.batch_size] for a in self.arrays)
+            else:
+                rows = order[start:start + self.batch_size]
+                batch = tuple(a[rows] for a in self.arrays)
+            if self.size is not None and self.resize is not None:
+                batch = (self.resize(batch[0], self.size), *batch[1:])
+            yield batch
+
+
+def needs_resize(resize: tuple[int, int] | None, images: np.ndarray) -> tuple[int, int] | None:
+    """The size to resize (N, H, W, C) images to, or None when they already have it."""
+    if resize is None or tuple(resize) == tuple(images.shape[1:3]):
+        return None
+    return (int(resize[0]), int(resize[1]))
+
+
+def text_labels(indices: object) -> list[str]:
+    """The book's short class names of Fashion-MNIST labels."""
+    names = [name.split("/")[0] for name in sources.get_spec("fashion-mnist").classes]
+    return [names[int(i)] for i in indices]  # type: ignore[attr-defined]
