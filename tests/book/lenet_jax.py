@@ -1,5 +1,7 @@
 # The JAX code of the current edition's LeNet chapter (seed 000), typed as the
 # book shows it; only the d2l import line is changed.
+# `# %%` marks where one of the book's cells ends and the next begins.
+# %%
 from types import FunctionType
 import jax
 from flax import linen as nn
@@ -7,6 +9,7 @@ from jax import numpy as jnp
 from lenet.d2l import jax as d2l
 
 
+# %%
 class LeNet(d2l.Classifier):  #@save
     """The LeNet-5 model."""
     lr: float = 0.1
@@ -31,6 +34,7 @@ class LeNet(d2l.Classifier):  #@save
             nn.Dense(features=self.num_classes, kernel_init=self.kernel_init())
         ])
 
+# %%
 @d2l.add_to_class(d2l.Classifier)  #@save
 def layer_summary(self, X_shape, key=d2l.get_key()):
     X = jnp.zeros(X_shape)
@@ -44,6 +48,7 @@ def layer_summary(self, X_shape, key=d2l.get_key()):
 model = LeNet()
 model.layer_summary((1, 28, 28, 1))
 
+# %%
 trainer = d2l.Trainer(max_epochs=10, num_gpus=1)
 data = d2l.FashionMNIST(batch_size=128)
 model = LeNet(lr=0.1)

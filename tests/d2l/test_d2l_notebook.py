@@ -17,10 +17,8 @@ BOOK = Path(__file__).parents[1] / "book"
 
 HARNESS = """\
 import dataclasses
-import torch
 import lenet.data.sources as sources
-
-torch.manual_seed(0)
+{seed}
 _load = sources.load
 
 def _slice(*args, **kwargs):  # the first TRAIN / TEST images of the real data
@@ -48,12 +46,13 @@ def book_cells(name: str, edits: dict[str, str]) -> list[str]:
     return [c for c in cells if c]
 
 
-def execute(cells: list[str], tmp_path: Path, train: int = 6000, test: int = 1000) -> Executed:
+def execute(cells: list[str], tmp_path: Path, train: int = 6000, test: int = 1000,
+            seed: str = "import torch; torch.manual_seed(0)") -> Executed:
     nbformat = require("nbformat")
     nbclient = require("nbclient")
     require("ipykernel")
     notebook = nbformat.v4.new_notebook()
-    source = [HARNESS.format(train=train, test=test), *cells]
+    source = [HARNESS.format(train=train, test=test, seed=seed), *cells]
     notebook.cells = [nbformat.v4.new_code_cell(s) for s in source]
     messages: dict[int, list[str]] = {}
 
@@ -138,6 +137,21 @@ def test_previous_edition_in_a_kernel(tmp_path):
     assert re.search(r"examples/sec on cpu", text), text
     last = notebook.cells[training].outputs[-1]
     assert last.get("output_type") == "stream", last
+
+
+@pytest.mark.parametrize("tab, seed", [
+    ("jax", ""),  # the tab seeds through d2l.get_key
+    ("tensorflow", "import tensorflow as tf; tf.keras.utils.set_random_seed(0)"),
+])
+def test_the_jax_and_tensorflow_tabs_in_a_kernel(tab, seed, tmp_path):
+    require(tab)
+    cells = book_cells(f"lenet_{tab}.py", {"max_epochs=10": "max_epochs=1"})
+    notebook = execute(cells, tmp_path, train=3000, test=500, seed=seed)
+    assert "output shape:" in text_of(notebook.cells[2])  # the layer summary
+    training = len(cells) - 1
+    assert_one_live_plot(notebook, training, ["train_loss", "val_loss", "val_acc"])
+    for index in range(training):
+        assert not images(notebook.cells[index]), index
 
 
 def test_a_figure_shown_again_in_a_new_cell(tmp_path):

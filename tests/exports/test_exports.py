@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import StopAfter, require
-from lenet.config import TrainConfig
-from lenet.console import Console
 
-from lenet import runner
 from lenet.cli import main
 from lenet.exports.agreement import compare
 from lenet.exports.plan import nhwc
-from lenet.models import MODELS, ModelConfig, build_model
+from lenet.models.config import MODELS, ModelConfig
+from lenet.models.network import build_model
+from lenet.run import shortcuts as runner
+from lenet.run.console import Console
+from lenet.training.config import TrainConfig
 
 FAMILY = {
     "lenet5": MODELS["lenet5"],
