@@ -19,9 +19,9 @@ def run_framework_export(args: argparse.Namespace,
         raise ConfigError("say where to write: --onnx FILE, or --format keras|flax --out FILE")
     try:
         if args.format == "keras":
-            from ..exports import to_keras as exporter
+            from ..exports import to_keras
         else:
-            from ..exports import to_flax as exporter
+            from ..exports import to_flax
     except ImportError as e:
         raise LenetError(f"--format {args.format} needs {e.name}: pip install "
                          f"'lenet[{EXTRAS[args.format]}]'") from e
@@ -30,10 +30,10 @@ def run_framework_export(args: argparse.Namespace,
     run = open_run(args)
     model = run.model  # on the CPU, in eval mode
     if args.format == "keras":
-        paths = [exporter.export_keras(model, args.out)]
+        paths = [to_keras.export_keras(model, args.out)]
         shape = "logits = keras.models.load_model(FILE)(images)"
     else:
-        paths = list(exporter.export_flax(model, run.classes, args.out))
+        paths = list(to_flax.export_flax(model, run.classes, args.out))
         shape = "module, variables = lenet_flax.load(FILE); module.apply(variables, images)"
     height, width = model.config.input_size
     for path in paths:
@@ -47,9 +47,9 @@ def run_framework_export(args: argparse.Namespace,
     images = nhwc(predictor.as_batch(test.images))
     torch_logits = predictor.logits(test.images).numpy()
     if args.format == "keras":
-        v = exporter.verify_keras(paths[0], images, torch_logits, test.labels)
+        v = to_keras.verify_keras(paths[0], images, torch_logits, test.labels)
     else:
-        v = exporter.verify_flax(paths[0], paths[1], images, torch_logits, test.labels)
+        v = to_flax.verify_flax(paths[0], paths[1], images, torch_logits, test.labels)
     name = "Keras" if args.format == "keras" else "Flax"
     print(f"verified on {v.examples:,} test images: predictions agree on {v.agreement:.2%}, "
           f"max |logit difference| {v.max_abs_error:.2e}, accuracy {name} "

@@ -12,12 +12,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..data import sources
+from ..data.datasets import get_spec
 
-Resize = Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+# A tab's resize of a batch: its result is that tab's array (numpy for TensorFlow, a
+# jax.Array for JAX), which the batches then carry as their images.
+Resize = Callable[[np.ndarray, tuple[int, int]], Any]
 
 
 @functools.lru_cache(maxsize=2)
@@ -50,7 +54,7 @@ class NumpyBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.arrays[0]) / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:  # numpy, images as `resize` returns
         n = len(self.arrays[0])
         order = self.rng.permutation(n) if self.shuffle else None
         for start in range(0, n, self.batch_size):
@@ -73,5 +77,5 @@ def needs_resize(resize: tuple[int, int] | None, images: np.ndarray) -> tuple[in
 
 def text_labels(indices: object) -> list[str]:
     """The book's short class names of Fashion-MNIST labels."""
-    names = [name.split("/")[0] for name in sources.get_spec("fashion-mnist").classes]
+    names = [name.split("/")[0] for name in get_spec("fashion-mnist").classes]
     return [names[int(i)] for i in indices]  # type: ignore[attr-defined]

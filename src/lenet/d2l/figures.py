@@ -199,7 +199,7 @@ def _flush_all() -> None:
         output.flush()
 
 
-def _mean(values: list) -> float:
+def _mean(values: list[Any]) -> float:
     """The mean of plotted values: floats, or tensors of any framework (read once here).
 
     torch is imported only when the values are torch's: the JAX and TensorFlow tabs

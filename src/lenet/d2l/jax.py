@@ -45,8 +45,9 @@ def _keep_compiled_programs() -> None:
     several seconds on 2 cores and much more on busy ones; the next run of it loads
     them instead. Not where the reader has chosen a cache, or with LENET_JAX_CACHE=0.
     """
-    if jax.config.jax_compilation_cache_dir is not None or \
-            os.environ.get("LENET_JAX_CACHE") == "0":
+    # jax's Config holds its options as attributes that its type does not declare
+    chosen = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
+    if chosen is not None or os.environ.get("LENET_JAX_CACHE") == "0":
         return
     jax.config.update("jax_compilation_cache_dir", str(build.cache_dir().parent / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small ones too
@@ -98,6 +99,10 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> jax.Array:
 class DataModule(HyperParameters):
     """The base class of data."""
 
+    # Set by save_hyperparameters from the constructors' arguments (the book's API).
+    root: str
+    batch_size: int  # a subclass's argument
+
     def __init__(self, root: str = "../data") -> None:
         self.save_hyperparameters()
 
@@ -119,6 +124,8 @@ class DataModule(HyperParameters):
 
 class FashionMNIST(DataModule):
     """The Fashion-MNIST dataset: NHWC float32 images in [0, 1], int32 labels."""
+
+    resize: tuple[int, int]  # set by save_hyperparameters, as batch_size
 
     def __init__(self, batch_size: int = 64, resize: tuple[int, int] = (28, 28)) -> None:
         super().__init__()
@@ -180,7 +187,8 @@ class Module(nn.Module, HyperParameters):
         return l, grads
 
     def validation_step(self, params: Any, batch: Any, state: Any) -> None:
-        l = self.loss(params, batch[:-1], batch[-1], state)  # noqa: E741
+        # The book calls its models' loss(params, X, Y, state), not this base's (y_hat, y)
+        l = self.loss(params, batch[:-1], batch[-1], state)  # type: ignore[call-arg]  # noqa: E741
         self.plot("loss", l, train=False)
 
     def configure_optimizers(self) -> optax.GradientTransformation:
@@ -210,7 +218,9 @@ class Classifier(Module):
         """Compute the number of correct predictions."""
         return _accuracy(self, params, tuple(X), Y, state, averaged)
 
-    def loss(self, params: Any, X: Any, Y: Any, state: Any, averaged: bool = True) -> Any:
+    # The book's signature, not the base Module's loss(y_hat, y): the book's API
+    def loss(  # type: ignore[override]
+            self, params: Any, X: Any, Y: Any, state: Any, averaged: bool = True) -> Any:
         """Cross-entropy, and the auxiliary data (empty: no mutable state here)."""
         return _loss(self, params, tuple(X), Y, state, averaged)
 
@@ -227,7 +237,8 @@ class Classifier(Module):
 
 # Jitted with the model static, as the book's `partial(jax.jit, static_argnums=(0, 5))`
 # methods; module-level functions, so that a reader's subclass may still override the methods.
-def _loss(model: Module, params: Any, X: tuple, Y: Any, state: Any, averaged: bool) -> Any:
+def _loss(model: Module, params: Any, X: tuple[Any, ...], Y: Any, state: Any,
+          averaged: bool) -> Any:
     Y_hat = state.apply_fn({"params": params}, *X, mutable=False,
                            rngs={"dropout": state.dropout_rng})
     Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
@@ -235,7 +246,8 @@ def _loss(model: Module, params: Any, X: tuple, Y: Any, state: Any, averaged: bo
     return (losses.mean() if averaged else losses), {}
 
 
-def _accuracy(model: Module, params: Any, X: tuple, Y: Any, state: Any, averaged: bool) -> Any:
+def _accuracy(model: Module, params: Any, X: tuple[Any, ...], Y: Any, state: Any,
+              averaged: bool) -> Any:
     Y_hat = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, *X)
     Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
     compare = (Y_hat.argmax(axis=1).astype(Y.dtype) == jnp.reshape(Y, -1)).astype(jnp.float32)
@@ -263,6 +275,11 @@ def _stock(model: Module, method: str) -> bool:
 
 class Trainer(HyperParameters):
     """The base class for training models with data."""
+
+    # Set by save_hyperparameters from the constructor's arguments (the book's API).
+    max_epochs: int
+    num_gpus: int
+    gradient_clip_val: float
 
     def __init__(self, max_epochs: int, num_gpus: int = 0, gradient_clip_val: float = 0) -> None:
         self.save_hyperparameters()
@@ -356,7 +373,7 @@ def _update(state: TrainState, value: Any, grads: Any) -> TrainState:
 
 def _fused_train_step(model: Module, clip: float) -> Callable[..., Any]:
     """The book's training step and update as one jitted function of (state, batch)."""
-    def step(state: TrainState, batch: tuple) -> tuple[TrainState, jax.Array]:
+    def step(state: TrainState, batch: tuple[Any, ...]) -> tuple[TrainState, jax.Array]:
         value, grads = jax.value_and_grad(model.loss, has_aux=True)(
             state.params, batch[:-1], batch[-1], state)
         return _update(state, value, _clip(grads, clip) if clip > 0 else grads), value[0]
@@ -366,8 +383,10 @@ def _fused_train_step(model: Module, clip: float) -> Callable[..., Any]:
 
 def _fused_val_step(model: Module) -> Callable[..., Any]:
     """The book's validation loss and accuracy of a batch, as one jitted function."""
-    def step(state: TrainState, batch: tuple) -> tuple[jax.Array, jax.Array]:
-        l, _ = model.loss(state.params, batch[:-1], batch[-1], state)  # noqa: E741
+    def step(state: TrainState, batch: tuple[Any, ...]) -> tuple[jax.Array, jax.Array]:
+        # A Classifier's loss (fused only where the model keeps the Classifier's steps)
+        l, _ = model.loss(  # type: ignore[call-arg]  # noqa: E741
+            state.params, batch[:-1], batch[-1], state)
         return l, model.accuracy(state.params, batch[:-1], batch[-1], state)
 
     return jax.jit(step)

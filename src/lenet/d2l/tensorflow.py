@@ -68,6 +68,10 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class DataModule(HyperParameters):
     """The base class of data."""
 
+    # Set by save_hyperparameters from the constructors' arguments (the book's API).
+    root: str
+    batch_size: int  # a subclass's argument
+
     def __init__(self, root: str = "../data") -> None:
         self.save_hyperparameters()
 
@@ -88,6 +92,8 @@ class DataModule(HyperParameters):
 
 class FashionMNIST(DataModule):
     """The Fashion-MNIST dataset: NHWC float32 images in [0, 1], int32 labels."""
+
+    resize: tuple[int, int]  # set by save_hyperparameters, as batch_size
 
     def __init__(self, batch_size: int = 64, resize: tuple[int, int] = (28, 28)) -> None:
         super().__init__()
@@ -114,6 +120,11 @@ class FashionMNIST(DataModule):
 
 class Module(tf.keras.Model, HyperParameters):
     """The base class of models."""
+
+    # Set by save_hyperparameters (the book's API), or by the trainer:
+    plot_train_per_epoch: int
+    plot_valid_per_epoch: int
+    training: bool | None  # None until the trainer sets it
 
     def __init__(self, plot_train_per_epoch: int = 2, plot_valid_per_epoch: int = 1) -> None:
         super().__init__()
@@ -202,6 +213,11 @@ def _stock(model: Module, method: str) -> bool:
 
 class Trainer(HyperParameters):
     """The base class for training models with data."""
+
+    # Set by save_hyperparameters from the constructor's arguments (the book's API).
+    max_epochs: int
+    num_gpus: int
+    gradient_clip_val: float
 
     def __init__(self, max_epochs: int, num_gpus: int = 0, gradient_clip_val: float = 0) -> None:
         self.save_hyperparameters()

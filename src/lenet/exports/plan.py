@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import LenetError
 from ..models import LeNet
@@ -36,6 +37,10 @@ def _folded(weight: torch.Tensor, bias: torch.Tensor,
     """(weight, bias) of a conv or linear layer followed by `norm` in inference mode."""
     w, b = weight.detach().double(), bias.detach().double()
     if norm is not None:
+        if not isinstance(norm, _BatchNorm) or norm.running_mean is None \
+                or norm.running_var is None:
+            raise LenetError(f"cannot fold a {type(norm).__name__} into the layer before it: "
+                             "not a batch norm with running statistics")
         scale = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
         w = w * scale.reshape(-1, *[1] * (w.ndim - 1))
         b = (b - norm.running_mean.double()) * scale + norm.bias.detach().double()
