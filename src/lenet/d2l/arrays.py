@@ -18,6 +18,8 @@ import numpy as np
 
 from ..data import sources
 from ..data.datasets import get_spec
+from .figures import show_images
+from .hparams import HyperParameters
 
 # A tab's resize of a batch: its result is that tab's array (numpy for TensorFlow, a
 # jax.Array for JAX), which the batches then carry as their images.
@@ -79,3 +81,62 @@ def text_labels(indices: object) -> list[str]:
     """The book's short class names of Fashion-MNIST labels."""
     names = [name.split("/")[0] for name in get_spec("fashion-mnist").classes]
     return [names[int(i)] for i in indices]  # type: ignore[attr-defined]
+
+
+class DataModule(HyperParameters):
+    """The base class of data, as both tabs have it: numpy batches that each tab shuffles
+    with its own seed (`shuffle_rng`) and converts to its own arrays at the step."""
+
+    # Set by save_hyperparameters from the constructors' arguments (the book's API).
+    root: str
+    batch_size: int  # a subclass's argument
+
+    def __init__(self, root: str = "../data") -> None:
+        self.save_hyperparameters()
+
+    def get_dataloader(self, train: bool) -> Any:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> Any:
+        return self.get_dataloader(train=True)
+
+    def val_dataloader(self) -> Any:
+        return self.get_dataloader(train=False)
+
+    def shuffle_rng(self) -> np.random.Generator:
+        """The generator that shuffles one pass (each tab seeds it its own way)."""
+        raise NotImplementedError
+
+    def get_tensorloader(self, tensors: tuple[Any, ...], train: bool,
+                         indices: Any = slice(0, None)) -> NumpyBatches:
+        tensors = tuple(np.asarray(a)[indices] for a in tensors)
+        return NumpyBatches(tensors, self.batch_size, shuffle=train, rng=self.shuffle_rng())
+
+
+class FashionMNIST(DataModule):
+    """The Fashion-MNIST dataset: NHWC float32 images in [0, 1], int32 labels."""
+
+    resize: tuple[int, int]  # set by save_hyperparameters, as batch_size
+
+    def __init__(self, batch_size: int = 64, resize: tuple[int, int] = (28, 28)) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train, self.val = fashion_mnist_arrays()
+
+    def text_labels(self, indices: Any) -> list[str]:
+        """Return text labels."""
+        return text_labels(indices)
+
+    def resize_batch(self, images: np.ndarray, size: tuple[int, int]) -> Any:
+        """(B, H, W, C) -> (B, *size, C) in the tab's own way."""
+        raise NotImplementedError
+
+    def get_dataloader(self, train: bool) -> NumpyBatches:
+        data = self.train if train else self.val
+        return NumpyBatches(data, self.batch_size, shuffle=train, rng=self.shuffle_rng(),
+                            size=needs_resize(self.resize, data[0]), resize=self.resize_batch)
+
+    def visualize(self, batch: Any, nrows: int = 1, ncols: int = 8, labels: Any = ()) -> None:
+        X, y = batch
+        show_images(np.squeeze(np.asarray(X), -1), nrows, ncols,
+                    titles=list(labels) or self.text_labels(y))

@@ -65,54 +65,18 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return tf.image.resize_with_pad(images, *size).numpy()
 
 
-class DataModule(HyperParameters):
-    """The base class of data."""
+class DataModule(arrays.DataModule):
+    """The base class of data: numpy batches shuffled from numpy's global seed."""
 
-    # Set by save_hyperparameters from the constructors' arguments (the book's API).
-    root: str
-    batch_size: int  # a subclass's argument
-
-    def __init__(self, root: str = "../data") -> None:
-        self.save_hyperparameters()
-
-    def get_dataloader(self, train: bool) -> Any:
-        raise NotImplementedError
-
-    def train_dataloader(self) -> Any:
-        return self.get_dataloader(train=True)
-
-    def val_dataloader(self) -> Any:
-        return self.get_dataloader(train=False)
-
-    def get_tensorloader(self, tensors: tuple[Any, ...], train: bool,
-                         indices: Any = slice(0, None)) -> arrays.NumpyBatches:
-        tensors = tuple(np.asarray(a)[indices] for a in tensors)
-        return arrays.NumpyBatches(tensors, self.batch_size, shuffle=train, rng=_shuffle_rng())
+    def shuffle_rng(self) -> np.random.Generator:
+        return _shuffle_rng()
 
 
-class FashionMNIST(DataModule):
+class FashionMNIST(arrays.FashionMNIST, DataModule):
     """The Fashion-MNIST dataset: NHWC float32 images in [0, 1], int32 labels."""
 
-    resize: tuple[int, int]  # set by save_hyperparameters, as batch_size
-
-    def __init__(self, batch_size: int = 64, resize: tuple[int, int] = (28, 28)) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.train, self.val = arrays.fashion_mnist_arrays()
-
-    def text_labels(self, indices: Any) -> list[str]:
-        """Return text labels."""
-        return arrays.text_labels(indices)
-
-    def get_dataloader(self, train: bool) -> arrays.NumpyBatches:
-        data = self.train if train else self.val
-        return arrays.NumpyBatches(data, self.batch_size, shuffle=train, rng=_shuffle_rng(),
-                                   size=arrays.needs_resize(self.resize, data[0]), resize=_resize)
-
-    def visualize(self, batch: Any, nrows: int = 1, ncols: int = 8, labels: Any = ()) -> None:
-        X, y = batch
-        show_images(np.squeeze(np.asarray(X), -1), nrows, ncols,
-                    titles=list(labels) or self.text_labels(y))
+    def resize_batch(self, images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        return _resize(images, size)
 
 
 # ---- models ----
