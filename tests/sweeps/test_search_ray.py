@@ -213,7 +213,9 @@ def test_a_node_killed_mid_search_its_trial_resumes_on_the_other(cluster, data, 
     ended_once(out)
     tried = attempts(victim)
     assert len(tried) >= 2, tried
-    assert tried[-1]["resumed_from_epoch"] >= 1 and tried[-1]["tune_checkpoint"]
+    # resumed from the run's own checkpoint; Tune's may be missing when the node died
+    # between lenet writing its epoch and the trial reporting it to Tune
+    assert tried[-1]["resumed_from_epoch"] >= 1, tried
     assert tried[-1]["node"] != tried[0]["node"]  # resumed on the node that is left
     for run in out.glob("trial-*"):  # only the killed trial was tried again
         assert len(attempts(run)) == (len(tried) if run == victim else 1), run.name
