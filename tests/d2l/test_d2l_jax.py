@@ -5,8 +5,8 @@ import random
 
 import numpy as np
 import pytest
-from conftest import require, synthetic_split
-from tabs import modules_after
+from conftest import require
+from tabs import modules_after, synthetic_data
 
 jax = require("jax")
 require("flax")
@@ -47,19 +47,7 @@ class BooksLoop(LeNet):
         return super().validation_step(params, batch, state)
 
 
-class Synthetic(d2l.DataModule):
-    """Learnable 28x28 images (a bright square per class) through the book's get_tensorloader."""
-
-    def __init__(self, batch_size=32):
-        super().__init__()
-        self.save_hyperparameters()
-        images, labels = synthetic_split(320, seed=0)
-        self.X = images[..., None].astype(np.float32) / 255  # (N, 28, 28, 1)
-        self.y = labels.astype(np.int32)
-
-    def get_dataloader(self, train):
-        i = slice(0, 256) if train else slice(256, None)
-        return self.get_tensorloader((self.X, self.y), train, i)
+Synthetic = synthetic_data(d2l)
 
 
 def fit(model, epochs=2, lr_seed=0):

@@ -4,8 +4,8 @@ reader's accuracy, try_gpu, the imports."""
 
 import numpy as np
 import pytest
-from conftest import require, synthetic_split
-from tabs import modules_after
+from conftest import require
+from tabs import modules_after, synthetic_data
 
 tf = require("tensorflow")
 
@@ -40,17 +40,7 @@ class BooksLoop(LeNet):
         return super().validation_step(batch)
 
 
-class Synthetic(d2l.DataModule):
-    def __init__(self, batch_size=32):
-        super().__init__()
-        self.save_hyperparameters()
-        images, labels = synthetic_split(320, seed=0)
-        self.X = images[..., None].astype(np.float32) / 255  # (N, 28, 28, 1)
-        self.y = labels.astype(np.int32)
-
-    def get_dataloader(self, train):
-        i = slice(0, 256) if train else slice(256, None)
-        return self.get_tensorloader((self.X, self.y), train, i)
+Synthetic = synthetic_data(d2l)
 
 
 def fit(model_class, epochs=2, lr=0.5):
