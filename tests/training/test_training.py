@@ -199,3 +199,46 @@ def test_val_split_replaces_test(synthetic, tmp_path):
 def test_resize_builds_a_matching_model(synthetic, tmp_path):
     result = runner.train(config(tmp_path, epochs=1, resize=(32, 32)), console=QUIET)
     assert checkpoint.load_model(result.run_dir).config.input_size == (32, 32)
+
+
+def test_tta_flip_averages_the_logits_of_each_image_and_its_mirror():
+    from lenet.training.loop import tta_logits
+
+    torch.manual_seed(0)
+    model = build_model(MODELS["lenet5-modern"]).eval()
+    x = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(-1))) / 2
+        assert torch.allclose(tta_logits(model, x, "flip"), expected)
+        assert torch.equal(tta_logits(model, x, None), model(x))
+        # a mirror-symmetric batch: the same logits either way
+        symmetric = (x + x.flip(-1)) / 2
+        assert torch.allclose(tta_logits(model, symmetric, "flip"), model(symmetric), atol=1e-5)
+    with pytest.raises(ValueError, match="test-time augmentation"):
+        tta_logits(model, x, "rotate")
+
+
+@pytest.mark.slow
+def test_label_smoothing_and_tta_reach_the_run_and_its_record(synthetic, tmp_path):
+    smooth = runner.train(config(tmp_path, epochs=1, label_smoothing=0.2, tta="flip",
+                                 name="smooth"), console=QUIET)
+    plain = runner.train(config(tmp_path, epochs=1, name="plain"), console=QUIET)
+    # the same weights after the same steps differ only by the loss: smoothing changes them
+    assert not same_weights(weights(smooth.run_dir), weights(plain.run_dir))
+    recorded = json.loads((smooth.run_dir / "config.json").read_text())["train"]
+    assert recorded["label_smoothing"] == 0.2 and recorded["tta"] == "flip"
+    final = json.loads((smooth.run_dir / "results.json").read_text())
+    final = final.get("final", final)
+    assert 0 < final["data_seconds"] < final["elapsed_seconds"]
+    assert final["clock_seconds"] == pytest.approx(final["elapsed_seconds"]
+                                                   - final["data_seconds"])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"label_smoothing": 1.0}, "label-smoothing must be in"),
+    ({"label_smoothing": -0.1}, "label-smoothing must be in"),
+    ({"tta": "rotate"}, "unknown test-time augmentation"),
+])
+def test_label_smoothing_and_tta_are_checked(options, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**options)

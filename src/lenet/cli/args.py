@@ -55,6 +55,13 @@ def fraction(text: str) -> float:
     return value
 
 
+def non_negative_fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def size_pair(text: str) -> tuple[int, int]:
     parts = text.lower().replace("x", ",").split(",")
     try:

@@ -9,10 +9,19 @@ from ..base.device import DEVICE_CHOICES
 from ..data.datasets import DATASETS
 from ..models.config import MODELS
 from ..models.settings import parse_settings, resolve_model_config, setting_names
-from ..training.config import AUGMENTATIONS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig
+from ..training.config import (
+    AUGMENTATIONS,
+    OPTIMIZERS,
+    PRECISIONS,
+    RECIPES,
+    SCHEDULES,
+    TEST_TIME_AUGMENTATIONS,
+    TrainConfig,
+)
 from .args import (
     fraction,
     non_negative_float,
+    non_negative_fraction,
     non_negative_int,
     positive_float,
     positive_int,
@@ -58,6 +67,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         help="resize images (the book's resize option) [off]")
     recipe.add_argument("--augment", choices=[a for a in AUGMENTATIONS if a],
                         help="random left-right flips and/or shifts of up to 2 pixels [off]")
+    recipe.add_argument("--label-smoothing", type=non_negative_fraction, metavar="E",
+                        help="train towards 1-E on the true class and E/classes on each class "
+                             f"[{d.label_smoothing}]")
+    recipe.add_argument("--tta", choices=[a for a in TEST_TIME_AUGMENTATIONS if a],
+                        help="test-time augmentation: evaluate each image and its mirror "
+                             "image, averaging their logits [off]")
     recipe.add_argument("--precision", choices=PRECISIONS,
                         help="autocast: bf16 or fp16 (with loss scaling) for convolutions "
                              "and matmuls, for GPUs; on a CPU both run PyTorch's kernels "

@@ -41,7 +41,7 @@ from torch import nn
 from torch.onnx import is_in_onnx_export  # imported once: the attribute path costs 10 us
 
 from ..models.network import ConvBlock, LeNet
-from . import guard, lenet5
+from . import guard, layout, lenet5
 from .network import WholeNetwork
 
 
@@ -182,9 +182,12 @@ def kernel_path(model: nn.Module) -> KernelPath | None:
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def prepare_model(model: ModuleT, device: torch.device) -> ModuleT:
+def prepare_model(model: ModuleT, device: torch.device, batch_size: int | None = None
+                  ) -> ModuleT:
     """Move `model` to `device` and lay it out to train fastest there (in place): every LeNet
-    in it gets the fused kernel as its `blocks_kernel` where its conv blocks allow."""
+    in it gets the fused kernel as its `blocks_kernel` where its conv blocks allow. Given the
+    training `batch_size`, a LeNet the kernel does not fuse goes channels-last where the
+    layout guard measures that faster (layout.py)."""
     model.to(device)
     if device.type == "cpu":
         for parent in model.modules():
@@ -196,10 +199,19 @@ def prepare_model(model: ModuleT, device: torch.device) -> ModuleT:
     if device.type == "cpu":
         slow_in_nhwc = (nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                         nn.SyncBatchNorm)
-        if not any(isinstance(m, slow_in_nhwc) for m in model.modules()):
+        if not any(isinstance(m, slow_in_nhwc) for m in model.modules()) or (
+                batch_size is not None and _measured_faster_in_nhwc(model, batch_size)):
             # torch's overloads of Module.to omit the memory_format its docs give
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
+
+
+def _measured_faster_in_nhwc(model: nn.Module, batch_size: int) -> bool:
+    """For a lone LeNet without the fused kernel: the layout guard's decision."""
+    if not isinstance(model, LeNet) or model.blocks_kernel is not None:
+        return False  # the kernel's LeNet-5 shapes: measured slower in NHWC (above)
+    config = model.config
+    return layout.decide(model, (config.in_channels, *config.input_size), batch_size).use_kernel
 
 
 def native_network(model: nn.Module, stop_before: str | None = None) -> WholeNetwork | None:

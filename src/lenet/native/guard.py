@@ -89,9 +89,13 @@ class KernelGuard:
     """Decisions per setting: made once by measuring, cached in the JSON file at `path`."""
 
     def __init__(self, path: Path | None, timer: Callable[[], float] = time.perf_counter,
-                 budget_s: float = BUDGET_S) -> None:
+                 budget_s: float = BUDGET_S, forcible: bool = True,
+                 names: tuple[str, str, str] = ("fused", "PyTorch", "PyTorch's layers run")
+                 ) -> None:
         self.path = path  # None: nothing is cached on disk
         self.timer, self.budget_s = timer, budget_s
+        self.forcible = forcible  # LENET_NATIVE=0/1 decides without measuring
+        self.names = names  # the contenders' names in `why`, and what runs when the first loses
         self.decisions: dict[str, Decision] = {}  # made or read by this process
         self._lock = threading.Lock()  # two threads measuring at once would time each other
 
@@ -108,7 +112,7 @@ class KernelGuard:
         """The decision for `key`: this process's, else the cached one, else measured now
         by timing the two calls `contenders()` gives (fused, reference)."""
         with self._lock:
-            mode = build.mode()  # (it may change while the kernel stays loaded)
+            mode = build.mode() if self.forcible else "auto"  # (it may change at run time)
             if mode != "auto":
                 on = mode == "on"
                 decision = Decision(on, f"{build.MODE_ENV}={int(on)} "
@@ -129,9 +133,10 @@ class KernelGuard:
                                            budget_s=self.budget_s)
         use = t_fused <= MARGIN * t_torch
         speedup = t_torch / t_fused if t_fused > 0 else float("inf")
-        why = (f"fused {t_fused * 1e3:.3g} ms vs PyTorch {t_torch * 1e3:.3g} ms "
+        first, second, otherwise = self.names
+        why = (f"{first} {t_fused * 1e3:.3g} ms vs {second} {t_torch * 1e3:.3g} ms "
                f"({speedup:.2f}x): " + ("at least 10% faster" if use
-                                        else "not 10% faster, PyTorch's layers run"))
+                                        else f"not 10% faster, {otherwise}"))
         return Decision(use, why, t_fused * 1e3, t_torch * 1e3, rounds)
 
     def _store(self, key: str, decision: Decision) -> None:

@@ -148,6 +148,7 @@ def train_one_epoch(
     progress_every: int = 25,
     autocast_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    label_smoothing: float = 0.0,
     world: World = ALONE,
 ) -> EpochTotals:
     """Train for one epoch (or its remainder, when `totals` come from an interrupted one).
@@ -157,7 +158,9 @@ def train_one_epoch(
     NonFiniteLossError when the loss becomes NaN or infinite. `autocast_dtype`
     (e.g. torch.bfloat16) runs the forward pass under autocast; float16 also
     scales the loss so that small gradients survive (pass the run's `scaler` to
-    keep its scale across epochs; a fresh one is made otherwise).
+    keep its scale across epochs; a fresh one is made otherwise). `label_smoothing` e
+    trains towards 1-e on the true class and e/classes on each; the loss reported is
+    that smoothed loss.
 
     In a `world` of several processes (lenet.training.distributed), `model` is DDP-wrapped and
     `batches` sharded: the totals returned are summed over the ranks, and the stop and
@@ -176,7 +179,7 @@ def train_one_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op on Batches
         with autocast:
             logits = model(x)  # (B, classes)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         if world.distributed:
             # DDP averages the ranks' gradients. A rank's mean loss over its n of the global
             # batch's G examples, weighted n*ranks/G (1.0 when G divides), makes that
@@ -228,11 +231,22 @@ def _check_finite(totals: EpochTotals, epoch: int) -> None:
         raise NonFiniteLossError(epoch, totals.steps)
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str | None) -> torch.Tensor:
+    """`model`'s logits for `x` (B, C, H, W); with `tta="flip"` the mean of the logits for
+    each image and its mirror image (Fashion-MNIST's classes are left-right symmetric)."""
+    logits = model(x)
+    if tta == "flip":
+        logits = (logits + model(x.flip(-1))) / 2
+    elif tta is not None:
+        raise ValueError(f"unknown test-time augmentation {tta!r}")
+    return logits
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches | Iterable[Any], world: World = ALONE
-             ) -> EvalResult:
+def evaluate(model: nn.Module, batches: Batches | Iterable[Any], world: World = ALONE,
+             tta: str | None = None) -> EvalResult:
     """Mean cross-entropy and accuracy of `model` over all of `batches` (each rank's shard
-    of them, summed over the `world`)."""
+    of them, summed over the `world`); `tta` as `tta_logits` takes it."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -241,7 +255,7 @@ def evaluate(model: nn.Module, batches: Batches | Iterable[Any], world: World = 
     n = 0
     for x, y in epoch_batches(batches, 0):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
+        logits = tta_logits(model, x, tta)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
         n += len(y)
