@@ -51,3 +51,26 @@ def test_records_over_seeds_resume_and_summarise(tmp_path):
 def test_records_refuses_an_unknown_record_without_seeds(tmp_path):
     done = records("no-such-record", cwd=tmp_path)
     assert done.returncode == 2 and "not a record; give --seeds" in done.stderr
+
+
+def test_every_record_has_a_recipe_within_its_limits_and_a_sweep_file():
+    sys.path.insert(0, str(RECORDS.parent))
+    try:
+        import records as module
+    finally:
+        sys.path.remove(str(RECORDS.parent))
+    from lenet.models.config import MODELS
+    from lenet.models.network import build_model
+    from lenet.training.config import RECIPES, TrainConfig
+
+    for name, record in module.RECORDS.items():
+        if name not in RECIPES:  # a record without a recipe yet: its row says "no recipe"
+            continue
+        config = TrainConfig.from_recipe(name)
+        model = config.model_config(num_classes=10, image_size=(28, 28))
+        if record.max_parameters is not None:
+            assert build_model(model).num_parameters <= record.max_parameters, name
+        assert (ROOT / "sweeps" / f"{name}.toml").exists(), f"{name}: how was it found?"
+        assert config.val_split is None  # tuned on a validation slice; the record is test
+    classic = TrainConfig.from_recipe("classic-best")
+    assert classic.model_config(num_classes=10, image_size=(28, 28)) == MODELS["lenet5"]
