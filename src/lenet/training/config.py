@@ -50,9 +50,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "speed-90": {"model": "lenet5-modern", "model_settings": ModelSettings(batch_norm=True),
                  "batch_size": 128, "lr": 0.45, "momentum": 0.9, "nesterov": True,
                  "schedule": "one-cycle", "epochs": 2},
-    "speed-92": {"model": "lenet5-modern", "model_settings": ModelSettings(batch_norm=True),
+    # Wide dense layers cost little time beside the convolutions (343,362 parameters).
+    "speed-92": {"model": "lenet5-modern",
+                 "model_settings": ModelSettings(batch_norm=True, dense=(512, 256)),
                  "batch_size": 128, "lr": 0.2, "momentum": 0.9, "nesterov": True,
-                 "weight_decay": 5e-4, "schedule": "one-cycle", "epochs": 12,
+                 "weight_decay": 5e-4, "schedule": "one-cycle", "epochs": 8,
                  "augment": "flip", "tta": "flip"},
     "speed-93": {"model": "lenet5-modern",
                  "model_settings": ModelSettings(batch_norm=True, dense=(512, 256)),
