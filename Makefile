@@ -18,7 +18,7 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,onnx,photos,tensorboard,serve,ray,search,jax,tensorflow]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,docs,onnx,photos,tensorboard,serve,ray,search,jax,tensorflow]'
 	touch $@
 
 setup: $(VENV)/.installed
