@@ -23,7 +23,7 @@ TOKEN = "schema-test-token"
 ST = "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"
 
 
-def schemathesis(url: str, examples: int, *headers: str) -> str:
+def schemathesis(url: str, examples: int, where: Path, *headers: str) -> str:
     """`st run URL/openapi.json --checks all`: its output; fails unless it found nothing."""
     require("schemathesis")
     command = [sys.executable, "-c", ST, "--config-file", str(CONFIG), "--no-color", "run",
@@ -31,7 +31,7 @@ def schemathesis(url: str, examples: int, *headers: str) -> str:
                "--seed", "1", "--generation-database", "none", "--workers", "1"]
     for header in headers:
         command += ["--header", header]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=where)
     out = done.stdout + done.stderr
     assert done.returncode == 0 and "No issues found" in out, out[-6000:]
     assert re.search(r"Selected: 8/8\s+Tested: 8", out), out[-3000:]
@@ -39,10 +39,10 @@ def schemathesis(url: str, examples: int, *headers: str) -> str:
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_nothing_with_a_token(served_run):
+def test_schemathesis_finds_nothing_with_a_token(served_run, tmp_path):
     server = Server(served_run, "--quiet", "--token", TOKEN)
     try:
-        out = schemathesis(server.url, 100, f"Authorization: Bearer {TOKEN}")
+        out = schemathesis(server.url, 100, tmp_path, f"Authorization: Bearer {TOKEN}")
         assert server.alive()
     finally:
         log = server.stop()
@@ -51,10 +51,10 @@ def test_schemathesis_finds_nothing_with_a_token(served_run):
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_nothing_without_a_token(served_run):
+def test_schemathesis_finds_nothing_without_a_token(served_run, tmp_path):
     server = Server(served_run, "--quiet")
     try:
-        schemathesis(server.url, 25)
+        schemathesis(server.url, 25, tmp_path)
         assert server.alive()
     finally:
         log = server.stop()
