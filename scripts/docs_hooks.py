@@ -157,6 +157,8 @@ def schema_text(schema: dict[str, Any]) -> str:
 
 
 def http_reference() -> str:
+    from lenet.serve.schema import ERROR, ERROR_SCHEMA
+
     schema = openapi_schema()
     secured = openapi_schema(secured=True)
     parts = [f"lenet serve {schema['info']['version']}: {schema['info']['description']}", "",
@@ -166,7 +168,9 @@ def http_reference() -> str:
              "operation also answers **401** and needs `Authorization: Bearer TOKEN` "
              f"(security scheme `{next(iter(secured['components']['securitySchemes']))}`)."
              " Every answer other than 200 has the error body `{\"error\": ..., "
-             "\"detail\": ...}`; a method a route does not take is a 405 with `Allow`."]
+             "\"detail\": ...}`; a method a route does not take is a 405 with `Allow`.", "",
+             "The error body:", "", "| field | meaning |", "|---|---|",
+             *(f"| `{k}` | {v['description']} |" for k, v in ERROR_SCHEMA["properties"].items())]
     for path, item in schema["paths"].items():
         for method, op in item.items():
             parts += ["", f"## `{method.upper()} {path}`", "", f"**{op.get('summary', '')}**."]
@@ -182,7 +186,9 @@ def http_reference() -> str:
                 parts += ["", f"Body ({types}): {body.get('description', '')}."]
             parts += ["", "| status | when | body |", "|---|---|---|"]
             for status, answer in op["responses"].items():
-                kinds = ", ".join(f"`{t}`" for t in answer.get("content", {}))
+                kinds = ", ".join(f"`{t}`" + (" (the error body)" if c.get("schema") == ERROR
+                                               else "")
+                                  for t, c in answer.get("content", {}).items())
                 parts.append(f"| {status} | {answer['description']} | {kinds} |")
     return "\n".join(parts)
 

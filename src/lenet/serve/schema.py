@@ -21,8 +21,8 @@ ERROR_SCHEMA = {
     "additionalProperties": False,
     "properties": {
         "error": {"type": "string", "description": "a short code: bad_request, unauthorized, "
-                  "not_found, no_dataset, timeout, too_large, unsupported_media_type, "
-                  "not_ready"},
+                  "not_found, no_dataset, method_not_allowed, timeout, too_large, "
+                  "unsupported_media_type, not_ready"},
         "detail": {"type": "string", "description": "what was wrong, and what to send"}},
 }
 # Why each status can answer (the description OpenAPI asks of every response).
