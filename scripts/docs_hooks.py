@@ -106,7 +106,13 @@ def recipes_reference() -> str:
     book = {f.name: f.metadata["book"] for f in dataclasses.fields(config.TrainConfig)
             if "book" in f.metadata}
     rows = ["| recipe | what it is | options it sets (the rest: the book's) |", "|---|---|---|"]
+    first: dict[int, str] = {}  # a recipe registered under a second name is that one
     for name, options in config.RECIPES.items():
+        if id(options) in first:
+            rows.append(f"| `{name}` | another name for `{first[id(options)]}` | as "
+                        f"`{first[id(options)]}` |")
+            continue
+        first[id(options)] = name
         set_ = "; ".join(f"`{k}={show(v)}`" for k, v in options.items()) or "none"
         rows.append(f"| `{name}` | {comments.get(name, '')} | {set_} |")
     defaults = "; ".join(f"`{k}={show(v)}`" for k, v in book.items() if show(v) != "")
