@@ -6,6 +6,8 @@
 #   make test-native   the fused kernel forced at each x86-64 level, and cross-built for aarch64
 #   make faults   the crash campaign: runs and sweeps killed with SIGKILL, resumed, compared
 #   make fuzz     the deeper fuzzing run of every parser (hypothesis, 120 s per target)
+#   make docs     the documentation site in build/site (mkdocs build --strict: a broken link fails)
+#   make notebook   run the chapter's notebook with the book's budget, keeping its outputs (~3 min)
 # Pass options to `lenet train` with ARGS, e.g. make train ARGS="--epochs 2".
 
 PYTHON ?= python3
@@ -13,12 +15,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test test-fast test-native setup data lint bench faults fuzz clean
+.PHONY: train test test-fast test-native setup data lint docs notebook bench faults fuzz clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,onnx,photos,tensorboard,serve,ray,search,jax,tensorflow]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,docs,onnx,photos,tensorboard,serve,ray,search,jax,tensorflow]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -39,8 +41,16 @@ test-native: setup
 	scripts/test-native.sh $(BIN)/python
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The notebook is stored with its outputs (the site shows them): refresh them after a change.
+notebook: data
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 \
+		docs/tutorials/lenet-chapter.ipynb
 
 faults: data
 	$(BIN)/python benchmarks/faults.py $(ARGS)

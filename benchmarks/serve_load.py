@@ -10,7 +10,7 @@ The client is raw asyncio HTTP/1.1 (no HTTP library: a few microseconds per
 request), so it does not take the cores the server is measured on; run it on an
 otherwise idle machine.
 
-    python benchmarks/serve_load.py RUN                 # the README's figures (~3 min)
+    python benchmarks/serve_load.py RUN                 # the docs' figures (~3 min)
     python benchmarks/serve_load.py RUN --quick         # a few seconds: does it hold up?
     python benchmarks/serve_load.py RUN --soak 100000   # RSS over 100,000 requests
 """

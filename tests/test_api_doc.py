@@ -1,4 +1,4 @@
-"""docs/API.md's examples run as written, and `import lenet` stays light."""
+"""docs/how-to/python.md's examples run as written, and `import lenet` stays light."""
 
 import re
 import subprocess
@@ -11,7 +11,7 @@ from conftest import spec_for, write_dataset
 import lenet
 from lenet.data import datasets
 
-DOC = Path(__file__).parents[1] / "docs" / "API.md"
+DOC = Path(__file__).parents[1] / "docs" / "how-to" / "python.md"
 
 
 def examples() -> list[str]:

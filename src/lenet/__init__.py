@@ -1,6 +1,6 @@
 """lenet: build, train, inspect and ship LeNet-family CNNs on Fashion-MNIST and MNIST.
 
-The public API is what `__all__` lists (docs/API.md shows it in use); other
+The public API is what `__all__` lists (docs/how-to/python.md shows it in use); other
 modules are lenet's own rooms and may change. Names load on first use, so
 `import lenet` stays fast and imports no torch.
 """

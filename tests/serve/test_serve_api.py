@@ -249,7 +249,7 @@ def test_every_kind_of_bad_input(service, test_images):
     error(c.post("/v1/predict/batch", content=good, headers=raw), 415)
     error(c.post("/v1/predict/batch", content=b"", headers=raw), 400)
     error(c.get("/v1/sample?split=validation"), 400)
-    error(c.get("/v1/sample?index=100000"), 400)
+    error(c.get("/v1/sample?index=100000"), 404, "not_found")  # no such image
     error(c.get("/nowhere"), 404, "not_found")
     error(c.get("/v1/predict"), 405, "method_not_allowed")
     assert c.post("/v1/predict", content=good, headers=raw).status_code == 200

@@ -3,7 +3,7 @@ driven by selenium, against a real `lenet serve` subprocess on a free port.
 
 Without the browser the test skips, except under CI (env CI set), where it fails:
 .ci/run installs chromium and chromium-driver. With LENET_SCREENSHOT=FILE.png it saves
-the page as it looks after the upload (the README's picture: docs/serve-page.png), and
+the page as it looks after the upload (the docs' picture: docs/serve-page.png), and
 LENET_SERVE_RUN=RUN serves that run instead of the small synthetic one, e.g.
 
     LENET_SERVE_RUN=runs/fast LENET_SCREENSHOT=docs/serve-page.png \\

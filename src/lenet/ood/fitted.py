@@ -34,7 +34,7 @@ FORMAT = "lenet-ood"
 VERSION = 2  # 2: the pixel check gained a fifth statistic (a frame lit on two opposite sides)
 ARRAYS, META = "ood-detectors.npz", "ood-detectors.json"
 # The detector `lenet predict` and `Run.classify` flag with: the best far-OOD and glyph
-# AUROC on `lenet ood RUN --benchmark` (README, "Out-of-distribution inputs").
+# AUROC on `lenet ood RUN --benchmark` (docs/explanation/ood.md).
 DEFAULT = "combined"
 TPR = 0.95
 

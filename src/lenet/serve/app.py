@@ -10,22 +10,23 @@ import contextlib
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from . import queries as q
+from . import schema as s
 from .decoding import PREPARE, ModelInput, body_kind
 from .limits import ApiError, Limits, bad_request
-from .queries import documented
 from .reading import RequestReader
 from .responses import cut_top, error_response, json_response, model_input
 from .service import Service, with_photo_check
@@ -33,21 +34,16 @@ from .service import Service, with_photo_check
 STATIC = Path(__file__).parent / "static"
 ROUTES = {"/", "/v1/predict", "/v1/predict/batch", "/v1/activations", "/v1/model",
           "/v1/sample", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
-IMAGE_BODY = {"requestBody": {"required": True, "content": {
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "file": {"type": "string", "format": "binary"}}}}}}}
-BATCH_BODY = {"requestBody": {"required": True, "content": {
-    "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
-INPUT = ("png", "list", "none")
+INPUT = ("png", "list", "none")  # /v1/predict's input=
+BATCH_INPUT = ("none", "png", "list")  # /v1/predict/batch's
+SPLITS = ("test", "train")
 
 
-def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
+def create_app(service: Service, limits: Limits | None = None, *,
+               secured: bool = False) -> FastAPI:
     """The app for `service` (limits: the service's unless given); it loads the run on a
-    thread at start-up unless loaded."""
+    thread at start-up unless loaded. `secured`: the gate in front asks for a token on
+    /v1/* (the schema says so)."""
     limits = limits or service.limits
     reader = RequestReader(service, limits)
 
@@ -82,11 +78,20 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
     async def bug(_request: Request, e: Exception) -> Response:
         return error_response(e)
 
-    @app.post("/v1/predict", summary="Classify one image", openapi_extra={
-        **IMAGE_BODY, "parameters": documented(
-            top_k=q.TOP_K, input=("string", "png", "the 28x28 input the model saw: png "
-                                  "(base64), list (rows of 0-255) or none"),
-            prepare=q.PREPARE, invert=q.INVERT, ood=q.OOD)})
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = s.complete(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes), secured)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+    @app.post("/v1/predict", summary="Classify one image", openapi_extra=s.operation(
+        s.json_answer(s.PREDICTION), *s.POSTED, secured=secured, body=s.IMAGE_BODY,
+        params=s.parameters(top_k=s.TOP_K, input=s.input_param(INPUT, "the 28x28 input "
+                            "the model saw"), prepare=s.PREPARE_PARAM, invert=s.INVERT,
+                            ood=s.OOD)))
     async def predict(request: Request) -> Response:
         """One image (PNG, JPEG, GIF, BMP, WebP, PGM, NPY, IDX) as the raw body or the
         multipart field `file`. Returns the top classes, the out-of-distribution verdict,
@@ -115,18 +120,17 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         return json_response({**p, "input": model_input(image, form),
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 
-    @app.post("/v1/predict/batch", summary="Classify many images", openapi_extra={
-        **BATCH_BODY, "parameters": documented(
-            top_k=q.TOP_K, input=("string", "none", "each input as the model saw it: none, "
-                                  "png or list"),
-            prepare=q.PREPARE, invert=q.INVERT, ood=q.OOD)})
+    @app.post("/v1/predict/batch", summary="Classify many images", openapi_extra=s.operation(
+        s.json_answer(s.BATCH), *s.POSTED, secured=secured, body=s.BATCH_BODY,
+        params=s.parameters(top_k=s.TOP_K, input=s.input_param(BATCH_INPUT, "each input "
+                            "as the model saw it"), prepare=s.PREPARE_PARAM, invert=s.INVERT,
+                            ood=s.OOD)))
     async def predict_batch(request: Request) -> Response:
         """An NPY or IDX array (N, 28, 28) as the raw body, or pictures as multipart files
         (any field name); one result per image, in order."""
         started = time.perf_counter()
         query = request.query_params
-        top_k, form = q.number(query, "top_k", 5, 1, 1000), q.choice(query, "input",
-                                                                      ("none", "png", "list"))
+        top_k, form = q.number(query, "top_k", 5, 1, 1000), q.choice(query, "input", BATCH_INPUT)
         ood = q.flag(query, "ood", True)
         service.check_ready()
         if body_kind(request.headers.get("content-type")) == "multipart":
@@ -149,10 +153,9 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         return json_response({"count": len(results), "results": results,
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 
-    @app.post("/v1/activations", summary="Feature maps of one image", openapi_extra={
-        **IMAGE_BODY, "parameters": documented(
-            values=("boolean", False, "add the maps' values (C x H x W numbers per layer)"),
-            prepare=q.PREPARE, invert=q.INVERT)})
+    @app.post("/v1/activations", summary="Feature maps of one image", openapi_extra=s.operation(
+        s.json_answer(s.ACTIVATIONS), *s.POSTED, secured=secured, body=s.IMAGE_BODY,
+        params=s.parameters(values=s.VALUES, prepare=s.PREPARE_PARAM, invert=s.INVERT)))
     async def activations(request: Request) -> Response:
         """The layer-1 and layer-2 feature maps (after the activation) as base64 PNGs, one
         colour scale per layer; `values=true` adds the numbers."""
@@ -163,28 +166,37 @@ def create_app(service: Service, limits: Limits | None = None) -> FastAPI:
         return json_response({**maps, "input": model_input(image, "png"),
                               "latency_ms": (time.perf_counter() - started) * 1e3})
 
-    @app.get("/v1/model", summary="The model being served")
+    @app.get("/v1/model", summary="The model being served", openapi_extra=s.operation(
+        s.json_answer(s.MODEL), 503, secured=secured))
     async def model() -> Response:
         service.check_ready()
         return json_response(service.info)
 
-    @app.get("/v1/sample", summary="An image of the run's dataset")
-    async def sample(split: Literal["test", "train"] = "test",
-                     index: int | None = Query(None, ge=0)) -> Response:
+    @app.get("/v1/sample", summary="An image of the run's dataset", openapi_extra=s.operation(
+        s.json_answer(s.SAMPLE), 400, 404, 503, secured=secured,
+        params=s.parameters(split=s.SPLIT, index=s.INDEX)))
+    async def sample(request: Request) -> Response:
         """A random image of the split (or image `index`), its label, as a base64 PNG."""
+        split = q.choice(request.query_params, "split", SPLITS)
+        index = q.optional_number(request.query_params, "index", 0)
         service.check_ready()
         return json_response(await service.sample(split, index))
 
-    @app.get("/healthz", summary="The process is up")
+    @app.get("/healthz", summary="The process is up", openapi_extra=s.operation(
+        s.json_answer(s.ALIVE), secured=False))
     async def healthz() -> Response:
         return json_response({"alive": True})
 
-    @app.get("/readyz", summary="The model is loaded and warmed up")
+    @app.get("/readyz", summary="The model is loaded and warmed up",
+             openapi_extra=s.operation(s.json_answer(s.READY), 503, secured=False))
     async def readyz() -> Response:
         service.check_ready()
         return json_response({"ready": True, "backend": service.info["backend"]})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+             openapi_extra=s.operation(
+        {"description": "Prometheus' text exposition format", "content": {
+            "text/plain": {"schema": {"type": "string"}}}}, secured=False))
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 

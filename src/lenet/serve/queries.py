@@ -1,11 +1,10 @@
-"""Query parameters of the POST routes, read by hand: FastAPI's per-request validation
+"""Query parameters of the routes, read by hand: FastAPI's per-request validation
 costs about as much as classifying one image, so the hot routes take the bare request
-and these few checks (the same 400 answer), and list their parameters for /docs here."""
+and these few checks (the same 400 answer); schema.py describes them for /docs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from .limits import bad_request
 
@@ -35,7 +34,7 @@ def choice(query: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str
 
 def flag(query: Mapping[str, str], name: str, default: bool | None) -> bool | None:
     text = query.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     if text.lower() in TRUE:
         return True
@@ -44,18 +43,15 @@ def flag(query: Mapping[str, str], name: str, default: bool | None) -> bool | No
     raise bad_request(f"{name}: expected true or false, got {text!r}")
 
 
-def documented(**params: tuple[str, Any, str]) -> list[dict[str, Any]]:
-    """OpenAPI entries for query parameters: name=(type, default, description)."""
-    return [{"name": name, "in": "query", "required": False, "description": text,
-             "schema": {"type": kind, **({"default": default} if default is not None else {})}}
-            for name, (kind, default, text) in params.items()]
-
-
-TOP_K = ("integer", 5, "how many classes to list, most likely first")
-PREPARE = ("string", "auto", "auto (the rule lenet predict follows): a 28x28 grayscale image on "
-           "a dark background is taken as it is, another 28x28 image made grayscale (a light "
-           "background inverted), anything else made to look like the training data "
-           "(grayscale, a light background inverted, cropped, padded, resized); full: always "
-           "that; none: a 28x28 image as it is")
-INVERT = ("boolean", None, "invert the image (default: when its border is light)")
-OOD = ("boolean", True, "check whether the image looks like the training data")
+def optional_number(query: Mapping[str, str], name: str, low: int) -> int | None:
+    """A whole number >= `low` (however large), or None when not given."""
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request(f"{name}: expected a whole number, got {text!r}") from None
+    if value < low:
+        raise bad_request(f"{name}: must be at least {low}, got {value}")
+    return value

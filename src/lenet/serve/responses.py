@@ -27,14 +27,17 @@ def json_response(content: Any, status: int = 200) -> Response:
 
 
 def error_response(e: Exception) -> Response:
-    """The JSON answer for an exception: ApiError as it says, HTTPException (404, 405,
-    starlette's own 400s) by its status, anything else a 500 (a bug: logged)."""
+    """The JSON answer for an exception: ApiError as it says, HTTPException (404, 405 with
+    its Allow header, starlette's own 400s) by its status, anything else a 500 (a bug:
+    logged)."""
     if isinstance(e, ApiError):
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
         return Response(json.dumps(e.body()), e.status, headers, media_type="application/json")
-    if isinstance(e, HTTPException):
-        return json_response({"error": ERRORS.get(e.status_code, "error"),
-                              "detail": str(e.detail)}, e.status_code)
+    if isinstance(e, HTTPException):  # a 405 keeps its Allow header (RFC 9110)
+        response = json_response({"error": ERRORS.get(e.status_code, "error"),
+                                  "detail": str(e.detail)}, e.status_code)
+        response.headers.update(e.headers or {})
+        return response
     traceback.print_exception(e, file=sys.stderr)
     return json_response({"error": "internal", "detail": f"a bug in lenet serve: "
                                                          f"{type(e).__name__}"}, 500)

@@ -27,7 +27,7 @@ def build(options: Options, limits: Limits | None = None, *, token: str | None =
     `limits` of this app's own, the decoder's pixel limit aside)."""
     limits = limits or (service.limits if service else Limits())
     service = service or Service(options, limits, Metrics())
-    routes = create_app(service, limits)
+    routes = create_app(service, limits, secured=token is not None)
     app: Any = Gate(routes, limits=limits, metrics=service.metrics, routes=ROUTES, token=token,
                     log=log, direct=routes.state.direct, on_error=error_response)
     if cors:

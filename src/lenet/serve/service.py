@@ -221,8 +221,8 @@ class Service:
         if index is None:
             index = int(np.random.default_rng().integers(len(data.labels)))
         elif not 0 <= index < len(data.labels):
-            raise ApiError(400, "bad_request", f"index {index}: the {split} split has "
-                                               f"{len(data.labels):,} images")
+            raise ApiError(404, "not_found", f"index {index}: the {split} split has "
+                                             f"{len(data.labels):,} images")
         label = int(data.labels[index])
         return {"split": split, "index": index, "label": self.classes[label],
                 "label_index": label, "png": png_base64(data.images[index])}
