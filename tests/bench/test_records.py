@@ -45,6 +45,7 @@ def test_records_over_seeds_resume_and_summarise(tmp_path):
                     tmp_path / "frontier.png", "--train-arg=--dataset=" + str(data),
                     "--train-arg=--epochs=1", "--train-arg=--batch-size=50", cwd=tmp_path)
     assert "| 0.90 in the least time | >= 0.900 in <= 3 s | `speed-90` | 62,158 |" in table.stdout
+    assert "| 2 | " in table.stdout and "| no |" in table.stdout
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
