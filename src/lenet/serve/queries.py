@@ -11,14 +11,18 @@ from .limits import bad_request
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def _whole_number(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise bad_request(f"{name}: expected a whole number, got {text!r}") from None
+
+
 def number(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     text = query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_request(f"{name}: expected a whole number, got {text!r}") from None
+    value = _whole_number(name, text)
     if not low <= value <= high:
         raise bad_request(f"{name}: must be between {low} and {high}, got {value}")
     return value
@@ -48,10 +52,7 @@ def optional_number(query: Mapping[str, str], name: str, low: int) -> int | None
     text = query.get(name)
     if text is None:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_request(f"{name}: expected a whole number, got {text!r}") from None
+    value = _whole_number(name, text)
     if value < low:
         raise bad_request(f"{name}: must be at least {low}, got {value}")
     return value
