@@ -2,10 +2,11 @@
 
 PyTorch's CPU convolutions (oneDNN) run some shapes much faster on NHWC data and others
 slower: LeNet-5's tiny maps lose with batch norm or max-pooling in NHWC, while three 3x3
-convolutions of 16-64 channels with batch norm train 2-3x faster in it (measured on 2 cores).
-No rule of thumb covers every LeNet-family shape, so, as the kernel's guard does, the first
-time a model's shape meets a setting (torch, threads, batch size bucket) `decide` times a
-training step on copies of the model in both layouts, alternating them for about a second,
+convolutions of 16-64 channels with batch norm train about 1.6x faster in it (2 cores of an
+AMD EPYC Zen 4: benchmarks/layouts.py). No rule of thumb covers every LeNet-family shape, so,
+as the kernel's guard does, the first time a model's shape meets a setting (torch, threads,
+batch size bucket) `decide` times a training step on copies of the model in both layouts,
+alternating them for about half a second,
 and picks channels-last only where it is at least 10% faster. Decisions are cached as JSON in
 lenet's cache folder (`LENET_CACHE_DIR`), so later runs on this machine skip the measuring.
 """

@@ -125,7 +125,10 @@ class _Fit:
                                                  dataset.train.images.shape[1:], self.payload)
         model, global_bn = batch_norm.sync_batch_norm(build_model(self.model_config),
                                                       device, world)
-        model = self.model = prepare_model(model, device, config.batch_size // world.size)
+        # One process: the layout guard may pick channels-last. Several: no timing decides
+        # (ranks could decide apart, and DDP's buckets follow each rank's layout).
+        model = self.model = prepare_model(
+            model, device, None if world.distributed else config.batch_size)
         self.trained, gradient_sum = ddp.wrap(model, device, world)  # DDP: torchrun
         self.optimizer = build_optimizer(model.parameters(), config)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))
