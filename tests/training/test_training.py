@@ -232,6 +232,12 @@ def test_label_smoothing_and_tta_reach_the_run_and_its_record(synthetic, tmp_pat
     assert 0 < final["data_seconds"] < final["elapsed_seconds"]
     assert final["clock_seconds"] == pytest.approx(final["elapsed_seconds"]
                                                    - final["data_seconds"])
+    # `lenet evaluate` / Run.evaluate use the run's test-time augmentation too
+    from lenet.run.record import Run
+
+    again = Run.open(smooth.run_dir).evaluate("test")
+    assert again.accuracy == pytest.approx(final["test_acc"], abs=0.02)
+    assert again.loss == pytest.approx(final["test_loss"], rel=0.05)
 
 
 @pytest.mark.parametrize("options, message", [

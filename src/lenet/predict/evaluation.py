@@ -61,8 +61,16 @@ class Evaluation:
 
 
 def evaluate_split(predictor: Predictor, images: np.ndarray, labels: np.ndarray,
-                   split: str = "test") -> Evaluation:
+                   split: str = "test", tta: str | None = None) -> Evaluation:
+    """`tta="flip"`: each image's logits averaged with its mirror image's, as a run trained
+    with `--tta flip` evaluated itself (lenet.training.loop.tta_logits)."""
     logits = predictor.logits(images)
+    if tta == "flip":
+        mirrored = (images.flip(-1) if isinstance(images, torch.Tensor)
+                    else np.ascontiguousarray(np.asarray(images)[..., ::-1]))
+        logits = (logits + predictor.logits(mirrored)) / 2
+    elif tta is not None:
+        raise ValueError(f"unknown test-time augmentation {tta!r}")
     y = torch.as_tensor(labels.astype(np.int64))
     loss = float(F.cross_entropy(logits, y))
     predicted = logits.argmax(dim=1).numpy()

@@ -273,13 +273,14 @@ class Run:
     def evaluate(self, split: str | Any = "test", *, name: str | None = None,
                  backend: str = "auto") -> Evaluation:
         """Loss, accuracy, per-class metrics and confusion matrix on a split of the run's
-        dataset ("test" or "train"), or on any object with `images` and `labels`."""
+        dataset ("test" or "train"), or on any object with `images` and `labels`; with the
+        run's own test-time augmentation (`--tta`), so its test figure is the one it recorded."""
         if isinstance(split, str):
             if split not in SPLITS:
                 raise ConfigError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
             name, split = name or split, getattr(self.dataset, split)
         return evaluate_split(self.predictor(backend), split.images, split.labels,
-                              name or "custom")
+                              name or "custom", tta=self.config.tta)
 
     def activations(self, images: Any, layers: Sequence[str] = LAYERS) -> Activations:
         """The outputs of the named layers (default: after conv1 and conv2) for `images`."""
