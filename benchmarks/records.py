@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,9 @@ def cpu_description() -> str:
 def run_seed(recipe: str, seed: int, out_dir: Path, extra: list[str]) -> dict:
     """Train one seed in a fresh process; its figures from the run's files."""
     name = f"{recipe}-seed{seed}"
+    if (out_dir / name).exists():  # left by a benchmark killed mid-seed: its clock is lost
+        print(f"  {name}: an unfinished run from an earlier attempt, trained again", flush=True)
+        shutil.rmtree(out_dir / name)
     command = [sys.executable, "-m", "lenet", "train", "--recipe", recipe, "--seed", str(seed),
                "--out-dir", str(out_dir), "--name", name, "--no-progress", *extra]
     start = time.perf_counter()

@@ -24,8 +24,12 @@ def test_records_over_seeds_resume_and_summarise(tmp_path):
     write_dataset(data, n_train=200, n_test=100)
     tiny = ["--seeds", 2, f"--train-arg=--dataset={data}", "--train-arg=--epochs=1",
             "--train-arg=--batch-size=50", "--json", tmp_path / "records.json"]
+    stale = tmp_path / "runs" / "speed-90-seed0"  # a seed killed mid-run by an earlier try
+    stale.mkdir(parents=True)
+    (stale / "train.log").write_text("killed\n")
     first = records("speed-90", *tiny, "--out-dir", tmp_path / "runs", cwd=tmp_path)
     assert first.returncode == 1, first.stderr  # 200 synthetic images: no record
+    assert "speed-90-seed0: an unfinished run from an earlier attempt, trained again" in first.stdout
     rows = json.loads((tmp_path / "records.json").read_text())
     assert [(r["recipe"], r["seed"]) for r in rows] == [("speed-90", 0), ("speed-90", 1)]
     for row in rows:
@@ -39,7 +43,7 @@ def test_records_over_seeds_resume_and_summarise(tmp_path):
     # run again: both seeds are there, nothing retrained, the same summary
     again = records("speed-90", *tiny, cwd=tmp_path)
     assert "seed 0: test acc" not in again.stdout
-    assert again.stdout.split("\n", 1)[1] == out.split("\n", 3)[3]
+    assert again.stdout.split("\n", 1)[1] == out.split("\n", 4)[4]
     # only the summary, from the file: a Markdown table and a plot
     table = records("--from", tmp_path / "records.json", "--markdown", "--plot",
                     tmp_path / "frontier.png", "--train-arg=--dataset=" + str(data),
