@@ -29,7 +29,8 @@ def test_records_over_seeds_resume_and_summarise(tmp_path):
     (stale / "train.log").write_text("killed\n")
     first = records("speed-90", *tiny, "--out-dir", tmp_path / "runs", cwd=tmp_path)
     assert first.returncode == 1, first.stderr  # 200 synthetic images: no record
-    assert "speed-90-seed0: an unfinished run from an earlier attempt, trained again" in first.stdout
+    assert ("speed-90-seed0: an unfinished run from an earlier attempt, trained again"
+            in first.stdout)
     rows = json.loads((tmp_path / "records.json").read_text())
     assert [(r["recipe"], r["seed"]) for r in rows] == [("speed-90", 0), ("speed-90", 1)]
     for row in rows:
