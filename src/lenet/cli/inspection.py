@@ -177,8 +177,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.verify:
         v = run.verify_onnx(path)
         print(f"verified on {v.examples:,} test images: predictions agree on {v.agreement:.2%}, "
-              f"max |logit difference| {v.max_abs_error:.2e}, accuracy ONNX {v.onnx_accuracy:.4f} "
-              f"vs PyTorch {v.torch_accuracy:.4f}")
+              f"max |logit difference| {v.max_abs_error:.2e}, accuracy ONNX "
+              f"{v.exported_accuracy:.4f} vs PyTorch {v.torch_accuracy:.4f}")
         if v.agreement < 1.0:
             raise LenetError(f"ONNX Runtime disagrees with PyTorch on {1 - v.agreement:.2%} "
                              "of the test images")

@@ -7,22 +7,13 @@ compared, so a file is only reported good when it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import LenetError
 from ..predict.predictor import ONNX_INPUT, ONNX_OUTPUT, Predictor, onnx_bytes, onnx_session
-
-
-@dataclass(frozen=True)
-class Verification:
-    examples: int
-    agreement: float  # fraction of identical predicted classes
-    max_abs_error: float  # largest |logit difference|
-    onnx_accuracy: float
-    torch_accuracy: float
+from .agreement import Agreement, compare
 
 
 def export_onnx(predictor: Predictor, path: str | Path) -> Path:
@@ -37,7 +28,7 @@ def export_onnx(predictor: Predictor, path: str | Path) -> Path:
 
 
 def verify(path: str | Path, predictor: Predictor, images: np.ndarray,
-           labels: np.ndarray) -> Verification:
+           labels: np.ndarray) -> Agreement:
     """Run `images` through ONNX Runtime and PyTorch (`predictor` must run PyTorch)."""
     if predictor.backend != "torch":
         raise ValueError("verify() compares with PyTorch: give it a torch-backed Predictor")
@@ -45,8 +36,4 @@ def verify(path: str | Path, predictor: Predictor, images: np.ndarray,
     x = predictor.as_batch(images).cpu().numpy()
     onnx_logits = np.concatenate([session.run([ONNX_OUTPUT], {ONNX_INPUT: x[i:i + 2048]})[0]
                                   for i in range(0, len(x), 2048)])
-    torch_logits = predictor.logits(images).numpy()
-    onnx_pred, torch_pred = onnx_logits.argmax(1), torch_logits.argmax(1)
-    return Verification(len(x), float((onnx_pred == torch_pred).mean()),
-                        float(np.abs(onnx_logits - torch_logits).max()),
-                        float((onnx_pred == labels).mean()), float((torch_pred == labels).mean()))
+    return compare(onnx_logits, predictor.logits(images).numpy(), labels)

@@ -296,7 +296,8 @@ class Run:
         return export_onnx(self.predictor("torch"), path)
 
     def verify_onnx(self, path: str | Path) -> Any:
-        """Compare an exported file with PyTorch on the whole test split (export.Verification)."""
+        """Compare an exported file with PyTorch on the whole test split: an
+        exports.agreement.Agreement."""
         from ..exports.to_onnx import verify
 
         test = self.dataset.test
