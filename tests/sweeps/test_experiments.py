@@ -10,7 +10,7 @@ from conftest import QUIET, StopAfter, write_dataset
 
 from lenet.cli import main
 from lenet.data import sources
-from lenet.data.loader import Batches, augment_batch
+from lenet.data.loader import Batches, augment_batch, erase_boxes
 from lenet.errors import ConfigError
 from lenet.models.config import MODELS, ModelConfig
 from lenet.models.network import build_model
@@ -138,6 +138,37 @@ def test_augmentation_flips_and_shifts():
     again = torch.cat([b for b, _ in batches.epoch(1)])
     tail = torch.cat([b for b, _ in batches.epoch(1, start=2)])
     assert torch.equal(first, again) and torch.equal(first[32:], tail)  # seeded, resumable
+
+
+def test_random_erasing_zeroes_one_rectangle_in_about_half_the_images():
+    x = torch.ones(2, 1, 5, 6)
+    boxes = torch.tensor([[1, 3, 2, 5], [0, 0, 0, 0]])  # rows 1-2, columns 2-4; none
+    out = augment_batch(x, torch.zeros(2, dtype=torch.bool), torch.zeros(2, 2, dtype=torch.long),
+                        boxes)
+    assert out[0, 0, 1:3, 2:5].sum() == 0 and out[0].sum() == 30 - 6 and torch.equal(out[1], x[1])
+    boxes = erase_boxes(20_000, (28, 28), torch.Generator().manual_seed(0))
+    erased = boxes[:, 1] > boxes[:, 0]
+    assert 0.48 < erased.float().mean() < 0.52
+    top, bottom, left, right = boxes[erased].T
+    assert (top >= 0).all() and (bottom <= 28).all() and (left >= 0).all() and (right <= 28).all()
+    area = ((bottom - top) * (right - left)).float() / 784
+    assert area.min() > 0 and area.max() <= 0.5 and 0.12 < area.mean() < 0.22
+    # in a loader: seeded and resumable like the others, and "flip+shift" draws as before
+    images = torch.rand(64, 1, 28, 28)
+
+    def epoch(augment, start=0):
+        batches = Batches(images, torch.zeros(64, dtype=torch.long), batch_size=16,
+                          shuffle=True, augment=augment)
+        return torch.cat([b for b, _ in batches.epoch(1, start=start)])
+
+    first = epoch("flip+shift+erase")
+    assert torch.equal(first, epoch("flip+shift+erase"))
+    assert torch.equal(first[32:], epoch("flip+shift+erase", start=2))
+    flipped_shifted = epoch("flip+shift")
+    changed = (first != flipped_shifted).flatten(1).any(1)
+    assert torch.equal(first[~changed], flipped_shifted[~changed])  # only erasing differs
+    assert (first[changed] == 0).flatten(1).sum(1).min() >= 1
+    assert 16 <= int(changed.sum()) <= 48
 
 
 @pytest.mark.slow  # importing TensorBoard alone takes seconds

@@ -66,7 +66,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     recipe.add_argument("--resize", type=size_pair, metavar="H[,W]",
                         help="resize images (the book's resize option) [off]")
     recipe.add_argument("--augment", choices=[a for a in AUGMENTATIONS if a],
-                        help="random left-right flips and/or shifts of up to 2 pixels [off]")
+                        help="random left-right flips, shifts of up to 2 pixels and/or "
+                             "erased rectangles (random erasing), joined by + [off]")
     recipe.add_argument("--label-smoothing", type=non_negative_fraction, metavar="E",
                         help="train towards 1-E on the true class and E/classes on each class "
                              f"[{d.label_smoothing}]")

@@ -22,19 +22,46 @@ from .datasets import evaluation_split
 from .sources import Dataset, Split
 
 SHIFT = 2  # pixels: the "shift" augmentation moves images by up to this much
+# "erase" (random erasing, Zhong et al. 2017): with this probability an image loses a
+# rectangle of 2-33% of its area, aspect ratio 0.3-3.3, to the background (0)
+ERASE_PROBABILITY, ERASE_AREA, ERASE_ASPECT = 0.5, (0.02, 0.33), (0.3, 3.3)
 
 
-def augment_batch(x: torch.Tensor, flips: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Flip some images left-right and translate each by (dy, dx), filling with zeros."""
+def augment_batch(x: torch.Tensor, flips: torch.Tensor, shifts: torch.Tensor,
+                  boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Flip some images left-right, translate each by (dy, dx), filling with zeros, and set
+    each image's box (top, bottom, left, right; empty: none) to zero."""
     x = torch.where(flips[:, None, None, None], x.flip(-1), x)
-    if not bool(shifts.any()):
-        return x
     b, c, h, w = x.shape
-    padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT))  # (B, C, H+2S, W+2S)
-    rows = torch.arange(h, device=x.device) + SHIFT + shifts[:, :1]  # (B, H)
-    cols = torch.arange(w, device=x.device) + SHIFT + shifts[:, 1:]  # (B, W)
-    x = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * SHIFT))
-    return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    if bool(shifts.any()):
+        padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT))  # (B, C, H+2S, W+2S)
+        rows = torch.arange(h, device=x.device) + SHIFT + shifts[:, :1]  # (B, H)
+        cols = torch.arange(w, device=x.device) + SHIFT + shifts[:, 1:]  # (B, W)
+        x = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * SHIFT))
+        x = x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    if boxes is not None and bool((boxes[:, 1] > boxes[:, 0]).any()):
+        rows = torch.arange(h, device=x.device)
+        cols = torch.arange(w, device=x.device)
+        inside_rows = (rows >= boxes[:, :1]) & (rows < boxes[:, 1:2])  # (B, H)
+        inside_cols = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:])  # (B, W)
+        x = x.masked_fill((inside_rows[:, :, None] & inside_cols[:, None, :])[:, None], 0.0)
+    return x
+
+
+def erase_boxes(n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Random erasing's rectangles for n images of `size` (H, W): (n, 4) int64 rows of
+    top, bottom, left, right; an image not erased gets an empty box."""
+    h, w = size
+    erased = torch.rand(n, generator=generator) < ERASE_PROBABILITY
+    area = torch.empty(n).uniform_(*ERASE_AREA, generator=generator) * (h * w)
+    log_low, log_high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = torch.empty(n).uniform_(log_low, log_high, generator=generator).exp()
+    height = (area * aspect).sqrt().round().long().clamp(1, h)
+    width = (area / aspect).sqrt().round().long().clamp(1, w)
+    top = (torch.rand(n, generator=generator) * (h - height + 1)).long()
+    left = (torch.rand(n, generator=generator) * (w - width + 1)).long()
+    boxes = torch.stack([top, top + height, left, left + width], dim=1)
+    return boxes * erased[:, None]  # not erased: (0, 0, 0, 0)
 
 
 def to_tensors(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,20 +131,27 @@ class Batches:
                 x = F.interpolate(x, size=self.resize, mode="bilinear", antialias=True)
             yield x, y
 
-    def augment_draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole epoch's random flips (N,) and shifts (N, 2), drawn from (seed, epoch) so
-        that a resumed epoch sees the same ones."""
+    def augment_draws(self, epoch: int) -> tuple[torch.Tensor, ...]:
+        """The whole epoch's random flips (N,), shifts (N, 2) and, with "erase", boxes (N, 4),
+        drawn from (seed, epoch) so that a resumed epoch sees the same ones."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 500_000)
         assert self.augment is not None, "drawn only for a loader that augments"
+        parts = self.augment.split("+")
         n = len(self.labels)
+        # flips and shifts are drawn whatever the parts, so that "flip+shift" keeps the
+        # draws it had before "erase" existed; the boxes come after them
         flips = torch.rand(n, generator=generator) < 0.5
         shifts = torch.randint(-SHIFT, SHIFT + 1, (n, 2), generator=generator)
-        if "flip" not in self.augment:
+        if "flip" not in parts:
             flips.zero_()
-        if "shift" not in self.augment:
+        if "shift" not in parts:
             shifts.zero_()
         device = self.labels.device
-        return flips.to(device), shifts.to(device)
+        draws = [flips.to(device), shifts.to(device)]
+        if "erase" in parts:
+            h, w = self.images.shape[-2:]  # augmentation comes before any resize
+            draws.append(erase_boxes(n, (h, w), generator).to(device))
+        return tuple(draws)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Like a DataLoader: each new iteration is the next epoch's (seeded) order."""

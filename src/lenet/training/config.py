@@ -7,6 +7,7 @@ learning rate 0.1, batch 128, 10 epochs, cross-entropy, Xavier init.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -21,7 +22,10 @@ from ..models.settings import ModelSettings, resolve_model_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "one-cycle")
-AUGMENTATIONS = (None, "flip", "shift", "flip+shift")
+# None, or some of the loader's augmentations joined by + in this order: "flip+shift", ...
+AUGMENTATION_PARTS = ("flip", "shift", "erase")
+AUGMENTATIONS = (None, *("+".join(parts) for k in range(1, len(AUGMENTATION_PARTS) + 1)
+                         for parts in itertools.combinations(AUGMENTATION_PARTS, k)))
 PRECISIONS = ("fp32", "bf16", "fp16")
 TEST_TIME_AUGMENTATIONS = (None, "flip")
 
@@ -125,7 +129,7 @@ class TrainConfig:
     seed: int = recipe_option(0)
     val_split: float | None = recipe_option(None)  # hold out this fraction of train, not test
     resize: tuple[int, int] | None = recipe_option(None)
-    augment: str | None = recipe_option(None)  # "flip", "shift" or "flip+shift", per batch
+    augment: str | None = recipe_option(None)  # "flip", "shift", "erase", joined by +; per batch
     label_smoothing: float = recipe_option(0.0)  # the training loss's targets: 1-e and e/classes
     tta: str | None = recipe_option(None)  # "flip": evaluate on each image and its mirror image
     precision: str = recipe_option("fp32")  # "bf16"/"fp16": autocast convolutions and matmuls
