@@ -14,8 +14,11 @@ for all its epochs: 12 runs x 20 epochs = 240 trial-epochs at full size. (The fi
 `--val-split` of the training set; each method's best is chosen by its final validation
 accuracy, and only that run is evaluated on the test split. The search samples the same
 architectures, the learning rate (log-uniform), dropout and weight decay with TPE, stops
-poor trials with ASHA (grace --grace epochs, reduction 3), and trains --trials trials. Every
-configuration either way is checked to have fewer than 100,000 parameters.
+poor trials with ASHA (grace --grace epochs, reduction 3), and trains up to --trials trials
+within its budget (--budget: trial-epochs of all trials together; by default a third of
+the grid's, the target, so the question is what the search finds with that much). Every
+configuration either way is checked to have fewer than 100,000 parameters. With --work, a
+method that ended before is not run again (WORK/METHOD.row.json).
 
 Targets: the search's best within 0.002 test accuracy of the grid's, with at most 1/3 of the
 grid's trial-epochs.
@@ -83,7 +86,8 @@ def grid_file(args: argparse.Namespace, work: Path, data: str) -> Path:
     return path
 
 
-def search_file(args: argparse.Namespace, work: Path, data: str) -> Path:
+def search_file(args: argparse.Namespace, work: Path, data: str, name: str,
+                budget: int) -> Path:
     runs = tomllib.loads(GRID.read_text())["runs"]
     base = base_table(args, data)
     for key in ("lr", "weight_decay"):
@@ -91,13 +95,14 @@ def search_file(args: argparse.Namespace, work: Path, data: str) -> Path:
     bundle = "".join("[[space.arch.bundle]]\n" + toml_table(
         {k: v for k, v in r.items() if k != "set.dropout"}) for r in runs)
     low, high = min(args.grid_lr) / 2, max(args.grid_lr) * 2
-    text = (f'name = "search"\nout_dir = "{work}"\n[base]\n' + toml_table(base)
+    text = (f'name = "{name}"\nout_dir = "{work}"\n[base]\n' + toml_table(base)
             + f'[search]\nalgorithm = "tpe"\ntrials = {args.trials}\nseed = {args.seed}\n'
-            f"grace_period = {args.grace}\nreduction_factor = 3\n[space]\n"
+            f"grace_period = {args.grace}\nreduction_factor = 3\n"
+            + (f"budget = {budget}\n" if budget else "") + "[space]\n"
             f"lr = {{ log-uniform = [{low}, {high}] }}\n"
             f'"set.dropout" = {{ uniform = [0.0, 0.3] }}\n'
             f"weight_decay = {{ log-uniform = [0.0001, 0.001] }}\n" + bundle)
-    path = work / "search.toml"
+    path = work / f"{name}.toml"
     path.write_text(text)
     return path
 
@@ -137,20 +142,32 @@ def compare(args: argparse.Namespace, work: Path) -> bool:
 
     data = str(small_dataset(work / "data", args.train, args.test)) if args.train \
         else "fashion-mnist"
-    grid, search = grid_file(args, work, data), search_file(args, work, data)
+    grid = grid_file(args, work, data)
+    runs = len(tomllib.loads(grid.read_text())["runs"])
+    # the target as the search's budget: a third of the grid's trial-epochs
+    budget = runs * base_table(args, data)["epochs"] // 3 if args.budget is None \
+        else args.budget
+    name = f"search-budget{budget}" if budget else "search"
+    search = search_file(args, work, data, name, budget)
     assert largest_model(search) < LIMIT, "a configuration of the space has 100k parameters"
     quiet = (lambda line: None) if not args.verbose else print
     rows = []
-    for name, path, options in (("grid", grid, {"workers": args.workers}),
-                                ("search", search, {"ray": args.ray})):
+    for method, path, options in (("grid", grid, {"workers": args.workers}),
+                                  (name, search, {"ray": args.ray})):
+        saved = work / f"{method}.row.json"  # ended before (--work): not run again
+        if saved.exists():
+            rows.append(json.loads(saved.read_text()))
+            print(f"{method}: as measured before, from {saved}")
+            continue
         start = time.perf_counter()
         summaries = run_sweep(path, say=quiet, **options)
-        rows.append(outcome(name, summaries, time.perf_counter() - start))
-    print(f"{'method':8} {'trials':>6} {'stopped':>7} {'trial-epochs':>12} {'wall s':>8} "
+        rows.append(outcome(method, summaries, time.perf_counter() - start))
+        saved.write_text(json.dumps(rows[-1], indent=2))
+    print(f"{'method':18} {'trials':>6} {'stopped':>7} {'trial-epochs':>12} {'wall s':>8} "
           f"{'best val':>8} {'its test':>8}  best run (parameters < {LIMIT:,}: "
           f"{all(r['most_parameters'] < LIMIT for r in rows)})")
     for r in rows:
-        print(f"{r['method']:8} {r['trials']:6d} {r['stopped']:7d} {r['trial_epochs']:12d} "
+        print(f"{r['method']:18} {r['trials']:6d} {r['stopped']:7d} {r['trial_epochs']:12d} "
               f"{r['wall_s']:8.0f} {r['val_acc']:8.4f} {r['test_acc']:8.4f}  {r['best']}")
     grid_row, search_row = rows
     gap = grid_row["test_acc"] - search_row["test_acc"]
@@ -258,6 +275,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=0, help="epochs per run [the file's: 20]")
     parser.add_argument("--trials", type=int, default=16, help="search trials [16]")
     parser.add_argument("--grace", type=int, default=2, help="ASHA's grace period [2]")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="the search's budget in trial-epochs, all trials together "
+                             "(0: none) [a third of the grid's: the target]")
     parser.add_argument("--grid-lr", type=lambda s: [float(v) for v in s.split(",")],
                         default=[0.05, 0.1, 0.2], help="the grid's learning rates")
     parser.add_argument("--grid-dropout", type=lambda s: [float(v) for v in s.split(",")],

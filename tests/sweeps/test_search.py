@@ -107,6 +107,8 @@ name = "deep"
     (('"set.activation" = "relu"', '"set.kernel" = 3'), "depends on set.kernel"),
     (("grace_period = 1", "grace_period = 9"), "exceeds [base] epochs"),
     (("lr = {", "nonsense = {"), "unknown option 'nonsense'"),
+    (("grace_period = 1", "grace_period = 2\nbudget = 1"), "budget"),
+    (("grace_period = 1", "grace_period = 1\nbudget = 0"), "budget"),
     (("lr = { log-uniform", "lr = { bundle = [1, 2], x"), "needs exactly one"),
     (("lr = { log-uniform = [0.0001, 0.2] }", "lr = { bundle = [{ lr = 0.1 }] }"),
      "each with its own name"),
@@ -168,6 +170,27 @@ def test_a_local_search_stops_poor_trials_and_a_rerun_starts_nothing(data, tmp_p
     run_sweep(search_file(tmp_path, data), say=lines.append)
     assert "4/4 trials done" in lines[0] and not any(line.startswith("[") for line in lines)
     assert {p: p.stat().st_mtime_ns for p in out.glob("trial-*/metrics.csv")} == mtimes
+
+
+@pytest.mark.slow
+def test_a_search_with_a_budget_trains_no_more_epochs_than_it(data, tmp_path):
+    # 6 trials of up to 3 epochs could train 18 epochs; the budget allows 7
+    path = search_file(tmp_path, data, trials=6, extra="", name="b")
+    path.write_text(path.read_text().replace("grace_period = 1", "grace_period = 1\nbudget = 7"))
+    lines: list[str] = []
+    ranked = run_sweep(path, say=lines.append)
+    out = tmp_path / "out" / "b"
+    assert sum(len(read_metrics(f)) for f in out.glob("trial-*/metrics.csv")) == 7
+    assert any("budget of 7 trial-epochs is spent" in line for line in lines)
+    assert len(ranked) < 6  # the budget ended the search, not the trial count
+    ended_once(out, 3)
+    last = max(out.glob("trial-*"), key=lambda d: d.name)
+    if not (last / "results.json").exists():  # cut by the budget, not by ASHA
+        assert "budget" in json.loads((last / STOPPED).read_text())["reason"]
+    lines.clear()
+    run_sweep(path, say=lines.append)  # a rerun: the budget is spent, nothing starts
+    assert not any(line.startswith("[") for line in lines)
+    assert sum(len(read_metrics(f)) for f in out.glob("trial-*/metrics.csv")) == 7
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 `ray start --head` and a second `ray start --address`, each its own process tree. A node
 killed (SIGKILL, its whole tree) while a trial trains on it: that trial resumes from its
 checkpoint on the other node and every trial ends exactly once. The driver killed mid-search
-and run again: the same number of trials, none redone, the interrupted one resumed.
+and run again: the same number of trials, none redone, the interrupted one resumed. A
+search with a budget of trial-epochs ends when it is spent.
 
 Every process the tests start is killed with SIGKILL by pid at the end, even on failure."""
 
@@ -244,3 +245,24 @@ def test_the_driver_killed_mid_search_and_run_again_finishes_it(cluster, data, t
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # none redone
     tried = attempts(victim)
     assert len(tried) >= 2 and tried[-1]["resumed_from_epoch"] >= 1, tried
+
+
+@pytest.mark.slow
+def test_a_search_on_ray_ends_when_its_budget_is_spent(cluster, data, tmp_path):
+    spec, out = search_file(tmp_path, data, "budget"), tmp_path / "out" / "budget"
+    # 3 trials of 3 epochs could train 9; the budget allows 4 (one trial a time: 1 CPU)
+    spec.write_text(spec.read_text().replace("grace_period = 1", "grace_period = 1\nbudget = 4"))
+
+    def spent() -> int:
+        return sum(len(read_metrics(f)) for f in out.glob("trial-*/metrics.csv"))
+
+    for attempt in range(2):  # the second: the budget is spent, nothing trains
+        done = subprocess.run([sys.executable, "-m", "lenet", "sweep", str(spec), "--ray",
+                               cluster.address], env=ENV, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "budget of 4 trial-epochs is spent" in done.stdout
+        assert spent() == 4, attempt
+    for run in out.glob("trial-*"):
+        if not (run / "results.json").exists():
+            assert (run / STOPPED).exists(), run.name  # stopped by ASHA or by the budget

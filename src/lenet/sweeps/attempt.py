@@ -35,8 +35,9 @@ from ..training.loop import row_value
 SEARCH_JSON = "search.json"
 STOPPED = "stopped.json"
 
-# report(epoch, value) -> True when the scheduler wants the trial stopped now
-Report = Callable[[int, float], bool]
+# report(epoch, value) -> why the trial must stop now (the scheduler cut it, the search's
+# budget is spent), or None: it goes on
+Report = Callable[[int, float], str | None]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Reporter(Sink):
         self.metric, self.report, self.stop, self.where = metric, report, stop, where
         self.replay = replay  # tell the epochs done before too (a new Optuna trial's rungs)
         self.start_epoch = 0
-        self.cut: tuple[int, float] | None = None  # (epoch, value) the scheduler stopped at
+        self.cut: tuple[int, float, str] | None = None  # (epoch, value, why) it stopped at
         self.last: float | None = None
 
     def on_start(self, start: RunStart) -> None:
@@ -71,8 +72,8 @@ class Reporter(Sink):
 
     def on_epoch(self, epoch: EpochEnd) -> None:
         value = self.last = row_value(epoch.row, self.metric)
-        if self.cut is None and self.report(int(epoch.row["epoch"]), value):
-            self.cut = int(epoch.row["epoch"]), value
+        if self.cut is None and (why := self.report(int(epoch.row["epoch"]), value)):
+            self.cut = int(epoch.row["epoch"]), value, why
             self.stop.request()  # the epoch loop ends here and saves
 
 
@@ -94,9 +95,21 @@ def mark_stopped(run_dir: Path, epoch: int, metric: str, value: float | None,
                                          "reason": reason})
 
 
+def epochs_spent(out: Path) -> int:
+    """Trial-epochs the search in `out` has trained, all its trials together (each epoch's
+    row in a trial's metrics is written once, resumed or not)."""
+    return sum(len(read_metrics(f)) for f in out.glob("trial-*/" + RunDir.METRICS))
+
+
+def budget_spent(out: Path, budget: int | None) -> str | None:
+    """Why the search must stop (its trial-epoch budget spent), or None."""
+    if budget is not None and epochs_spent(out) >= budget:
+        return f"the search's budget of {budget} trial-epochs is spent"
+    return None
+
+
 def run_trial(config: TrainConfig, values: dict[str, Any], metric: str, report: Report, *,
-              where: dict[str, Any] | None = None, replay: bool = False,
-              reason: str = "stopped early by the scheduler") -> Outcome:
+              where: dict[str, Any] | None = None, replay: bool = False) -> Outcome:
     """Train (or resume) the trial's run in OUT_DIR/NAME, reporting `metric` each epoch."""
     assert config.name is not None  # the search names every trial's run
     run_dir = Path(config.out_dir) / config.name
@@ -116,7 +129,7 @@ def run_trial(config: TrainConfig, values: dict[str, Any], metric: str, report: 
     if result.completed:
         status = "completed"
     elif reporter.cut is not None:
-        mark_stopped(run_dir, reporter.cut[0], metric, reporter.cut[1], reason)
+        mark_stopped(run_dir, reporter.cut[0], metric, reporter.cut[1], reporter.cut[2])
         status = "stopped"
     else:
         status = "interrupted"

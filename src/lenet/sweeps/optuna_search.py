@@ -32,7 +32,7 @@ from typing import Any
 
 from ..base.lock import RunLock
 from ..errors import ConfigError, LenetError
-from .attempt import run_trial
+from .attempt import budget_spent, run_trial
 from .space import Search, suggest
 
 HEARTBEAT_S = 2  # a running trial writes its heartbeat this often
@@ -120,8 +120,8 @@ def finished_count(study: Any) -> int:
 
 
 def run_search_local(search: Search, say: Callable[[str], None]) -> bool:
-    """Run the search until `search.trials` trials completed or were pruned; True when
-    interrupted (Ctrl-C)."""
+    """Run the search until `search.trials` trials completed or were pruned, or its
+    trial-epoch budget is spent; True when interrupted (Ctrl-C)."""
     optuna = import_optuna()
     search.out.mkdir(parents=True, exist_ok=True)
     with RunLock(search.out):  # one driver per study: a second is refused
@@ -130,6 +130,7 @@ def run_search_local(search: Search, say: Callable[[str], None]) -> bool:
         say(f"search {search.name}: {search.algorithm} sampler, ASHA (grace "
             f"{search.grace_period}, reduction {search.reduction_factor}, max "
             f"{search.epochs} epochs), {finished_count(study)}/{search.trials} trials done, "
+            + (f"budget {search.budget} trial-epochs, " if search.budget else "") +
             f"study in {search.out / 'study.db'}")
 
         def objective(trial: Any) -> float:
@@ -137,15 +138,19 @@ def run_search_local(search: Search, say: Callable[[str], None]) -> bool:
             trial.set_user_attr("run", name)
             values = suggest(trial, search)
 
-            def report(epoch: int, value: float) -> bool:
+            def report(epoch: int, value: float) -> str | None:
                 trial.report(value, epoch)
-                return trial.should_prune()
+                if why := budget_spent(search.out, search.budget):
+                    return why
+                if trial.should_prune():
+                    return (f"pruned by Optuna's SuccessiveHalvingPruner (ASHA): "
+                            f"{search.metric} not in the best 1/{search.reduction_factor} "
+                            "of its rung")
+                return None
 
             outcome = run_trial(
                 search.config(name, values), values, search.metric, report,
-                where={"optuna_trial": trial.number}, replay=True,
-                reason=f"pruned by Optuna's SuccessiveHalvingPruner (ASHA): {search.metric} "
-                       f"not in the best 1/{search.reduction_factor} of its rung")
+                where={"optuna_trial": trial.number}, replay=True)
             say(f"[{finished_count(study) + 1}/{search.trials}] {name}: {outcome.status} "
                 f"after {outcome.epochs} epoch(s), {search.metric} {outcome.value}"
                 + (f" (resumed at epoch {outcome.resumed_from})" if outcome.resumed_from
@@ -162,6 +167,9 @@ def run_search_local(search: Search, say: Callable[[str], None]) -> bool:
         failures = 0
         try:
             while finished_count(study) < search.trials and failures < search.trials:
+                if why := budget_spent(search.out, search.budget):
+                    say(f"search {search.name}: {why}, after {finished_count(study)} trials")
+                    break
                 before = finished_count(study)
                 # one trial a call: the count is checked before each start, so a rerun of a
                 # finished search starts nothing (MaxTrialsCallback checks only after one)

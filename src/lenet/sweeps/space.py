@@ -7,6 +7,7 @@
     [search]
     algorithm = "tpe"                   # "tpe" (model-based) or "random"
     trials = 12                         # trials that finish (completed or stopped early)
+    budget = 40                         # optional: the most epochs all trials train together
     metric = "val_acc"                  # or "val_loss"; direction follows (max / min)
     seed = 0
     grace_period = 1                    # ASHA: epochs every trial trains before a cut
@@ -70,6 +71,7 @@ class Search:
     seed: int
     grace_period: int
     reduction_factor: int
+    budget: int | None = None  # trial-epochs, all trials together; None: no limit
 
     @property
     def epochs(self) -> int:
@@ -156,7 +158,7 @@ def load_search(path: str | Path) -> Search:
     table = typed(spec, "search", dict, {}, path)
     where = f"{path} [search]"
     known = {"algorithm", "trials", "metric", "direction", "seed", "grace_period",
-             "reduction_factor"}
+             "reduction_factor", "budget"}
     if set(table) - known:
         raise ConfigError(f"{where}: unknown {', '.join(sorted(set(table) - known))}; "
                           f"known: {', '.join(sorted(known))}")
@@ -177,6 +179,10 @@ def load_search(path: str | Path) -> Search:
     if trials < 1 or grace < 1 or reduction < 2:
         raise ConfigError(f"{where}: trials and grace_period must be >= 1, "
                           "reduction_factor >= 2")
+    budget = typed(table, "budget", int, 0, where) or None
+    if "budget" in table and (budget is None or budget < grace):
+        raise ConfigError(f"{where}: budget (trial-epochs, all trials together) must be at "
+                          f"least grace_period ({grace})")
     raw_base = typed(spec, "base", dict, {}, path)
     if not base.get("val_split"):
         raise ConfigError(f"{path} [base]: a search measures {metric} on a validation split: "
@@ -193,7 +199,7 @@ def load_search(path: str | Path) -> Search:
                                   "neither an earlier [space] entry nor in [base]")
         params.append(param)
     search = Search(name, out, base, raw_base, tuple(params), algorithm, trials, metric,
-                    direction, seed, grace, reduction)
+                    direction, seed, grace, reduction, budget)
     # every key known, every value of the first corner a valid configuration, now
     for i in range(max((len(p.bounds) for p in params if p.kind == "bundle"), default=1)):
         search.config("check", {p.key: p.bounds[min(i, len(p.bounds) - 1)]["name"]

@@ -36,7 +36,7 @@ from typing import Any
 from ray import tune
 
 from ..errors import ConfigError
-from .attempt import mark_stopped, run_trial
+from .attempt import budget_spent, mark_stopped, run_trial
 from .on_ray import connect, import_ray, resources
 from .optuna_search import import_optuna
 from .space import Search, suggest
@@ -72,12 +72,12 @@ def trainable(values: dict[str, Any], search: Search, cwd: str, threads: int) ->
 
     last: list[tuple[int, float]] = []
 
-    def report(epoch: int, value: float) -> bool:
+    def report(epoch: int, value: float) -> str | None:
         if epoch >= search.epochs:  # told after the run finishes: Tune ends a trial at max_t
             last.append((epoch, value))  # while `report` waits, before results.json
-            return False
+            return None
         tell(epoch, value)
-        return False  # ASHA stops a trial by ending it while `report` waits, not by a reply
+        return None  # ASHA (or the budget) stops a trial by ending it while `report` waits
 
     def tell(epoch: int, value: float) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -109,9 +109,24 @@ class MarkStopped(tune.Callback):
         epoch = int(result.get("epoch", 0))
         run_dir = self.search.out / run_name(trial.trial_id)
         if 0 < epoch < self.search.epochs and run_dir.is_dir():
-            mark_stopped(run_dir, epoch, self.search.metric, result.get(self.search.metric),
-                         f"stopped by Ray Tune's ASHAScheduler: {self.search.metric} not in "
-                         f"the best 1/{self.search.reduction_factor} of its rung")
+            why = budget_spent(self.search.out, self.search.budget) or (
+                f"stopped by Ray Tune's ASHAScheduler: {self.search.metric} not in the best "
+                f"1/{self.search.reduction_factor} of its rung")
+            mark_stopped(run_dir, epoch, self.search.metric, result.get(self.search.metric), why)
+
+
+class Budget(tune.Stopper):
+    """Ends the whole search once its trials together trained `budget` epochs (counted in
+    their run directories, so a restored driver counts what the killed one trained)."""
+
+    def __init__(self, search: Search) -> None:
+        self.search = search
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return budget_spent(self.search.out, self.search.budget) is not None
 
 
 def tuner(search: Search, spec: Path) -> Any:
@@ -142,7 +157,7 @@ def tuner(search: Search, spec: Path) -> Any:
                                     reduction_factor=search.reduction_factor)),
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=str(search.out), verbose=0,
-            callbacks=[MarkStopped(search)],
+            callbacks=[MarkStopped(search)], stop=Budget(search),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
@@ -162,7 +177,9 @@ def run_search_on_ray(search: Search, address: str, spec: Path,
         restoring = (search.out / EXPERIMENT).is_dir()
         say(f"search {search.name} on Ray Tune: {search.algorithm} (OptunaSearch), ASHA (grace "
             f"{search.grace_period}, reduction {search.reduction_factor}, max {search.epochs} "
-            f"epochs), {search.trials} trials" + (", continuing" if restoring else ""))
+            f"epochs), {search.trials} trials"
+            + (f", budget {search.budget} trial-epochs" if search.budget else "")
+            + (", continuing" if restoring else ""))
         grid = tuner(search, spec).fit()
     finally:
         if started:
@@ -175,4 +192,7 @@ def run_search_on_ray(search: Search, address: str, spec: Path,
             f"{epoch} epoch(s), {search.metric} {(result.metrics or {}).get(search.metric)}"
         ended += result.error is None
         say(f"{run_name(trial_id)}: {state}")
+    if why := budget_spent(search.out, search.budget):
+        say(f"search {search.name}: {why}")
+        return False
     return ended < search.trials
