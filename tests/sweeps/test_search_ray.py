@@ -263,6 +263,10 @@ def test_a_search_on_ray_ends_when_its_budget_is_spent(cluster, data, tmp_path):
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "budget of 4 trial-epochs is spent" in done.stdout
         assert spent() == 4, attempt
+    reasons = []
     for run in out.glob("trial-*"):
         if not (run / "results.json").exists():
             assert (run / STOPPED).exists(), run.name  # stopped by ASHA or by the budget
+            reasons.append(json.loads((run / STOPPED).read_text())["reason"])
+    # 4 is no trial's end (3 epochs each): the trial that trained the 4th epoch was cut
+    assert any("budget of 4 trial-epochs is spent" in r for r in reasons), reasons

@@ -36,7 +36,7 @@ from typing import Any
 from ray import tune
 
 from ..errors import ConfigError
-from .attempt import budget_spent, mark_stopped, run_trial
+from .attempt import STOPPED, budget_spent, mark_stopped, run_trial
 from .on_ray import connect, import_ray, resources
 from .optuna_search import import_optuna
 from .space import Search, suggest
@@ -185,14 +185,21 @@ def run_search_on_ray(search: Search, address: str, spec: Path,
         if started:
             ray.shutdown()
     ended = 0
+    spent = budget_spent(search.out, search.budget)
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id", "?")
         epoch = (result.metrics or {}).get("epoch")
+        run_dir = search.out / run_name(trial_id)
+        if spent and result.error is None and epoch and epoch < search.epochs \
+                and not (run_dir / "results.json").exists() and not (run_dir / STOPPED).exists():
+            # ended by the Budget stopper with the whole search: Tune calls no callback
+            mark_stopped(run_dir, int(epoch), search.metric,
+                         (result.metrics or {}).get(search.metric), spent)
         state = "error: " + str(result.error).strip().splitlines()[-1] if result.error else \
             f"{epoch} epoch(s), {search.metric} {(result.metrics or {}).get(search.metric)}"
         ended += result.error is None
         say(f"{run_name(trial_id)}: {state}")
-    if why := budget_spent(search.out, search.budget):
-        say(f"search {search.name}: {why}")
+    if spent:
+        say(f"search {search.name}: {spent}")
         return False
     return ended < search.trials
