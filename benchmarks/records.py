@@ -130,7 +130,11 @@ def describe(s: dict) -> str:
         f"  per seed: {' '.join(f'{a:.4f}' for a in s['per_seed'])}",
         f"  {target}: {'MET' if s['met'] else 'not met'}"
         + ("" if s["enough_seeds"] else " (too few seeds for a record)"),
-        f"  CPU: {s['cpu']}, {s['threads']} threads"])
+        f"  CPU: {s['cpu']}, {threads(s)}"])
+
+
+def threads(s: dict) -> str:
+    return f"{s['threads']} thread{'' if s['threads'] == 1 else 's'}"
 
 
 def markdown(summaries: list[dict]) -> str:
@@ -144,7 +148,7 @@ def markdown(summaries: list[dict]) -> str:
         lines.append(f"| {record.what if record else ''} | {target} | `{s['recipe']}` | "
                      f"{s['parameters']:,} | {s['mean']:.4f} +- {s['std']:.4f} "
                      f"({s['min']:.4f}) | {s['n']} | {s['median_clock']:.1f} s | "
-                     f"{'yes' if s['met'] else 'no'} | {s['cpu']}, {s['threads']} threads |")
+                     f"{'yes' if s['met'] else 'no'} | {s['cpu']}, {threads(s)} |")
     return "\n".join(lines)
 
 
