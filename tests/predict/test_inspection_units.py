@@ -126,3 +126,32 @@ def test_capture_returns_named_activations_and_removes_hooks():
     assert acts.keys() == recorded.keys() and all(acts[k] is recorded[k] for k in acts)
     bn = build_model(ModelConfig(batch_norm=True), seed=0).eval()
     assert capture(bn, torch.rand(1, 1, 28, 28))[1]["act2"].shape == (1, 16, 10, 10)
+
+
+@pytest.mark.parametrize("name, kernel_batch", [("lenet5", True), ("lenet-100k", False)])
+def test_predictor_batches_by_path_and_test_time_views_agree(name, kernel_batch):
+    from lenet.native.fastpath import evaluation_batch, kernel_path
+    from lenet.predict.evaluation import evaluate_split
+    from lenet.predict.predictor import Predictor
+    from lenet.training.loop import tta_logits
+
+    model = build_model(MODELS[name], seed=3).eval()
+    predictor = Predictor(model, [str(k) for k in range(10)], backend="torch")
+    # the kernel takes big chunks, PyTorch's convolutions chunks that stay in cache
+    fused = kernel_path(predictor._fast) is not None
+    assert fused == (kernel_batch and fused)  # lenet-100k is never the kernel's
+    assert predictor.batch_size == (1024 if fused else 256)
+    on_gpu = evaluation_batch(model, torch.device("cuda"))  # only the device is read
+    assert on_gpu == 1024
+    pixels = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8).numpy()
+    whole = predictor.logits(pixels)
+    torch.testing.assert_close(predictor.logits(pixels, batch_size=7), whole,
+                               rtol=1e-4, atol=1e-5)
+    labels = np.arange(64) % 10
+    x = torch.from_numpy(pixels)[:, None].float() / 255
+    with torch.no_grad():
+        for tta in (None, "flip", "flip+shift"):  # lenet evaluate's views are training's
+            got = evaluate_split(predictor, pixels, labels, tta=tta)
+            want = tta_logits(model, x, tta)
+            assert got.accuracy == pytest.approx(
+                float((want.argmax(1).numpy() == labels).mean()), abs=1 / 64)

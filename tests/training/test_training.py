@@ -218,15 +218,50 @@ def test_tta_flip_averages_the_logits_of_each_image_and_its_mirror():
         tta_logits(model, x, "rotate")
 
 
+def test_tta_flip_shift_averages_six_views_with_airbench_weights():
+    from lenet.data.loader import translate
+    from lenet.training.loop import tta_logits
+
+    x = torch.arange(2 * 28 * 28, dtype=torch.float32).reshape(2, 1, 28, 28)
+    down_right = translate(x, 1, 1)
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])
+    assert not down_right[..., 0, :].any() and not down_right[..., :, 0].any()
+    assert torch.equal(translate(down_right, -1, -1)[..., :-1, :-1], x[..., :-1, :-1])
+    assert torch.equal(translate(x, 0, 0), x)
+    torch.manual_seed(0)
+    model = build_model(MODELS["lenet5-modern"]).eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        def pair(v: torch.Tensor) -> torch.Tensor:
+            return (model(v) + model(v.flip(-1))) / 2
+        expected = pair(x) / 2 + (pair(translate(x, -1, -1)) + pair(translate(x, 1, 1))) / 4
+        assert torch.allclose(tta_logits(model, x, "flip+shift"), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", ["flip", "flip+shift"])
+def test_every_named_tta_has_views_that_sum_to_one(tta):
+    from lenet.data.loader import tta_views
+    from lenet.training.config import TEST_TIME_AUGMENTATIONS
+
+    assert tta in TEST_TIME_AUGMENTATIONS
+    views = tta_views(torch.rand(3, 1, 28, 28), tta)
+    assert sum(w for w, _ in views) == pytest.approx(1.0)
+    assert all(v.shape == (3, 1, 28, 28) for _, v in views)
+    # uint8 pixels as users pass them (N, H, W): the same views, the same dtype
+    pixels = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    assert all(v.dtype == torch.uint8 and v.shape == pixels.shape
+               for _, v in tta_views(pixels, tta))
+
+
 @pytest.mark.slow
 def test_label_smoothing_and_tta_reach_the_run_and_its_record(synthetic, tmp_path):
-    smooth = runner.train(config(tmp_path, epochs=1, label_smoothing=0.2, tta="flip",
+    smooth = runner.train(config(tmp_path, epochs=1, label_smoothing=0.2, tta="flip+shift",
                                  name="smooth"), console=QUIET)
     plain = runner.train(config(tmp_path, epochs=1, name="plain"), console=QUIET)
     # the same weights after the same steps differ only by the loss: smoothing changes them
     assert not same_weights(weights(smooth.run_dir), weights(plain.run_dir))
     recorded = json.loads((smooth.run_dir / "config.json").read_text())["train"]
-    assert recorded["label_smoothing"] == 0.2 and recorded["tta"] == "flip"
+    assert recorded["label_smoothing"] == 0.2 and recorded["tta"] == "flip+shift"
     final = json.loads((smooth.run_dir / "results.json").read_text())
     final = final.get("final", final)
     assert 0 < final["data_seconds"] < final["elapsed_seconds"]
@@ -244,6 +279,7 @@ def test_label_smoothing_and_tta_reach_the_run_and_its_record(synthetic, tmp_pat
     ({"label_smoothing": 1.0}, "label-smoothing must be in"),
     ({"label_smoothing": -0.1}, "label-smoothing must be in"),
     ({"tta": "rotate"}, "unknown test-time augmentation"),
+    ({"eval_batch_size": 0}, "eval batch size must be >= 1"),
 ])
 def test_label_smoothing_and_tta_are_checked(options, message):
     with pytest.raises(ConfigError, match=message):

@@ -73,7 +73,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                              f"[{d.label_smoothing}]")
     recipe.add_argument("--tta", choices=[a for a in TEST_TIME_AUGMENTATIONS if a],
                         help="test-time augmentation: evaluate each image and its mirror "
-                             "image, averaging their logits [off]")
+                             "image (flip), and both moved one pixel up-left and down-right "
+                             "(flip+shift), averaging their logits [off]")
     recipe.add_argument("--precision", choices=PRECISIONS,
                         help="autocast: bf16 or fp16 (with loss scaling) for convolutions "
                              "and matmuls, for GPUs; on a CPU both run PyTorch's kernels "

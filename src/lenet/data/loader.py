@@ -48,6 +48,37 @@ def augment_batch(x: torch.Tensor, flips: torch.Tensor, shifts: torch.Tensor,
     return x
 
 
+# Test-time augmentations: the views of each image whose logits are averaged, with weights.
+# "flip+shift" (as airbench's): the image and its mirror, half the weight; the pair moved one
+# pixel up-left and one pixel down-right (filled with the background, 0), a quarter each.
+# (lenet.training.config.TEST_TIME_AUGMENTATIONS names them, torch-free.)
+
+
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Images (..., H, W) moved `dy` rows down and `dx` columns right, filled with zeros."""
+    h, w = x.shape[-2:]
+    m = max(abs(dy), abs(dx))
+    padded = F.pad(x, (m, m, m, m))
+    return padded[..., m - dy:m - dy + h, m - dx:m - dx + w].contiguous()
+
+
+def tta_views(x: torch.Tensor, tta: str | None) -> list[tuple[float, torch.Tensor]]:
+    """The (weight, images) pairs whose weighted logits a test-time augmentation sums, for
+    images (..., H, W); Fashion-MNIST's classes are left-right symmetric, and the training
+    shifts (augment "shift") make one-pixel moves an image the model knows."""
+    if tta is None:
+        return [(1.0, x)]
+    if tta == "flip":
+        return [(0.5, x), (0.5, x.flip(-1))]
+    if tta == "flip+shift":
+        views = [(0.25, x), (0.25, x.flip(-1))]
+        for d in (-1, 1):
+            moved = translate(x, d, d)
+            views += [(0.125, moved), (0.125, moved.flip(-1))]
+        return views
+    raise ValueError(f"unknown test-time augmentation {tta!r}")
+
+
 def erase_boxes(n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
     """Random erasing's rectangles for n images of `size` (H, W): (n, 4) int64 rows of
     top, bottom, left, right; an image not erased gets an empty box."""

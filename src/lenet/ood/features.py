@@ -89,9 +89,11 @@ class FeatureExtractor:
                                                              predictor.input_size))
 
     @torch.inference_mode()
-    def batch(self, images: Any, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """Features and logits of a batch (uint8 (N, H, W) or float (N, 1, H, W))."""
+    def batch(self, images: Any, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Features and logits of a batch (uint8 (N, H, W) or float (N, 1, H, W)), computed
+        `batch_size` images at a time [the predictor's]."""
         p = self.predictor
+        batch_size = batch_size or p.batch_size
         x = p.as_batch(images)
         caught: list[torch.Tensor] = []
         hook = self._head.register_forward_pre_hook(

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from ..base.tables import format_table
+from ..data.loader import tta_views
 from .predictor import Predictor
 
 
@@ -62,15 +63,15 @@ class Evaluation:
 
 def evaluate_split(predictor: Predictor, images: np.ndarray, labels: np.ndarray,
                    split: str = "test", tta: str | None = None) -> Evaluation:
-    """`tta="flip"`: each image's logits averaged with its mirror image's, as a run trained
-    with `--tta flip` evaluated itself (lenet.training.loop.tta_logits)."""
-    logits = predictor.logits(images)
-    if tta == "flip":
-        mirrored = (images.flip(-1) if isinstance(images, torch.Tensor)
-                    else np.ascontiguousarray(np.asarray(images)[..., ::-1]))
-        logits = (logits + predictor.logits(mirrored)) / 2
-    elif tta is not None:
-        raise ValueError(f"unknown test-time augmentation {tta!r}")
+    """`tta`: each image's logits averaged over the views of that test-time augmentation
+    (lenet.data.loader.tta_views), as a run trained with `--tta` evaluated itself."""
+    if tta is None:
+        logits = predictor.logits(images)
+    else:
+        pixels = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+        logits = torch.zeros(())
+        for weight, view in tta_views(pixels, tta):
+            logits = logits + weight * predictor.logits(view)
     y = torch.as_tensor(labels.astype(np.int64))
     loss = float(F.cross_entropy(logits, y))
     predicted = logits.argmax(dim=1).numpy()

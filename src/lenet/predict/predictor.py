@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from ..base.device import available_cpus, pick_device
 from ..errors import ConfigError
 from ..models.network import LeNet
-from ..native.fastpath import native_network, prepare_model
+from ..native.fastpath import evaluation_batch, native_network, prepare_model
 from ..training import checkpoint
 from .choices import BACKENDS
 
@@ -122,6 +122,7 @@ class Predictor:
         self._fast = prepare_model(copy.deepcopy(self.model), self.device).eval()
         can_run_native = self.device.type == "cpu" and precision == "fp32"
         self._native = native_network(self._fast) if can_run_native else None
+        self.batch_size = evaluation_batch(self._fast, self.device)  # images a call computes
         if backend == "auto":
             backend = ("native" if self._native is not None
                        else "hybrid" if can_run_native and onnxruntime_available() else "torch")
@@ -172,9 +173,10 @@ class Predictor:
         return x.to(self.device, torch.float32)
 
     @torch.inference_mode()
-    def logits(self, images: Any, batch_size: int = 4096) -> torch.Tensor:
-        """Logits (N, classes) on the CPU."""
+    def logits(self, images: Any, batch_size: int | None = None) -> torch.Tensor:
+        """Logits (N, classes) on the CPU, `batch_size` images at a time [self.batch_size]."""
         x = self.as_batch(images)
+        batch_size = batch_size or self.batch_size
         if self.session is not None:
             array = x.cpu().numpy()
             run = self.session.run

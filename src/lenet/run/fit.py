@@ -34,7 +34,7 @@ from ..data import sources
 from ..data.loader import make_loaders
 from ..errors import ReportedElsewhere, TrainingError
 from ..models.network import build_model
-from ..native.fastpath import native_choice, prepare_model
+from ..native.fastpath import evaluation_batch, native_choice, prepare_model
 from ..training import batch_norm, checkpoint, ddp, distributed
 from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
@@ -112,7 +112,7 @@ class _Fit:
         self.loaders = make_loaders(dataset, device, batch_size=config.batch_size,
                                     seed=config.seed, val_split=config.val_split,
                                     resize=config.resize, augment=config.augment,
-                                    eval_batch_size=config.eval_batch_size,
+                                    eval_batch_size=config.eval_batch_size or 1024,
                                     ood_holdout=config.ood_holdout)
         # reading the data into memory: a record's clock starts after it (benchmarks/records.py)
         self.data_seconds = time.perf_counter() - self.started
@@ -129,6 +129,8 @@ class _Fit:
         # (ranks could decide apart, and DDP's buckets follow each rank's layout).
         model = self.model = prepare_model(
             model, device, None if world.distributed else config.batch_size)
+        if config.eval_batch_size is None:  # by the path the model now has
+            self.loaders.eval.batch_size = evaluation_batch(model, device)
         self.trained, gradient_sum = ddp.wrap(model, device, world)  # DDP: torchrun
         self.optimizer = build_optimizer(model.parameters(), config)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.loaders.train))

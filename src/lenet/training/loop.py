@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..data.loader import Batches
+from ..data.loader import Batches, tta_views
 from ..errors import TrainingError
 from .distributed import ALONE, World
 
@@ -232,13 +232,13 @@ def _check_finite(totals: EpochTotals, epoch: int) -> None:
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str | None) -> torch.Tensor:
-    """`model`'s logits for `x` (B, C, H, W); with `tta="flip"` the mean of the logits for
-    each image and its mirror image (Fashion-MNIST's classes are left-right symmetric)."""
-    logits = model(x)
-    if tta == "flip":
-        logits = (logits + model(x.flip(-1))) / 2
-    elif tta is not None:
-        raise ValueError(f"unknown test-time augmentation {tta!r}")
+    """`model`'s logits for `x` (B, C, H, W), averaged over the views of test-time
+    augmentation `tta` (lenet.data.loader.tta_views: None, "flip", "flip+shift")."""
+    if tta is None:
+        return model(x)
+    logits = torch.zeros(())
+    for weight, view in tta_views(x, tta):
+        logits = logits + weight * model(view)
     return logits
 
 
