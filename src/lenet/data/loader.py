@@ -10,7 +10,7 @@ exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +77,17 @@ def tta_views(x: torch.Tensor, tta: str | None) -> list[tuple[float, torch.Tenso
             views += [(0.125, moved), (0.125, moved.flip(-1))]
         return views
     raise ValueError(f"unknown test-time augmentation {tta!r}")
+
+
+def tta_mean(logits_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+             tta: str | None) -> torch.Tensor:
+    """`logits_of` (a model, a predictor's logits) averaged over the views of `tta`."""
+    if tta is None:
+        return logits_of(x)
+    logits = torch.zeros(())
+    for weight, view in tta_views(x, tta):
+        logits = logits + weight * logits_of(view)
+    return logits
 
 
 def erase_boxes(n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from ..base.tables import format_table
-from ..data.loader import tta_views
+from ..data.loader import tta_mean
 from .predictor import Predictor
 
 
@@ -69,9 +69,7 @@ def evaluate_split(predictor: Predictor, images: np.ndarray, labels: np.ndarray,
         logits = predictor.logits(images)
     else:
         pixels = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
-        logits = torch.zeros(())
-        for weight, view in tta_views(pixels, tta):
-            logits = logits + weight * predictor.logits(view)
+        logits = tta_mean(predictor.logits, pixels, tta)
     y = torch.as_tensor(labels.astype(np.int64))
     loss = float(F.cross_entropy(logits, y))
     predicted = logits.argmax(dim=1).numpy()

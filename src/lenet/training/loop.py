@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..data.loader import Batches, tta_views
+from ..data.loader import Batches, tta_mean
 from ..errors import TrainingError
 from .distributed import ALONE, World
 
@@ -234,12 +234,7 @@ def _check_finite(totals: EpochTotals, epoch: int) -> None:
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str | None) -> torch.Tensor:
     """`model`'s logits for `x` (B, C, H, W), averaged over the views of test-time
     augmentation `tta` (lenet.data.loader.tta_views: None, "flip", "flip+shift")."""
-    if tta is None:
-        return model(x)
-    logits = torch.zeros(())
-    for weight, view in tta_views(x, tta):
-        logits = logits + weight * model(view)
-    return logits
+    return tta_mean(model, x, tta)
 
 
 @torch.inference_mode()
