@@ -54,11 +54,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "speed-90": {"model": "lenet5-modern", "model_settings": ModelSettings(batch_norm=True),
                  "batch_size": 128, "lr": 0.45, "momentum": 0.9, "nesterov": True,
                  "schedule": "one-cycle", "epochs": 2},
-    # Wide dense layers cost little time beside the convolutions (343,362 parameters).
+    # Wider dense layers than LeNet-5's 120-84 (233,602 parameters): as accurate in 7 epochs
+    # as 512-256 in 8, in 0.77x the time (sweeps/speed-92.toml).
     "speed-92": {"model": "lenet5-modern",
-                 "model_settings": ModelSettings(batch_norm=True, dense=(512, 256)),
+                 "model_settings": ModelSettings(batch_norm=True, dense=(384, 192)),
                  "batch_size": 128, "lr": 0.2, "momentum": 0.9, "nesterov": True,
-                 "weight_decay": 5e-4, "schedule": "one-cycle", "epochs": 8,
+                 "weight_decay": 5e-4, "schedule": "one-cycle", "epochs": 7,
                  "augment": "flip", "tta": "flip"},
     "speed-93": {"model": "lenet5-modern",
                  "model_settings": ModelSettings(batch_norm=True, dense=(512, 256)),
