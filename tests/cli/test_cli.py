@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from conftest import lenet_cli
 
@@ -119,6 +121,26 @@ def test_compare_writes_only_where_told(capsys, synthetic, tmp_path, monkeypatch
     assert sorted(p.name for p in here.iterdir()) == ["runs"]
     code, out, _ = lenet_cli(capsys, "compare", "runs/c", "--out", "curves.png")
     assert code == 0 and "learning curves: curves.png" in out and (here / "curves.png").exists()
+
+
+@pytest.mark.slow
+def test_a_run_evaluated_every_second_epoch_trains_and_compares(capsys, synthetic, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = lenet_cli(capsys, "train", "--dataset", "synthetic", "--epochs", "3",
+                             "--eval-every", "2", "--batch-size", "50", "--out-dir", "runs",
+                             "--name", "sparse", "--no-progress")
+    assert code == 0 and "test acc" in out
+    from lenet.sweeps.compare import summarize_run
+
+    summary = summarize_run(tmp_path / "runs" / "sparse")
+    results = json.loads((tmp_path / "runs" / "sparse" / "results.json").read_text())
+    assert summary.epochs == 3 and summary.accuracy == pytest.approx(results["test_acc"])
+    code, out, _ = lenet_cli(capsys, "compare", "runs/sparse", "--out", "curves.png")
+    assert code == 0 and (tmp_path / "curves.png").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--eval-every", "0"])
+    assert info.value.code == 2 and "--eval-every: must be at least 1" in capsys.readouterr().err
 
 
 def test_library_notes_reach_the_terminal_as_lines_and_errors_of_other_ranks_stay_quiet(

@@ -157,3 +157,46 @@ def test_open_refuses_changes_to_what_was_computed(trained):
     with pytest.raises(ConfigError, match="cannot change lr when resuming"):
         lenet.Run.open(trained, lr=0.5)
     assert lenet.Run.open(trained, threads=1).config.threads == 1
+
+
+@pytest.mark.slow
+def test_eval_every_evaluates_every_nth_epoch_and_the_last(synthetic, tmp_path):
+    import io
+
+    from lenet.run.console import Console
+    from lenet.run.directory import read_metrics
+
+    run = lenet.Run.create(config(tmp_path, name="sparse", epochs=5, eval_every=2))
+    shown = io.StringIO()
+    result = run.fit(console=Console(progress=False, stream=shown))
+    evaluated = ["test_acc" in row for row in result.history]
+    assert evaluated == [False, True, False, True, True]  # epochs 2, 4 and the last
+    assert all("test_loss" not in row for row in result.history[::2][:2])
+    # metrics.csv: every column, empty cells where an epoch was not evaluated; read back as
+    # the history (those keys absent)
+    lines = (run.path / "metrics.csv").read_text().splitlines()
+    assert lines[0].split(",")[:5] == ["epoch", "train_loss", "train_acc", "test_loss",
+                                       "test_acc"]
+    assert lines[1].split(",")[3:5] == ["", ""]
+    rows = read_metrics(run.path / "metrics.csv")
+    assert [("test_acc" in row) for row in rows] == evaluated
+    assert rows[3]["test_acc"] == pytest.approx(result.history[3]["test_acc"])
+    assert result.final["test_acc"] == result.history[-1]["test_acc"]
+    assert (run.path / "curves.png").stat().st_size > 0
+    table = [line.split() for line in shown.getvalue().splitlines() if line[:5].strip().isdigit()]
+    assert [len(cells) for cells in table] == [5, 7, 5, 7, 7]  # blank cells when skipped
+    # Skipping an evaluation changes nothing in training: the same figures to the bit as
+    # evaluating after every epoch (dropout here: its draws come after every evaluation).
+    dropout = {"model_settings": {"dropout": 0.3}, "epochs": 3}
+    sparse = lenet.Run.create(config(tmp_path, name="d2", eval_every=2, **dropout)).fit(
+        console=QUIET)
+    every = lenet.Run.create(config(tmp_path, name="d1", **dropout)).fit(console=QUIET)
+    for sparse_row, row in zip(sparse.history, every.history, strict=True):
+        assert sparse_row["train_loss"] == row["train_loss"]
+        assert sparse_row.get("test_loss", row["test_loss"]) == row["test_loss"]
+    assert "test_loss" not in sparse.history[0]
+
+
+def test_eval_every_is_checked():
+    with pytest.raises(ConfigError, match="--eval-every must be >= 1"):
+        TrainConfig(eval_every=0)

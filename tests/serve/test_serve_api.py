@@ -392,3 +392,26 @@ def test_the_command_checks_the_run_and_warns_on_an_open_address(served_run, cap
     assert "warning" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", str(served_run), "--max-batch", "0"])
+
+
+@pytest.mark.slow
+def test_a_run_validated_on_a_slice_serves_without_a_test_accuracy(tmp_path):
+    """/v1/model's test accuracy is the last epoch evaluated on the test split; a run that
+    validated on --val-split (every second epoch here) has none, and still serves."""
+    from conftest import write_dataset
+
+    from lenet.run.console import Console
+    from lenet.training.config import TrainConfig
+
+    write_dataset(tmp_path / "d")
+    config = TrainConfig(dataset=str(tmp_path / "d"), model="lenet5-modern", epochs=2,
+                         val_split=0.2, eval_every=2, out_dir=str(tmp_path / "runs"), name="v",
+                         device="cpu")
+    run_dir = lenet.Run.create(config).fit(console=Console(progress=False)).run_dir
+    service = Service(Options(str(run_dir)), Limits(), Metrics())
+    service.load()
+    try:
+        assert service.ready.is_set(), service.failure
+        assert service.info["test_accuracy"] is None and service.info["epochs"] == 2
+    finally:
+        service.close()

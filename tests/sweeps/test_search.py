@@ -259,3 +259,20 @@ def test_a_trial_left_running_without_a_heartbeat_is_retried(data, tmp_path):
     retry = next(t for t in trials.trials if t.number > 0 and t.user_attrs["run"] == "trial-0000")
     assert retry.params == values and retry.state.name in ("COMPLETE", "PRUNED")
     assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 1  # that one only
+
+
+def test_a_trial_reports_only_the_epochs_it_evaluated():
+    """With --eval-every, the scheduler hears of evaluated epochs only; the others have no
+    metric to judge a trial by."""
+    from lenet.run.events import EpochEnd
+    from lenet.run.stop import StopRequest
+    from lenet.sweeps.attempt import Reporter
+
+    heard: list[tuple[int, float]] = []
+    reporter = Reporter("val_acc", lambda epoch, value: heard.append((epoch, value)) or None,
+                        StopRequest(), {}, replay=False)
+    rows = [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.9, "val_acc": 0.5},
+            {"epoch": 3, "train_loss": 0.8}]
+    for row in rows:
+        reporter.on_epoch(EpochEnd(row, rows, lambda: {}, "val", None))
+    assert heard == [(2, 0.5)] and reporter.last == 0.5

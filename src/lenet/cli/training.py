@@ -82,6 +82,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     recipe.add_argument("--target-accuracy", type=fraction, metavar="ACC",
                         help="stop after the first epoch whose test (or val) accuracy reaches "
                              "ACC [off]")
+    recipe.add_argument("--eval-every", type=positive_int, metavar="N",
+                        help="evaluate on the test (or val) split after every N-th epoch and "
+                             "after the last; the other epochs' rows leave those columns "
+                             f"empty [{d.eval_every}]")
     recipe.add_argument("--ood-holdout", type=non_negative_int, metavar="N",
                         help="keep N training images out of training to calibrate the "
                              "out-of-distribution thresholds on [0 for the book's recipe, "

@@ -35,9 +35,12 @@ class Console:
         self.print(format_row(cells, WIDTHS, "r" * len(WIDTHS)))
 
     def table_row(self, row: Mapping[str, Any], eval_name: str) -> None:
+        def evaluated(key: str) -> str:  # blank in an epoch --eval-every skips
+            return f"{row[key]:.4f}" if key in row else ""
+
         values = (
             f"{row['epoch']}", f"{row['train_loss']:.4f}", f"{row['train_acc']:.4f}",
-            f"{row[f'{eval_name}_loss']:.4f}", f"{row[f'{eval_name}_acc']:.4f}",
+            evaluated(f"{eval_name}_loss"), evaluated(f"{eval_name}_acc"),
             f"{row['examples_per_sec']:,.0f}", f"{row['seconds']:.1f}",
         )
         self.print(format_row(values, WIDTHS, "r" * len(WIDTHS)))

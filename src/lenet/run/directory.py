@@ -117,10 +117,15 @@ class RunDir:
         return json.loads(self.file(name).read_text())
 
     def write_metrics(self, history: Sequence[Mapping[str, Any]]) -> Path:
-        """Rewrite metrics.csv from the full history (so a resumed run stays consistent)."""
+        """Rewrite metrics.csv from the full history (so a resumed run stays consistent).
+        The columns are an evaluated epoch's: epochs that --eval-every skips leave the
+        evaluation's cells empty."""
         buffer = io.StringIO()
         if history:
-            writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+            columns: list[str] = []
+            for row in history:  # an evaluated row has every key, in order
+                columns = list(row) if len(row) > len(columns) else columns
+            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(history)
         write_text(self.file(self.METRICS), buffer.getvalue())
@@ -128,8 +133,9 @@ class RunDir:
 
 
 def read_metrics(path: str | Path) -> list[HistoryRow]:
-    """The rows of a metrics.csv, numbers parsed."""
+    """The rows of a metrics.csv, numbers parsed; an empty cell (an epoch --eval-every
+    skipped) is a key the row does not have, as in the run's history."""
     with open(path, newline="") as f:
-        rows = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+        rows = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
                 for row in csv.DictReader(f)]
     return cast("list[HistoryRow]", rows)  # the columns write_metrics wrote

@@ -208,11 +208,11 @@ class _Fit:
                 if totals.steps < len(train):  # stopped mid-epoch by Ctrl-C
                     self.stopped(lambda e=epoch, t=totals: self.state(e, t))
                     return False
-                result = self.evaluate(epoch, totals)
+                result = self.evaluate(epoch, totals)  # None: --eval-every skipped it
                 interrupted = self.world.any(self.stop.requested) and epoch + 1 < config.epochs
                 target = config.target_accuracy
-                reached = (target if not interrupted and target and result.accuracy >= target
-                           else None)
+                reached = (target if not interrupted and target and result is not None
+                           and result.accuracy >= target else None)
                 self.sinks.emit("on_epoch", EpochEnd(
                     self.history[-1], self.history,
                     functools.partial(self.state, epoch + 1, None), self.eval_name, reached))
@@ -247,10 +247,14 @@ class _Fit:
         self.totals = None
         return totals
 
-    def evaluate(self, epoch: int, totals: EpochTotals) -> EvalResult:
+    def evaluate(self, epoch: int, totals: EpochTotals) -> EvalResult | None:
+        """Evaluate after this epoch if --eval-every says so (and always after the last);
+        the epoch's history row either way."""
         eval_start = time.perf_counter()
-        batch_norm.sync_buffers(self.model, self.world)  # rank 0's batch-norm statistics
-        result = evaluate(self.model, self.loaders.eval, self.world, tta=self.config.tta)
+        result = None
+        if (epoch + 1) % self.config.eval_every == 0 or epoch + 1 == self.config.epochs:
+            batch_norm.sync_buffers(self.model, self.world)  # rank 0's batch-norm statistics
+            result = evaluate(self.model, self.loaders.eval, self.world, tta=self.config.tta)
         now = time.perf_counter()
         self.history.append(_row(epoch + 1, totals, result, self.eval_name,
                                  self.optimizer.param_groups[0]["lr"], now - eval_start,
@@ -301,12 +305,14 @@ class _Fit:
         return RunResult(self.run_dir.path, history, True, speed, self.device_name, final)
 
 
-def _row(epoch: int, totals: EpochTotals, result: EvalResult, eval_name: str,
+def _row(epoch: int, totals: EpochTotals, result: EvalResult | None, eval_name: str,
          lr: float, eval_seconds: float, elapsed: float) -> HistoryRow:
-    # the evaluation's pair is named by the split (test_* or val_*): a TypedDict of both
+    # the evaluation's pair is named by the split (test_* or val_*): a TypedDict of both;
+    # an epoch --eval-every skips has neither
+    evaluated = {} if result is None else {f"{eval_name}_loss": result.loss,
+                                           f"{eval_name}_acc": result.accuracy}
     row = {"epoch": epoch, "train_loss": totals.loss, "train_acc": totals.accuracy,
-           f"{eval_name}_loss": result.loss, f"{eval_name}_acc": result.accuracy,
-           "lr": lr, "train_examples": totals.examples,
+           **evaluated, "lr": lr, "train_examples": totals.examples,
            "examples_per_sec": totals.examples_per_sec, "seconds": totals.seconds,
            "wall_seconds": totals.seconds + eval_seconds,
            "elapsed_seconds": elapsed}  # since this process began the run (or resumed it)

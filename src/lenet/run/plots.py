@@ -21,7 +21,9 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, *, eval_
     ax = fig.add_subplot()
     ax.plot(epochs, [r["train_loss"] for r in history], "-", label="train loss")
     ax.plot(epochs, [r["train_acc"] for r in history], "m--", label="train acc")
-    ax.plot(epochs, [r[f"{eval_name}_acc"] for r in history], "g-.", label=f"{eval_name} acc")
+    evaluated = [r for r in history if f"{eval_name}_acc" in r]  # --eval-every skips some
+    ax.plot([r["epoch"] for r in evaluated], [r[f"{eval_name}_acc"] for r in evaluated], "g-.",
+            marker="." if len(evaluated) < len(history) else None, label=f"{eval_name} acc")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss / accuracy")
     ax.set_xlim(0, max(epochs, default=1) + 0.5)

@@ -134,7 +134,9 @@ class Service:
             "parameters": sum(p.numel() for p in run.model.parameters()),
             "input_size": list(run.model.config.input_size), "dataset": run.checkpoint()["dataset"],
             "classes": run.classes, "epochs": len(history),
-            "test_accuracy": float(history[-1]["test_acc"]) if history else None,
+            # the last evaluated epoch's (--eval-every); none for a run validated on --val-split
+            "test_accuracy": next((float(row["test_acc"]) for row in reversed(history)
+                                   if "test_acc" in row), None),
             "checkpoint": file.name,
             "checkpoint_sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
             "backend": predictor.backend, "device": str(predictor.device),

@@ -65,12 +65,15 @@ class Reporter(Sink):
         add_attempt(start.run_dir.path, {"began": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                          "resumed_from_epoch": start.start_epoch,
                                          "host": socket.gethostname(), **self.where})
-        for row in start.history if self.replay else []:
+        measured = [row for row in start.history if self.metric in row]
+        for row in measured if self.replay else []:
             self.report(int(row["epoch"]), row_value(row, self.metric))
-        if start.history:
-            self.last = row_value(start.history[-1], self.metric)
+        if measured:
+            self.last = row_value(measured[-1], self.metric)
 
     def on_epoch(self, epoch: EpochEnd) -> None:
+        if self.metric not in epoch.row:  # an epoch --eval-every skips: nothing to report
+            return
         value = self.last = row_value(epoch.row, self.metric)
         if self.cut is None and (why := self.report(int(epoch.row["epoch"]), value)):
             self.cut = int(epoch.row["epoch"]), value, why
@@ -141,5 +144,6 @@ def finished(run_dir: Path, metric: str) -> Outcome:
     history = read_metrics(run_dir / RunDir.METRICS)
     status = "completed" if (run_dir / RunDir.RESULTS).exists() else "stopped"
     attempts = read_record(run_dir).get("attempts", [{}])
-    return Outcome(status, len(history), row_value(history[-1], metric) if history else None,
+    measured = [row for row in history if metric in row]  # (--eval-every skips some)
+    return Outcome(status, len(history), row_value(measured[-1], metric) if measured else None,
                    int(attempts[-1].get("resumed_from_epoch", 0)))

@@ -60,7 +60,9 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     macs = sum(row.macs for row in summarize(LeNet(model_config), shape))
     eval_name = evaluation_split(train.get("val_split"))
     rows: list[Mapping[str, Any]] = list(history)  # the key is test_acc or val_acc
-    accuracies = [row[f"{eval_name}_acc"] for row in rows]
+    accuracies = [row[f"{eval_name}_acc"] for row in rows if f"{eval_name}_acc" in row]
+    if not accuracies:
+        raise LenetError(f"{run.path}: no evaluated epoch yet")
     settings = " ".join(ModelSettings.from_dict(train.get("model_settings") or {}).to_args())
     return RunSummary(
         name=run.path.name, path=str(run.path), model=train["model"], settings=settings,
@@ -151,11 +153,12 @@ def plot_compared_curves(run_dirs: list[str | Path], path: str | Path, title: st
         stopped = run.file(STOPPED).exists()  # a search trial cut early: ends in a cross
         style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3],
                  "label": f"{i + 1}. {Path(run_dir).name}" + (" (stopped)" if stopped else ""),
-                 "marker": "x" if stopped else None,
-                 "markevery": [len(epochs) - 1] if stopped else None}
-        rows: list[Mapping[str, Any]] = list(history)  # the key is test_acc or val_acc
-        acc_ax.plot(epochs, [r[eval_key] for r in rows], **style)
-        loss_ax.plot(epochs, [r["train_loss"] for r in history], **style)
+                 "marker": "x" if stopped else None}
+        rows: list[Mapping[str, Any]] = [r for r in history if eval_key in r]  # --eval-every
+        acc_ax.plot([r["epoch"] for r in rows], [r[eval_key] for r in rows], **style,
+                    markevery=[len(rows) - 1] if stopped and rows else None)
+        loss_ax.plot(epochs, [r["train_loss"] for r in history], **style,
+                     markevery=[len(epochs) - 1] if stopped else None)
     acc_ax.set_ylabel("test (or val) accuracy")
     loss_ax.set_ylabel("training loss")
     for ax in (acc_ax, loss_ax):

@@ -138,6 +138,10 @@ class TrainConfig:
     tta: str | None = recipe_option(None)
     precision: str = recipe_option("fp32")  # "bf16"/"fp16": autocast convolutions and matmuls
     target_accuracy: float | None = recipe_option(None)  # stop after the first epoch reaching it
+    # Evaluate after every N-th epoch and after the last (Keras's validation_freq): the other
+    # epochs' rows have no test (or val) figures. Evaluation with test-time augmentation can
+    # cost a third of an epoch.
+    eval_every: int = recipe_option(1)
     # Evaluation batch; None: by the model's path (lenet.native.fastpath.evaluation_batch:
     # 1,024 with the fused kernel or on a GPU, 256 for PyTorch's convolutions on a CPU)
     eval_batch_size: int | None = recipe_option(None)
@@ -210,6 +214,7 @@ class TrainConfig:
              f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         need(self.target_accuracy is None or 0 < self.target_accuracy <= 1,
              f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        need(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
         need(self.ood_holdout >= 0, f"--ood-holdout must be >= 0, got {self.ood_holdout}")
         need(self.threads is None or self.threads >= 1,
              f"--threads must be >= 1, got {self.threads}")
