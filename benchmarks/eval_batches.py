@@ -11,13 +11,10 @@ the ratio. Run it on an idle machine; the CPU model and the threads are printed 
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
+from alternating import alternate, parse, parser  # (this folder: the scripts run from it)
 
 from lenet.data.loader import Batches
 from lenet.models.network import build_model
@@ -30,27 +27,8 @@ from lenet.training.loop import evaluate
 MODELS = ("best-100k", "best-62k", "speed-92", "classic-best")  # recipes whose models are timed
 
 
-def alternate(before: Callable[[], object], after: Callable[[], object],
-              rounds: int) -> tuple[float, float]:
-    times: tuple[list[float], list[float]] = ([], [])
-    before(), after()  # warm-up
-    for r in range(rounds):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            t0 = time.perf_counter()
-            (before, after)[i]()
-            times[i].append(time.perf_counter() - t0)
-    t_before, t_after = (statistics.median(t) for t in times)
-    return t_before, t_after
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser(__doc__, rounds=3))
     print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           "10,000 images")
     generator = torch.Generator().manual_seed(0)

@@ -11,12 +11,9 @@ an idle machine; the CPU model and the threads are printed with the figures.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
+from alternating import alternate, parse, parser  # (this folder: the scripts run from it)
 
 from lenet.models.network import build_model
 from lenet.native import layout
@@ -46,14 +43,9 @@ def stepper(recipe: str, batch: int, guarded: bool):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--threads", type=int)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    made = parser(__doc__, rounds=20)
+    made.add_argument("--batch", type=int, default=128)
+    args = parse(made)
     print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch}")
     for recipe in (r for r in MODELS if r in RECIPES):
@@ -61,15 +53,7 @@ def main() -> int:
         model, picked = stepper(recipe, args.batch, guarded=True)
         nhwc = model.conv2.weight.is_contiguous(memory_format=torch.channels_last) and not \
             model.conv2.weight.is_contiguous()
-        times: tuple[list[float], list[float]] = ([], [])
-        for fn in (default, picked, default, picked):  # warm-up
-            fn()
-        for r in range(args.rounds):
-            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-                t0 = time.perf_counter()
-                (default, picked)[i]()
-                times[i].append(time.perf_counter() - t0)
-        t_default, t_picked = (statistics.median(t) for t in times)
+        t_default, t_picked = alternate(default, picked, args.rounds, warmups=2)
         fused = kernel_path(model) is not None
         choice = ("fused kernel" if fused else "channels-last" if nhwc else "contiguous")
         why = "" if fused else " (" + layout.decide(

@@ -11,11 +11,10 @@ on an idle machine; the CPU model and the threads are printed with them.
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
 import torch
-from eval_batches import alternate  # (this folder: the scripts run from it)
+from alternating import alternate, parse, parser  # (this folder: the scripts run from it)
 
 from lenet.models.network import build_model
 from lenet.run.directory import cpu_model
@@ -32,13 +31,7 @@ def steps(optimizer: torch.optim.Optimizer) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--threads", type=int)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser(__doc__, rounds=9))
     print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     for recipe in RECIPES:
         config = TrainConfig(recipe=recipe)

@@ -183,7 +183,9 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last(synthetic, tmp_path):
     assert rows[3]["test_acc"] == pytest.approx(result.history[3]["test_acc"])
     assert result.final["test_acc"] == result.history[-1]["test_acc"]
     assert (run.path / "curves.png").stat().st_size > 0
-    table = [line.split() for line in shown.getvalue().splitlines() if line[:5].strip().isdigit()]
+    lines = shown.getvalue().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["epoch"])
+    table = [line.split() for line in lines[header + 1:header + 6]]
     assert [len(cells) for cells in table] == [5, 7, 5, 7, 7]  # blank cells when skipped
     # Skipping an evaluation changes nothing in training: the same figures to the bit as
     # evaluating after every epoch (dropout here: its draws come after every evaluation).

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import LenetError
 from ..ood import photo_check
+from ..training.loop import rows_with
 from .batching import MicroBatcher
 from .decoding import Decoder
 from .limits import ApiError, Limits
@@ -135,8 +136,8 @@ class Service:
             "input_size": list(run.model.config.input_size), "dataset": run.checkpoint()["dataset"],
             "classes": run.classes, "epochs": len(history),
             # the last evaluated epoch's (--eval-every); none for a run validated on --val-split
-            "test_accuracy": next((float(row["test_acc"]) for row in reversed(history)
-                                   if "test_acc" in row), None),
+            "test_accuracy": (float(tested[-1]["test_acc"])
+                              if (tested := rows_with(history, "test_acc")) else None),
             "checkpoint": file.name,
             "checkpoint_sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
             "backend": predictor.backend, "device": str(predictor.device),

@@ -30,7 +30,7 @@ from ..run.events import EpochEnd, RunStart, Sink
 from ..run.record import Run
 from ..run.stop import StopRequest
 from ..training.config import TrainConfig
-from ..training.loop import row_value
+from ..training.loop import row_value, rows_with
 
 SEARCH_JSON = "search.json"
 STOPPED = "stopped.json"
@@ -65,7 +65,7 @@ class Reporter(Sink):
         add_attempt(start.run_dir.path, {"began": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                          "resumed_from_epoch": start.start_epoch,
                                          "host": socket.gethostname(), **self.where})
-        measured = [row for row in start.history if self.metric in row]
+        measured = rows_with(start.history, self.metric)
         for row in measured if self.replay else []:
             self.report(int(row["epoch"]), row_value(row, self.metric))
         if measured:
@@ -144,6 +144,6 @@ def finished(run_dir: Path, metric: str) -> Outcome:
     history = read_metrics(run_dir / RunDir.METRICS)
     status = "completed" if (run_dir / RunDir.RESULTS).exists() else "stopped"
     attempts = read_record(run_dir).get("attempts", [{}])
-    measured = [row for row in history if metric in row]  # (--eval-every skips some)
+    measured = rows_with(history, metric)  # (--eval-every skips some epochs)
     return Outcome(status, len(history), row_value(measured[-1], metric) if measured else None,
                    int(attempts[-1].get("resumed_from_epoch", 0)))

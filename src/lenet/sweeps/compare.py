@@ -10,10 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -26,6 +24,7 @@ from ..models.network import LeNet
 from ..models.settings import ModelSettings
 from ..models.summary import summarize
 from ..run.directory import RunDir, read_metrics
+from ..training.loop import row_value, rows_with
 from .attempt import STOPPED
 
 
@@ -59,8 +58,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     shape = (1, model_config.in_channels, *model_config.input_size)
     macs = sum(row.macs for row in summarize(LeNet(model_config), shape))
     eval_name = evaluation_split(train.get("val_split"))
-    rows: list[Mapping[str, Any]] = list(history)  # the key is test_acc or val_acc
-    accuracies = [row[f"{eval_name}_acc"] for row in rows if f"{eval_name}_acc" in row]
+    key = f"{eval_name}_acc"  # only in evaluated epochs (--eval-every)
+    accuracies = [row_value(row, key) for row in rows_with(history, key)]
     if not accuracies:
         raise LenetError(f"{run.path}: no evaluated epoch yet")
     settings = " ".join(ModelSettings.from_dict(train.get("model_settings") or {}).to_args())
@@ -154,8 +153,8 @@ def plot_compared_curves(run_dirs: list[str | Path], path: str | Path, title: st
         style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3],
                  "label": f"{i + 1}. {Path(run_dir).name}" + (" (stopped)" if stopped else ""),
                  "marker": "x" if stopped else None}
-        rows: list[Mapping[str, Any]] = [r for r in history if eval_key in r]  # --eval-every
-        acc_ax.plot([r["epoch"] for r in rows], [r[eval_key] for r in rows], **style,
+        rows = rows_with(history, eval_key)  # the evaluated epochs (--eval-every)
+        acc_ax.plot([r["epoch"] for r in rows], [row_value(r, eval_key) for r in rows], **style,
                     markevery=[len(rows) - 1] if stopped and rows else None)
         loss_ax.plot(epochs, [r["train_loss"] for r in history], **style,
                      markevery=[len(epochs) - 1] if stopped else None)

@@ -48,6 +48,12 @@ def row_value(row: HistoryRow, key: str) -> float:
     return float(cast(Mapping[str, float], row)[key])
 
 
+def rows_with(history: Iterable[HistoryRow], key: str) -> list[HistoryRow]:
+    """The rows that have `key`: an evaluation's figures (test_acc, val_loss, ...) are only
+    in the epochs that were evaluated (--eval-every)."""
+    return [row for row in history if key in row]
+
+
 class NonFiniteLossError(TrainingError):
     def __init__(self, epoch: int, step: int) -> None:
         super().__init__(f"the training loss is no longer finite (epoch {epoch}, by step {step})")
