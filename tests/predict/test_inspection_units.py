@@ -130,10 +130,10 @@ def test_capture_returns_named_activations_and_removes_hooks():
 
 @pytest.mark.parametrize("name, kernel_batch", [("lenet5", True), ("lenet-100k", False)])
 def test_predictor_batches_by_path_and_test_time_views_agree(name, kernel_batch):
+    from lenet.data.loader import tta_mean as tta_logits
     from lenet.native.fastpath import evaluation_batch, kernel_path
     from lenet.predict.evaluation import evaluate_split
     from lenet.predict.predictor import Predictor
-    from lenet.training.loop import tta_logits
 
     model = build_model(MODELS[name], seed=3).eval()
     predictor = Predictor(model, [str(k) for k in range(10)], backend="torch")

@@ -202,7 +202,7 @@ def test_resize_builds_a_matching_model(synthetic, tmp_path):
 
 
 def test_tta_flip_averages_the_logits_of_each_image_and_its_mirror():
-    from lenet.training.loop import tta_logits
+    from lenet.data.loader import tta_mean as tta_logits
 
     torch.manual_seed(0)
     model = build_model(MODELS["lenet5-modern"]).eval()
@@ -220,7 +220,7 @@ def test_tta_flip_averages_the_logits_of_each_image_and_its_mirror():
 
 def test_tta_flip_shift_averages_six_views_with_airbench_weights():
     from lenet.data.loader import translate
-    from lenet.training.loop import tta_logits
+    from lenet.data.loader import tta_mean as tta_logits
 
     x = torch.arange(2 * 28 * 28, dtype=torch.float32).reshape(2, 1, 28, 28)
     down_right = translate(x, 1, 1)

@@ -237,17 +237,11 @@ def _check_finite(totals: EpochTotals, epoch: int) -> None:
         raise NonFiniteLossError(epoch, totals.steps)
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, tta: str | None) -> torch.Tensor:
-    """`model`'s logits for `x` (B, C, H, W), averaged over the views of test-time
-    augmentation `tta` (lenet.data.loader.tta_views: None, "flip", "flip+shift")."""
-    return tta_mean(model, x, tta)
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, batches: Batches | Iterable[Any], world: World = ALONE,
              tta: str | None = None) -> EvalResult:
     """Mean cross-entropy and accuracy of `model` over all of `batches` (each rank's shard
-    of them, summed over the `world`); `tta` as `tta_logits` takes it."""
+    of them, summed over the `world`); `tta` as `lenet.data.loader.tta_mean` takes it."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -256,7 +250,7 @@ def evaluate(model: nn.Module, batches: Batches | Iterable[Any], world: World = 
     n = 0
     for x, y in epoch_batches(batches, 0):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = tta_logits(model, x, tta)
+        logits = tta_mean(model, x, tta)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
         n += len(y)
