@@ -75,10 +75,17 @@ def test_resume_takes_the_run_as_a_positional(capsys, synthetic, tmp_path):
                      "--optimizer", "adam", "--lr", "0.01", "--batch-size", "50", "--epochs", "1",
                      "--out-dir", out_dir, "--name", "r", "--no-progress")
     assert code == 0
-    code, out, _ = lenet_cli(capsys, "resume", f"{out_dir}/r", "--epochs", "2", "--no-progress")
+    code, out, _ = lenet_cli(capsys, "resume", f"{out_dir}/r", "--epochs", "4", "--eval-every",
+                             "3", "--no-progress")
     assert code == 0 and "resuming at epoch 2" in out
+    from lenet.run.directory import read_metrics
+    metrics = tmp_path / "runs" / "r" / "metrics.csv"
+    assert [("test_acc" in row) for row in read_metrics(metrics)] == [True, False, True, True]
+    code, _, _ = lenet_cli(capsys, "resume", f"{out_dir}/r", "--epochs", "6", "--no-progress")
+    assert code == 0  # the cadence it was resumed with is kept: epoch 6, and the last
+    assert [("test_acc" in row) for row in read_metrics(metrics)][4:] == [False, True]
     code, _, err = lenet_cli(capsys, "resume", f"{out_dir}/r")
-    assert code == 2 and err == (f"lenet: error: {out_dir}/r already finished 2 of 2 epochs; "
+    assert code == 2 and err == (f"lenet: error: {out_dir}/r already finished 6 of 6 epochs; "
                                  "pass a larger --epochs to train on\n")
     code, _, err = lenet_cli(capsys, "resume", f"{out_dir}/none")
     assert code == 2 and "no checkpoint there" in err and err.count("\n") == 1

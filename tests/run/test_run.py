@@ -157,6 +157,7 @@ def test_open_refuses_changes_to_what_was_computed(trained):
     with pytest.raises(ConfigError, match="cannot change lr when resuming"):
         lenet.Run.open(trained, lr=0.5)
     assert lenet.Run.open(trained, threads=1).config.threads == 1
+    assert lenet.Run.open(trained, eval_every=3).config.eval_every == 3  # trains the same
 
 
 @pytest.mark.slow

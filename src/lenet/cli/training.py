@@ -112,12 +112,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = commands.add_parser(
         "resume", help="continue an interrupted run, or train a finished one for more epochs",
         description="Continue RUN from its checkpoint, bit-identical to a run that was never "
-                    "interrupted. Only where it runs and, for a constant learning rate, the "
-                    "number of epochs may change.")
+                    "interrupted. Only where it runs, how often it is evaluated and, for a "
+                    "constant learning rate, the number of epochs may change.")
     p.add_argument("run", metavar="RUN", help="a run directory (or its checkpoint file)")
     p.add_argument("--epochs", type=positive_int, help="train on to this many epochs in all")
     p.add_argument("--device", choices=DEVICE_CHOICES, help="[the run's]")
     p.add_argument("--threads", type=positive_int, help="CPU threads [torch's default]")
+    p.add_argument("--eval-every", type=positive_int, metavar="N",
+                   help="evaluate after every N-th epoch from here on, and after the last "
+                        "[the run's]")
     p.add_argument("--nproc", type=positive_int, metavar="N",
                    help="continue in N processes (any number: progress is kept in global "
                         "batches) [1]")
@@ -168,7 +171,7 @@ def run_resume(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1:
         return launch(args.nproc, args.argv)
     run = Run.open(args.run, epochs=args.epochs, device=args.device, threads=args.threads,
-                   data_dir=args.data_dir)
+                   data_dir=args.data_dir, eval_every=args.eval_every)
     run.fit(console=Console(progress=args.progress))
     return 0
 

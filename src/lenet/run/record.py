@@ -118,7 +118,8 @@ class Run:
     @classmethod
     def open(cls, path: str | Path, **overrides: Any) -> Run:
         """A recorded run: its directory or checkpoint file. `overrides` change where it runs
-        (device, threads, data_dir) or, to train on, epochs; nothing else."""
+        (device, threads, data_dir), how often it is evaluated (eval_every) or, to train on,
+        epochs; nothing else."""
         run_dir = RunDir(path)
         if _never_saved(run_dir):  # stopped (kill -9) before its first checkpoint: fit
             saved = TrainConfig.from_dict(run_dir.read_json(RunDir.CONFIG)["train"])

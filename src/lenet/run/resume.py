@@ -10,8 +10,9 @@ from ..models.config import ModelConfig
 from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
 
-# Options that may differ when a run is resumed: where it runs, not what it computes.
-RESUMABLE_OVERRIDES = {"device", "threads", "data_dir", "epochs"}
+# Options that may differ when a run is resumed: where it runs and how often it is evaluated,
+# not what it trains (evaluating changes no training: tests/run/test_run.py).
+RESUMABLE_OVERRIDES = {"device", "threads", "data_dir", "epochs", "eval_every"}
 
 
 def check_resumable(saved: Any, overrides: dict[str, Any]) -> dict[str, Any]:
