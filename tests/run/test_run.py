@@ -203,3 +203,25 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last(synthetic, tmp_path):
 def test_eval_every_is_checked():
     with pytest.raises(ConfigError, match="--eval-every must be >= 1"):
         TrainConfig(eval_every=0)
+
+
+ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu sse4_2 avx2 avx512f avx512_bf16
+
+processor\t: 1
+model name\t: something else
+"""
+
+
+def test_cpu_model_tells_apart_chips_a_vm_names_alike():
+    from lenet.run.directory import cpu_model
+
+    assert cpu_model(ZEN4) == "AMD EPYC (family 25 model 17, AVX-512)"
+    zen3 = ZEN4.replace("model\t\t: 17", "model\t\t: 1").replace(" avx512f avx512_bf16", "")
+    assert cpu_model(zen3) == "AMD EPYC (family 25 model 1, AVX2)"
+    assert cpu_model("model name\t: Apple M2\n") == "Apple M2"
+    assert cpu_model("") and cpu_model()  # the platform's name; this machine's

@@ -123,7 +123,10 @@ class KernelGuard:
             elif key in (known := self.cached()):
                 decision = _from_json(known[key])
             else:
-                decision = self._measure(*contenders())
+                # The contenders may draw from torch's global generator (a model's dropout in
+                # training mode): a run that measured must go on as one that read the cache.
+                with torch.random.fork_rng(devices=[]):
+                    decision = self._measure(*contenders())
                 self._store(key, decision)
             self.decisions[key] = decision
             return decision

@@ -35,14 +35,35 @@ if TYPE_CHECKING:
     from ..training.loop import HistoryRow
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU as a figure needs it beside it: its name and, on x86, what tells apart chips
+    that a virtual machine names alike ("AMD EPYC" is Zen 3 or Zen 4): the family and model
+    numbers and the widest vectors, e.g. "AMD EPYC (family 25 model 17, AVX-512)". Results
+    differ in their last bits between them (PyTorch's and lenet's kernels pick their code by
+    the vector width), and so do records. `cpuinfo`: /proc/cpuinfo's text (read if None)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if first:
+                break  # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    name = first.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    flags = set(first.get("flags", "").split())
+    vectors = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
+                                              ("sse4_2", "SSE4.2")) if flag in flags), None)
+    details = [f"family {first['cpu family']} model {first['model']}"
+               if "cpu family" in first and "model" in first else None, vectors]
+    shown = ", ".join(d for d in details if d)
+    return f"{name} ({shown})" if shown else name
 
 
 def environment() -> dict[str, Any]:
