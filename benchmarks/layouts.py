@@ -24,7 +24,11 @@ from lenet.training.config import RECIPES, TrainConfig
 MODELS = ("best-100k", "best-62k", "speed-92")  # recipes whose models are compared
 
 
-def stepper(recipe: str, batch: int, guarded: bool):
+def stepper(recipe: str, batch: int, guarded: bool, autocast: torch.dtype | None = None,
+            compiled: bool = False):
+    """A training step of `recipe`'s model: as built, or as `prepare_model` lays it out
+    (`guarded`); under autocast to `autocast`; through torch.compile (compiled by one step
+    here, before any timing)."""
     config = TrainConfig.from_recipe(recipe)
     model = build_model(config.model_config(num_classes=10, image_size=(28, 28)), seed=0)
     if guarded:  # else PyTorch's default: the layers as built, contiguous
@@ -33,12 +37,17 @@ def stepper(recipe: str, batch: int, guarded: bool):
     generator = torch.Generator().manual_seed(0)
     x = torch.rand((batch, 1, 28, 28), generator=generator)
     y = torch.randint(0, 10, (batch,), generator=generator)
+    forward = torch.compile(model) if compiled else model
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=bool(autocast)):
+            loss = F.cross_entropy(forward(x), y)
+        loss.backward()
         optimizer.step()
 
+    if compiled:
+        step()
     return model, step
 
 
