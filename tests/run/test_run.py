@@ -225,3 +225,24 @@ def test_cpu_model_tells_apart_chips_a_vm_names_alike():
     assert cpu_model(zen3) == "AMD EPYC (family 25 model 1, AVX2)"
     assert cpu_model("model name\t: Apple M2\n") == "Apple M2"
     assert cpu_model("") and cpu_model()  # the platform's name; this machine's
+
+
+@pytest.mark.slow
+def test_the_run_that_measured_the_layout_trains_as_the_runs_after_it(synthetic, tmp_path,
+                                                                       monkeypatch):
+    """A model the kernel does not fuse, with dropout: the first run on a machine times it in
+    both layouts before training; its figures must be those of every later run."""
+    from lenet.native import layout
+
+    monkeypatch.setattr(layout, "cache_file", lambda: tmp_path / "layout.guard.json")
+    monkeypatch.setattr(layout, "_SETTINGS", {**layout._SETTINGS, "budget_s": 0.05})
+    layout.forget()
+    histories = []
+    for name in ("measured", "cached"):
+        run = lenet.Run.create(config(tmp_path, name=name, model="lenet-100k", epochs=1,
+                                      model_settings={"dropout": 0.5}))
+        histories.append(run.fit(console=QUIET).history)
+        assert (tmp_path / "layout.guard.json").exists()
+        layout.forget()  # as a new process: the decision from the file
+    assert histories[0][0]["train_loss"] == histories[1][0]["train_loss"]
+    assert histories[0][0]["test_loss"] == histories[1][0]["test_loss"]
