@@ -78,7 +78,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     recipe.add_argument("--precision", choices=PRECISIONS,
                         help="autocast: bf16 or fp16 (with loss scaling) for convolutions "
                              "and matmuls, for GPUs; on a CPU both run PyTorch's kernels "
-                             f"instead of the fused one, slower for LeNet-5 [{d.precision}]")
+                             "instead of the fused one, slower for LeNet-5; bf16 trained the "
+                             "models the kernel does not fuse 1.1-1.25x faster on a Zen 4 "
+                             "(AVX512-BF16); CPUs without bf16 instructions emulate it "
+                             f"[{d.precision}]")
     recipe.add_argument("--target-accuracy", type=fraction, metavar="ACC",
                         help="stop after the first epoch whose test (or val) accuracy reaches "
                              "ACC [off]")
