@@ -246,3 +246,8 @@ def test_the_run_that_measured_the_layout_trains_as_the_runs_after_it(synthetic,
         layout.forget()  # as a new process: the decision from the file
     assert histories[0][0]["train_loss"] == histories[1][0]["train_loss"]
     assert histories[0][0]["test_loss"] == histories[1][0]["test_loss"]
+    # the layout it trained in is on record, with the guard's reason
+    import json
+    native = json.loads((tmp_path / "runs" / "cached" / "config.json").read_text())["native"]
+    assert native["path"] == "pytorch" and native["layout"] in ("channels-last", "contiguous")
+    assert "faster" in native["layout_why"]

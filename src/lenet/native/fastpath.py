@@ -255,9 +255,25 @@ def native_choice(model: nn.Module, batch_size: int, precision: str = "fp32") ->
     elif path is None:
         why = "the model's first layers are not LeNet-5's conv blocks as the kernel has them"
     if why is not None:
-        return {"path": "pytorch", "why": why, "kernel": guard.kernel_report()}
+        return {"path": "pytorch", "why": why, **_layout_of(model, batch_size),
+                "kernel": guard.kernel_report()}
     assert path is not None  # `why` says why there is none
     decision = guard.decide(path.kernel, batch_size, backward=True)
     return {"path": "fused kernel" if decision.use_kernel else "pytorch", "why": decision.why,
             "fused_ms": decision.fused_ms, "torch_ms": decision.torch_ms,
+            **({} if decision.use_kernel else _layout_of(model, batch_size)),
             "kernel": guard.kernel_report()}
+
+
+def _layout_of(model: nn.Module, batch_size: int) -> dict[str, str]:
+    """The memory format PyTorch's layers train in (the numbers differ between the two in
+    their last bits), and the layout guard's reason where this process has its decision."""
+    nhwc = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+               and not p.is_contiguous() for p in model.parameters())
+    found = {"layout": "channels-last" if nhwc else "contiguous"}
+    if isinstance(model, LeNet):
+        config = model.config
+        known = layout.known(model, (config.in_channels, *config.input_size), batch_size)
+        if known is not None:
+            found["layout_why"] = known.why
+    return found

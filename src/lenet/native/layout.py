@@ -72,6 +72,12 @@ def decide(model: nn.Module, input_shape: tuple[int, ...], batch: int) -> Decisi
                             lambda: contenders(model, input_shape, batch))
 
 
+def known(model: nn.Module, input_shape: tuple[int, ...], batch: int) -> Decision | None:
+    """This process's decision for `model` at `batch`, where it made or read one; never
+    measures (for a run's record)."""
+    return current().decisions.get(shape_key(model, input_shape, batch))
+
+
 def contenders(model: nn.Module, input_shape: tuple[int, ...], batch: int
                ) -> tuple[Callable[[], None], Callable[[], None]]:
     """Two training steps (forward, loss, backward) doing the same work on copies of `model`:
