@@ -270,3 +270,29 @@ def test_a_search_on_ray_ends_when_its_budget_is_spent(cluster, data, tmp_path):
             reasons.append(json.loads((run / STOPPED).read_text())["reason"])
     # 4 is no trial's end (3 epochs each): the trial that trained the 4th epoch was cut
     assert any("budget of 4 trial-epochs is spent" in r for r in reasons), reasons
+
+
+def test_trials_the_budget_cut_say_so_even_before_their_first_epoch(tmp_path):
+    """The Budget stopper ends every running trial at once, with no callback from Tune: one
+    that had not yet reported an epoch must still say why it has no results."""
+    from types import SimpleNamespace
+
+    from lenet.sweeps.tune_search import mark_cut_by_budget
+
+    header = "epoch,train_loss,train_acc,val_loss,val_acc,lr,train_examples,examples_per_sec," \
+             "seconds,wall_seconds,elapsed_seconds\n"
+    row = "1,0.5,0.8,0.4,0.85,0.1,100,1000,0.1,0.2,0.3\n"
+    trials = {name: tmp_path / f"trial-{name}" for name in ("done", "asha", "one", "none")}
+    for run_dir in trials.values():
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text("{}")
+    (trials["done"] / "results.json").write_text("{}")
+    (trials["asha"] / STOPPED).write_text('{"reason": "asha"}')
+    (trials["one"] / "metrics.csv").write_text(header + row)
+    mark_cut_by_budget(SimpleNamespace(out=tmp_path, metric="val_acc"), "budget spent")
+    assert not (trials["done"] / STOPPED).exists()
+    assert json.loads((trials["asha"] / STOPPED).read_text())["reason"] == "asha"
+    one = json.loads((trials["one"] / STOPPED).read_text())
+    assert one == {"epoch": 1, "metric": "val_acc", "value": 0.85, "reason": "budget spent"}
+    none = json.loads((trials["none"] / STOPPED).read_text())
+    assert none["epoch"] == 0 and none["value"] is None and none["reason"] == "budget spent"

@@ -36,6 +36,8 @@ from typing import Any
 from ray import tune
 
 from ..errors import ConfigError
+from ..run.directory import RunDir, read_metrics
+from ..training.loop import row_value, rows_with
 from .attempt import STOPPED, budget_spent, mark_stopped, run_trial
 from .on_ray import connect, import_ray, resources
 from .optuna_search import import_optuna
@@ -162,6 +164,22 @@ def tuner(search: Search, spec: Path) -> Any:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
 
+def mark_cut_by_budget(search: Search, why: str) -> None:
+    """Say in every trial's run directory that neither finished nor was stopped by ASHA that
+    the budget ended it: the Budget stopper ends the whole search and Tune calls no callback
+    for the trials it ends, some of which (running beside the one that spent the budget) may
+    not have reported an epoch yet."""
+    for run_dir in sorted(search.out.glob("trial-*")):
+        if (not run_dir.is_dir() or (run_dir / RunDir.RESULTS).exists()
+                or (run_dir / STOPPED).exists()):
+            continue
+        metrics = run_dir / RunDir.METRICS
+        rows = read_metrics(metrics) if metrics.exists() else []
+        evaluated = rows_with(rows, search.metric)
+        mark_stopped(run_dir, len(rows), search.metric,
+                     row_value(evaluated[-1], search.metric) if evaluated else None, why)
+
+
 def run_search_on_ray(search: Search, address: str, spec: Path,
                       say: Callable[[str], None]) -> bool:
     """Run (or continue) the search with Ray Tune; True when it ended unfinished."""
@@ -186,15 +204,11 @@ def run_search_on_ray(search: Search, address: str, spec: Path,
             ray.shutdown()
     ended = 0
     spent = budget_spent(search.out, search.budget)
+    if spent:
+        mark_cut_by_budget(search, spent)
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id", "?")
         epoch = (result.metrics or {}).get("epoch")
-        run_dir = search.out / run_name(trial_id)
-        if spent and result.error is None and epoch and epoch < search.epochs \
-                and not (run_dir / "results.json").exists() and not (run_dir / STOPPED).exists():
-            # ended by the Budget stopper with the whole search: Tune calls no callback
-            mark_stopped(run_dir, int(epoch), search.metric,
-                         (result.metrics or {}).get(search.metric), spent)
         state = "error: " + str(result.error).strip().splitlines()[-1] if result.error else \
             f"{epoch} epoch(s), {search.metric} {(result.metrics or {}).get(search.metric)}"
         ended += result.error is None
