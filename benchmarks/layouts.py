@@ -11,6 +11,8 @@ an idle machine; the CPU model and the threads are printed with the figures.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 import torch.nn.functional as F
 from alternating import alternate, parse, parser  # (this folder: the scripts run from it)
@@ -51,12 +53,19 @@ def stepper(recipe: str, batch: int, guarded: bool, autocast: torch.dtype | None
     return model, step
 
 
-def main() -> int:
-    made = parser(__doc__, rounds=20)
+def command_line(doc: str | None) -> argparse.Namespace:
+    """--batch, --rounds, --threads parsed (this script's and pytorch_paths.py's), and the
+    line that says what the figures were measured on."""
+    made = parser(doc, rounds=20)
     made.add_argument("--batch", type=int, default=128)
     args = parse(made)
     print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch}")
+    return args
+
+
+def main() -> int:
+    args = command_line(__doc__)
     for recipe in (r for r in MODELS if r in RECIPES):
         default_model, default = stepper(recipe, args.batch, guarded=False)
         model, picked = stepper(recipe, args.batch, guarded=True)

@@ -15,20 +15,14 @@ from __future__ import annotations
 import time
 
 import torch
-from alternating import alternate, parse, parser  # (this folder: the scripts run from it)
-from layouts import stepper
-
-from lenet.run.directory import cpu_model
+from alternating import alternate  # (this folder: the scripts run from it)
+from layouts import command_line, stepper
 
 MODELS = ("best-62k", "best-100k")
 
 
 def main() -> int:
-    made = parser(__doc__, rounds=20)
-    made.add_argument("--batch", type=int, default=128)
-    args = parse(made)
-    print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch}")
+    args = command_line(__doc__)
     for recipe in MODELS:
         _, fp32 = stepper(recipe, args.batch, guarded=True)
         for name, options in (("bf16 autocast", {"autocast": torch.bfloat16}),
