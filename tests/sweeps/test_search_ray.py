@@ -282,14 +282,17 @@ def test_trials_the_budget_cut_say_so_even_before_their_first_epoch(tmp_path):
     header = "epoch,train_loss,train_acc,val_loss,val_acc,lr,train_examples,examples_per_sec," \
              "seconds,wall_seconds,elapsed_seconds\n"
     row = "1,0.5,0.8,0.4,0.85,0.1,100,1000,0.1,0.2,0.3\n"
-    trials = {name: tmp_path / f"trial-{name}" for name in ("done", "asha", "one", "none")}
+    trials = {name: tmp_path / f"trial-{name}"
+              for name in ("done", "asha", "one", "none", "error")}
     for run_dir in trials.values():
         run_dir.mkdir()
         (run_dir / "config.json").write_text("{}")
     (trials["done"] / "results.json").write_text("{}")
     (trials["asha"] / STOPPED).write_text('{"reason": "asha"}')
     (trials["one"] / "metrics.csv").write_text(header + row)
-    mark_cut_by_budget(SimpleNamespace(out=tmp_path, metric="val_acc"), "budget spent")
+    mark_cut_by_budget(SimpleNamespace(out=tmp_path, metric="val_acc"), "budget spent",
+                       failed={"trial-error"})
+    assert not (trials["error"] / STOPPED).exists()  # Tune tells its error
     assert not (trials["done"] / STOPPED).exists()
     assert json.loads((trials["asha"] / STOPPED).read_text())["reason"] == "asha"
     one = json.loads((trials["one"] / STOPPED).read_text())

@@ -29,7 +29,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -164,14 +164,16 @@ def tuner(search: Search, spec: Path) -> Any:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
 
-def mark_cut_by_budget(search: Search, why: str) -> None:
+def mark_cut_by_budget(search: Search, why: str,
+                       failed: Collection[str] = frozenset()) -> None:
     """Say in every trial's run directory that neither finished nor was stopped by ASHA that
     the budget ended it: the Budget stopper ends the whole search and Tune calls no callback
     for the trials it ends, some of which (running beside the one that spent the budget) may
-    not have reported an epoch yet."""
+    not have reported an epoch yet. `failed`: run names of trials Tune saw fail (their
+    error is theirs to tell, not the budget)."""
     for run_dir in sorted(search.out.glob("trial-*")):
-        if (not run_dir.is_dir() or (run_dir / RunDir.RESULTS).exists()
-                or (run_dir / STOPPED).exists()):
+        if (not run_dir.is_dir() or run_dir.name in failed
+                or (run_dir / RunDir.RESULTS).exists() or (run_dir / STOPPED).exists()):
             continue
         metrics = run_dir / RunDir.METRICS
         rows = read_metrics(metrics) if metrics.exists() else []
@@ -205,7 +207,9 @@ def run_search_on_ray(search: Search, address: str, spec: Path,
     ended = 0
     spent = budget_spent(search.out, search.budget)
     if spent:
-        mark_cut_by_budget(search, spent)
+        failed = {run_name(result.metrics["trial_id"]) for result in grid
+                  if result.error and "trial_id" in (result.metrics or {})}
+        mark_cut_by_budget(search, spent, failed)
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id", "?")
         epoch = (result.metrics or {}).get("epoch")
