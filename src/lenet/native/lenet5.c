@@ -51,16 +51,24 @@ enum { POOL_AVG = 0, POOL_MAX = 1 };
 #define P1_SIZE (6 * 14 * 14 + 8)    /* pool1 output, dense NCHW; padded to 64 bytes */
 #define A2_SIZE (100 * 16)           /* conv2 activations, channels last: [10*10][16] */
 #define SAVED_SIZE (A1_SIZE + P1_SIZE + A2_SIZE)  /* a multiple of 16: maps stay aligned */
-/* With batch norm in training, the maps before it are kept too (for its backward pass). */
-#define Z1_OFFSET SAVED_SIZE
-#define Z2_OFFSET (SAVED_SIZE + A1_SIZE)
-#define SAVED_SIZE_BN (SAVED_SIZE + A1_SIZE + A2_SIZE)
+/* With batch norm in training, the maps before it (its backward pass needs them) and the
+   pooled conv1 map; the activations are recomputed from those in the backward pass, not
+   kept: 33 KB an image instead of 60 (4.2 MB a batch of 128 instead of 7.7), so the rest of
+   the training step (the dense layers, the optimizer) finds more of its data in the cache. */
+#define BN_P1 0
+#define BN_Z1 P1_SIZE
+#define BN_Z2 (P1_SIZE + A1_SIZE)
+#define SAVED_SIZE_BN (P1_SIZE + A1_SIZE + A2_SIZE)
+/* The backward pass with batch norm keeps, per image, between its passes: the gradients at
+   conv1's and conv2's outputs */
+#define SCRATCH_SIZE_BN (A1_SIZE + A2_SIZE)
 #define ALIGNED __attribute__((aligned(64)))
 #define DYC_W 32                     /* conv2 output gradient rows, zero-padded for the
                                         transposed convolution */
 
 int lenet5_saved_floats(int batch_norm) { return batch_norm ? SAVED_SIZE_BN : SAVED_SIZE; }
-int lenet5_abi_version(void) { return 7; }
+int lenet5_scratch_floats(void) { return SCRATCH_SIZE_BN; }  /* per image, backward with BN */
+int lenet5_abi_version(void) { return 8; }
 int lenet5_vector_width(void) { return VW; }  /* floats per vector in this build */
 
 int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) */
@@ -197,10 +205,11 @@ static void conv1_raw(const float *xs, const float *w1, const float *b1, float *
         }
 }
 
-/* a1 = act(z * scale + shift) per channel (the batch norm's affine; 1 and 0 without one),
-   then 2x2 pooling into p1. z may be a1. */
-static void act_pool1(const float *z, const float *scale, const float *shift, float *a1,
-                      float *p1, int act, int pool) {
+/* a1 = act(z * scale + shift) per channel (the batch norm's affine; 1 and 0 without one).
+   z may be a1. The backward pass with batch norm recomputes a1 with this same function:
+   the same floats as the forward pass's. */
+static void activate1(const float *z, const float *scale, const float *shift, float *a1,
+                      int act) {
     for (int c = 0; c < 6; c++)
         for (int i = 0; i < 28; i++) {
             const float *src = z + (c * 28 + i) * A1_W;
@@ -208,6 +217,12 @@ static void act_pool1(const float *z, const float *scale, const float *shift, fl
             for (int v = 0; v < NR; v++)
                 storev(dst + v * VW, activate(loadv(src + v * VW) * scale[c] + shift[c], act));
         }
+}
+
+/* a1 = activate1(z), then 2x2 pooling into p1. z may be a1. */
+static void act_pool1(const float *z, const float *scale, const float *shift, float *a1,
+                      float *p1, int act, int pool) {
+    activate1(z, scale, shift, a1, act);
     for (int c = 0; c < 6; c++)
         for (int i = 0; i < 14; i++) {
             const float *r0 = a1 + (c * 28 + 2 * i) * A1_W, *r1 = r0 + A1_W;
@@ -244,15 +259,21 @@ static void conv2_raw(const float *p1, const float *w2t, const float *b2, float 
         }
 }
 
-/* a2 = act(z2 * scale + shift) per channel, then 2x2 pooling written in PyTorch's (C, H, W)
-   order for the dense layers. z2 may be a2. */
-static void act_pool2(const float *z2, const float *scale, const float *shift, float *a2,
-                      float *out, int act, int pool) {
+/* a2 = act(z2 * scale + shift) per channel (z2 may be a2); recomputed as activate1's. */
+static void activate2(const float *z2, const float *scale, const float *shift, float *a2,
+                      int act) {
     for (int p = 0; p < 100; p++)
         for (int h = 0; h < NV; h++)
             storev(a2 + p * 16 + h * VW,
                    activate(loadv(z2 + p * 16 + h * VW) * loadv(scale + h * VW)
                             + loadv(shift + h * VW), act));
+}
+
+/* a2 = activate2(z2), then 2x2 pooling written in PyTorch's (C, H, W) order for the dense
+   layers. z2 may be a2. */
+static void act_pool2(const float *z2, const float *scale, const float *shift, float *a2,
+                      float *out, int act, int pool) {
+    activate2(z2, scale, shift, a2, act);
     for (int i = 0; i < 5; i++)
         for (int j = 0; j < 5; j++)
             for (int h = 0; h < NV; h++) {
@@ -413,7 +434,7 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
             ALIGNED float xs[XS_SIZE];
             shifted_input(x + (long)b * 784, xs);
-            float *z1 = saved + (long)b * SAVED_SIZE_BN + Z1_OFFSET;
+            float *z1 = saved + (long)b * SAVED_SIZE_BN + BN_Z1;
             conv1_raw(xs, w1, b1, z1);
             stats1(z1, NULL, sums1[k]);
         }
@@ -421,29 +442,30 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++)
-            stats1(saved + (long)b * SAVED_SIZE_BN + Z1_OFFSET, bn + BN_MEAN1, sums1[k] + 6);
+            stats1(saved + (long)b * SAVED_SIZE_BN + BN_Z1, bn + BN_MEAN1, sums1[k] + 6);
     bn_batch_stat(&sums1[0][0], parts, 6, (double)n * 784, 1, bn + BN_VAR1);
     bn_affine(bn, bn_mode, 1, scale1, shift1);
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            ALIGNED float a1[A1_SIZE];
             float *m = saved + (long)b * SAVED_SIZE_BN;
-            act_pool1(m + Z1_OFFSET, scale1, shift1, m, m + A1_SIZE, act, pool);
-            conv2_raw(m + A1_SIZE, w2t, b2, m + Z2_OFFSET);
-            stats2(m + Z2_OFFSET, NULL, sums2[k]);
+            act_pool1(m + BN_Z1, scale1, shift1, a1, m + BN_P1, act, pool);
+            conv2_raw(m + BN_P1, w2t, b2, m + BN_Z2);
+            stats2(m + BN_Z2, NULL, sums2[k]);
         }
     bn_batch_stat(&sums2[0][0], parts, 16, (double)n * 100, 0, bn + BN_MEAN2);
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++)
-            stats2(saved + (long)b * SAVED_SIZE_BN + Z2_OFFSET, bn + BN_MEAN2, sums2[k] + 16);
+            stats2(saved + (long)b * SAVED_SIZE_BN + BN_Z2, bn + BN_MEAN2, sums2[k] + 16);
     bn_batch_stat(&sums2[0][0], parts, 16, (double)n * 100, 1, bn + BN_VAR2);
     bn_affine(bn, bn_mode, 2, scale2, shift2);
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
-            float *m = saved + (long)b * SAVED_SIZE_BN;
-            act_pool2(m + Z2_OFFSET, scale2, shift2, m + A1_SIZE + P1_SIZE,
+            ALIGNED float a2[A2_SIZE];
+            act_pool2(saved + (long)b * SAVED_SIZE_BN + BN_Z2, scale2, shift2, a2,
                       out + (long)b * 400, act, pool);
         }
 }
@@ -643,13 +665,12 @@ static void store_conv2_grads(const float *gw2t, const double *gb2, float *row) 
    (6,1,5,5) and bias (6) and conv2's weight (16,6,5,5) and bias (16) are written, in that
    order, to row k of grads (parts rows of GRAD_FLOATS), then the batch norm's dgamma1,
    dbeta1, dgamma2, dbeta2 (row 0 holds them whole; other rows 0). With BN_BATCH, scratch
-   holds n * (A1_SIZE + A2_SIZE) floats. */
+   holds n * SCRATCH_SIZE_BN floats. */
 void lenet5_backward(int n, int parts, const float *x, const float *w2, const float *saved,
                      const float *gout, float *grads, int act, int pool, int bn_mode,
                      const float *bn, float *scratch) {
     if (parts > MAX_PARTS) parts = MAX_PARTS;
     memset(grads, 0, sizeof(float) * GRAD_FLOATS * parts);
-    int stride = bn_mode == BN_BATCH ? SAVED_SIZE_BN : SAVED_SIZE;
 
     if (bn_mode != BN_BATCH) {
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
@@ -660,7 +681,7 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
             memset(gw2t, 0, sizeof gw2t);
             for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
                 ALIGNED float xs[XS_SIZE], dp1[6 * 14 * 16], dy1[A1_SIZE], dy2[100 * 16];
-                const float *m = saved + (long)b * stride;
+                const float *m = saved + (long)b * SAVED_SIZE;
                 act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
                 conv2_backward(dy2, m + A1_SIZE, w2, gw2t, gb2, dp1);
                 act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
@@ -679,6 +700,11 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
     float rstd1[6];
     ALIGNED float rstd2[16], mean2[16], gamma2[16];
     for (int c = 0; c < 6; c++) rstd1[c] = 1.0f / sqrtf(bn[BN_VAR1 + c] + eps);
+    /* the affines the forward pass applied, to recompute its activations */
+    float scale1[6], shift1[6];
+    ALIGNED float scale2[16], shift2[16];
+    bn_affine(bn, bn_mode, 1, scale1, shift1);
+    bn_affine(bn, bn_mode, 2, scale2, shift2);
     for (int c = 0; c < 16; c++) {
         rstd2[c] = 1.0f / sqrtf(bn[BN_VAR2 + c] + eps);
         mean2[c] = bn[BN_MEAN2 + c];
@@ -687,20 +713,22 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
     double s2[MAX_PARTS][32], s1[MAX_PARTS][12];
     memset(s2, 0, sizeof(double) * 32 * parts);
     memset(s1, 0, sizeof(double) * 12 * parts);
-    const long scratch_stride = A1_SIZE + A2_SIZE;
+    const long stride = SAVED_SIZE_BN, scratch_stride = SCRATCH_SIZE_BN;
 
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++) {
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
+            ALIGNED float a2[A2_SIZE];
             const float *m = saved + (long)b * stride;
             float *dy2 = scratch + b * scratch_stride + A1_SIZE;
-            act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
+            activate2(m + BN_Z2, scale2, shift2, a2, act);
+            act_pool2_backward(gout + (long)b * 400, a2, dy2, act, pool);
             /* one image's sums in float, the chunk's in double (as the other reductions) */
             vf sdy[NV], sdyx[NV];
             for (int h = 0; h < NV; h++) sdy[h] = sdyx[h] = splat(0.0f);
             for (int p = 0; p < 100; p++)
                 for (int h = 0; h < NV; h++) {
-                    vf xhat = (loadv(m + Z2_OFFSET + p * 16 + h * VW) - loadv(mean2 + h * VW))
+                    vf xhat = (loadv(m + BN_Z2 + p * 16 + h * VW) - loadv(mean2 + h * VW))
                               * loadv(rstd2 + h * VW);
                     vf d = loadv(dy2 + p * 16 + h * VW);
                     sdy[h] += d;
@@ -731,27 +759,28 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
         double gb2[16] = {0};
         memset(gw2t, 0, sizeof gw2t);
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
-            ALIGNED float dp1[6 * 14 * 16];
+            ALIGNED float a1[A1_SIZE], dp1[6 * 14 * 16];
             const float *m = saved + (long)b * stride;
             float *dy1 = scratch + b * scratch_stride;
             float *dz2 = dy1 + A1_SIZE;
             for (int p = 0; p < 100; p++)
                 for (int h = 0; h < NV; h++) {
                     int o = h * VW;
-                    vf xhat = (loadv(m + Z2_OFFSET + p * 16 + o) - loadv(mean2 + o))
+                    vf xhat = (loadv(m + BN_Z2 + p * 16 + o) - loadv(mean2 + o))
                               * loadv(rstd2 + o);
                     storev(dz2 + p * 16 + o,
                            loadv(gamma2 + o) * loadv(rstd2 + o)
                            * (loadv(dz2 + p * 16 + o) - loadv(mdy2 + o)
                               - xhat * loadv(mdyx2 + o)));
                 }
-            conv2_backward(dz2, m + A1_SIZE, w2, gw2t, gb2, dp1);
-            act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
+            conv2_backward(dz2, m + BN_P1, w2, gw2t, gb2, dp1);
+            activate1(m + BN_Z1, scale1, shift1, a1, act);
+            act_pool1_backward(dp1, a1, m + BN_P1, dy1, act, pool);
             for (int c = 0; c < 6; c++) {
                 vf sdy = splat(0.0f), sdyx = splat(0.0f);
                 float mean = bn[BN_MEAN1 + c];
                 for (int i = 0; i < 28; i++) {
-                    const float *z = m + Z1_OFFSET + (c * 28 + i) * A1_W;
+                    const float *z = m + BN_Z1 + (c * 28 + i) * A1_W;
                     const float *d = dy1 + (c * 28 + i) * A1_W;
                     for (int v = 0; v < NR; v++) {
                         vf dv = loadv(d + v * VW);  /* spare lanes are 0 */
@@ -787,7 +816,7 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                 float mean = bn[BN_MEAN1 + c], f = bn[BN_GAMMA1 + c] * rstd1[c];
                 float mdy = dbeta1[c] * inv1, mdyx = dgamma1[c] * inv1;
                 for (int i = 0; i < 28; i++) {
-                    const float *z = m + Z1_OFFSET + (c * 28 + i) * A1_W;
+                    const float *z = m + BN_Z1 + (c * 28 + i) * A1_W;
                     float *d = dz1 + (c * 28 + i) * A1_W;
                     for (int v = 0; v < NR; v++) {
                         vf xhat = (loadv(z + v * VW) - mean) * rstd1[c];

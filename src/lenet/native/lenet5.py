@@ -31,9 +31,8 @@ OUTPUT_SHAPE = (16, 5, 5)
 GRAD_SIZES = (150, 6, 2400, 16, 6, 6, 16, 16)
 GRAD_FLOATS = sum(GRAD_SIZES)
 BN_NONE, BN_BATCH, BN_GIVEN = 0, 1, 2  # no batch norm; batch statistics; running statistics
-SCRATCH_FLOATS = 6 * 28 * 32 + 100 * 16  # per image, for the batch norms' backward
 MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 _float_p = ctypes.c_void_p
 
@@ -56,6 +55,7 @@ def library() -> ctypes.CDLL | None:
         return None
     lib.lenet5_saved_floats.restype = ctypes.c_int
     lib.lenet5_saved_floats.argtypes = [ctypes.c_int]
+    lib.lenet5_scratch_floats.restype = ctypes.c_int
     lib.lenet5_parallel.restype = ctypes.c_int
     lib.lenet5_max_parts.restype = ctypes.c_int
     ints = [ctypes.c_int, ctypes.c_int]
@@ -193,7 +193,8 @@ class _ConvBlocks(torch.autograd.Function):
         n = x.shape[0]
         parts = _parts(lib, n)
         grads = x.new_empty((parts, GRAD_FLOATS))
-        scratch = x.new_empty((n, SCRATCH_FLOATS) if ctx.codes[2] == BN_BATCH else 1)
+        scratch = x.new_empty((n, lib.lenet5_scratch_floats()) if ctx.codes[2] == BN_BATCH
+                              else 1)
         lib.lenet5_backward(n, parts, _ptr(x), _ptr(w2), _ptr(saved), _ptr(grad_out),
                             _ptr(grads), *ctx.codes, _ptr(bn), _ptr(scratch))
         total = grads[0] if parts == 1 else grads.sum(0)
