@@ -4,8 +4,9 @@
 # kernel with lenet's strict flags and run its tests with that build forced
 # (LENET_NATIVE_MARCH, LENET_NATIVE=1: no guard); then cross-compile it for aarch64 (NEON)
 # with the same flags, with and without OpenMP. The same for the shared-memory gradient
-# sum of several processes (shm_reduce.c) and the OOD detectors' kernels (knn.c, pixels.c). The unforced build (-march=native) is
-# tested by `make test`. Each level has its own cache key, so they share the cache.
+# sum of several processes (shm_reduce.c), the OOD detectors' kernels (knn.c, pixels.c) and
+# SGD's step (sgd.c). The unforced build (-march=native) is tested by `make test`. Each
+# level has its own cache key, so they share the cache.
 set -euo pipefail
 python=${1:-.venv/bin/python}
 
@@ -30,6 +31,13 @@ for level in "${levels[@]}"; do
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name knn
   LENET_NATIVE=1 LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider \
     tests/native/test_knn_native.py
+  echo "== SGD's step at -march=$level"
+  LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name sgd
+  # x86-64-v2 has no FMA: ATen's own kernels without it (DEFAULT) are the floats to match
+  aten=()
+  if [ "$level" = x86-64-v2 ]; then aten=(ATEN_CPU_CAPABILITY=default); fi
+  env "${aten[@]}" LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider \
+    tests/native/test_sgd.py
   echo "== the pixel statistics' sums at -march=$level"
   LENET_NATIVE_MARCH=$level "$python" -m lenet.native.build --name pixels
   LENET_NATIVE_MARCH=$level "$python" -m pytest -q -p no:cacheprovider tests/native/test_pixels_native.py
@@ -41,6 +49,7 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
   "$python" -m lenet.native.build --name shm_reduce --cross aarch64-linux-gnu-gcc
   "$python" -m lenet.native.build --name knn --cross aarch64-linux-gnu-gcc
   "$python" -m lenet.native.build --name pixels --cross aarch64-linux-gnu-gcc
+  "$python" -m lenet.native.build --name sgd --cross aarch64-linux-gnu-gcc
 elif [ "${LENET_REQUIRE_CROSS:-0}" = 1 ]; then
   echo "aarch64-linux-gnu-gcc is missing (apt-get install gcc-aarch64-linux-gnu)" >&2
   exit 1

@@ -58,11 +58,12 @@ def state(measure: bool = False) -> dict[str, Any]:
                 prepare_model(build_model(MODELS[name], seed=0), cpu), 128).items()
                 if k != "kernel"}
             for name in ("lenet5", "lenet5-modern")}
-    from ..native import knn, pixels, shm_reduce
+    from ..native import knn, pixels, sgd, shm_reduce
 
     report["small_kernels"] = {"OOD k-NN": knn.describe(),
                                "OOD pixels": pixels.describe(),
-                               "DDP mean": shm_reduce.describe()}
+                               "DDP mean": shm_reduce.describe(),
+                               "SGD step": sgd.describe()}
     report["native"] = guard.kernel_report()  # last: it holds the decisions just made
     return report
 
