@@ -364,3 +364,29 @@ def test_empty_batches_and_mismatched_norms_use_pytorchs_layers():
     model = build_model(config, seed=0)
     model.bn2.eps = 1e-3  # the kernel takes one eps for both
     assert kernel_blocks(model.conv_blocks()) is None
+
+
+@pytest.mark.parametrize("momenta", [(0.1, 0.1), (0.1, 0.3)], ids=["one momentum", "two"])
+def test_running_statistics_update_as_each_norm_alone(momenta):
+    """Both norms' running statistics in four multi-tensor calls give the floats of the
+    update one norm at a time (momentum average, unbiased variance, one more batch), with
+    one momentum or two."""
+    norms = [nn.BatchNorm2d(6), nn.BatchNorm2d(16)]
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    alone = copy.deepcopy(norms)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(3):
+        stats = [torch.rand(c, generator=generator) for c in (6, 6, 16, 16)]
+        counts = (784 * (5 + step), 100 * (5 + step))
+        lenet5._update_running_stats((norms[0], norms[1]), stats, counts)
+        with torch.no_grad():
+            for norm, mean, var, count in zip(alone, stats[0::2], stats[1::2], counts,
+                                              strict=True):
+                m = norm.momentum
+                norm.num_batches_tracked.add_(1)
+                norm.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                norm.running_var.mul_(1 - m).add_(var * (count / (count - 1)), alpha=m)
+    for ours, theirs in zip(norms, alone, strict=True):
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(getattr(ours, name), getattr(theirs, name)), name

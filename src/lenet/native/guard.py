@@ -191,13 +191,6 @@ def forget() -> None:
     _guards.clear()
 
 
-def allows(blocks: lenet5.Blocks, x: torch.Tensor) -> bool:
-    """Whether the kernel should run `blocks` on `x` in this grad mode (cheap once decided)."""
-    backward = torch.is_grad_enabled() and any(p.requires_grad for m in blocks.layers
-                                               for p in m.parameters())
-    return decide(blocks, x.shape[0], backward).use_kernel
-
-
 def contenders(blocks: lenet5.Blocks, batch: int,
                backward: bool) -> tuple[Callable[[], None], Callable[[], None]]:
     """Two calls doing the same work, fused and layer by layer, on copies of `blocks` (the

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -126,12 +127,33 @@ def describe() -> str:
             + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")")
 
 
-def _parts(lib: ctypes.CDLL, n: int) -> int:
+@dataclass(frozen=True)
+class _Sizes:
+    """What the library says of itself, asked once (each ctypes call costs a microsecond or
+    more, and a training step would ask several times)."""
+
+    parallel: bool
+    max_parts: int
+    saved: tuple[int, int]  # floats an image keeps for the backward pass: without, with BN
+    scratch: int  # floats an image of the backward pass with batch statistics needs
+
+
+@cache
+def _sizes() -> _Sizes:
+    lib = library()
+    assert lib is not None  # asked only where the kernel runs
+    return _Sizes(bool(lib.lenet5_parallel()), lib.lenet5_max_parts(),
+                  (lib.lenet5_saved_floats(0), lib.lenet5_saved_floats(1)),
+                  lib.lenet5_scratch_floats())
+
+
+def _parts(n: int) -> int:
     """Parallel chunks for n images: PyTorch's thread count, at least MIN_CHUNK images each,
     at most what the kernel's per-chunk buffers hold."""
-    if not lib.lenet5_parallel():
+    sizes = _sizes()
+    if not sizes.parallel:
         return 1
-    return max(1, min(torch.get_num_threads(), n // MIN_CHUNK, lib.lenet5_max_parts()))
+    return max(1, min(torch.get_num_threads(), n // MIN_CHUNK, sizes.max_parts))
 
 
 def _ptr(t: torch.Tensor) -> int:
@@ -147,9 +169,9 @@ def bn_buffer(bn1: nn.BatchNorm2d, bn2: nn.BatchNorm2d, mode: int) -> torch.Tens
         parts += [required(bn1.running_mean), required(bn1.running_var),
                   required(bn2.running_mean), required(bn2.running_var)]
     else:
-        parts += [parts[0].new_zeros(44)]
-    eps = parts[0].new_tensor([bn1.eps])
-    return torch.cat([t.detach().float().reshape(-1) for t in parts] + [eps])
+        parts.append(parts[0].new_zeros(44))
+    with torch.no_grad():  # (one call: a training step makes it every time)
+        return torch.cat([*parts, parts[0].new_full((1,), bn1.eps)]).float()
 
 
 def required(tensor: torch.Tensor | None) -> torch.Tensor:
@@ -166,12 +188,12 @@ class _ConvBlocks(torch.autograd.Function):
         lib = library()
         assert lib is not None  # the blocks run on the kernel only where it loaded
         ctx.w1_stride = w1.stride()  # channels-last or not: conv1's gradient is laid out alike
-        x, w1, b1, w2, b2 = (t.detach().contiguous() for t in (x, w1, b1, w2, b2))
+        x, w1, b1, w2, b2 = (t.contiguous() for t in (x, w1, b1, w2, b2))
         n = x.shape[0]
-        parts = _parts(lib, n)
+        parts = _parts(n)
         save = any(ctx.needs_input_grad[1:9])
         out = x.new_empty((n, *OUTPUT_SHAPE))
-        per_image = lib.lenet5_saved_floats(int(bn_mode == BN_BATCH))
+        per_image = _sizes().saved[int(bn_mode == BN_BATCH)]
         saved = x.new_empty(((n if save or bn_mode == BN_BATCH else parts), per_image))
         bn = bn if bn is not None else x.new_zeros(1)
         codes = ACTIVATION_CODES[activation], POOL_CODES[pool], bn_mode
@@ -191,10 +213,9 @@ class _ConvBlocks(torch.autograd.Function):
         x, w2, saved, bn = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         n = x.shape[0]
-        parts = _parts(lib, n)
+        parts = _parts(n)
         grads = x.new_empty((parts, GRAD_FLOATS))
-        scratch = x.new_empty((n, lib.lenet5_scratch_floats()) if ctx.codes[2] == BN_BATCH
-                              else 1)
+        scratch = x.new_empty((n, _sizes().scratch) if ctx.codes[2] == BN_BATCH else 1)
         lib.lenet5_backward(n, parts, _ptr(x), _ptr(w2), _ptr(saved), _ptr(grad_out),
                             _ptr(grads), *ctx.codes, _ptr(bn), _ptr(scratch))
         total = grads[0] if parts == 1 else grads.sum(0)
@@ -257,18 +278,27 @@ def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation:
                                    bn1.weight, bn1.bias, bn2.weight, bn2.bias,
                                    bn_buffer(bn1, bn2, mode), activation, pool, mode)
     if mode == BN_BATCH:
-        _update_running_stats(bn1, stats[:6], stats[6:12], x.shape[0] * 784)
-        _update_running_stats(bn2, stats[12:28], stats[28:44], x.shape[0] * 100)
+        _update_running_stats((bn1, bn2), stats.split((6, 6, 16, 16)),
+                              (x.shape[0] * 784, x.shape[0] * 100))
     return out
 
 
 @torch.no_grad()
-def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
-                          count: int) -> None:
-    """As nn.BatchNorm2d does in training: momentum average, unbiased variance."""
-    momentum = bn.momentum
-    assert momentum is not None  # lenet's layers keep the default 0.1, not a cumulative mean
-    required(bn.num_batches_tracked).add_(1)
-    required(bn.running_mean).mul_(1 - momentum).add_(mean, alpha=momentum)
-    required(bn.running_var).mul_(1 - momentum).add_(var * (count / max(count - 1, 1)),
-                                                   alpha=momentum)
+def _update_running_stats(norms: tuple[nn.BatchNorm2d, nn.BatchNorm2d],
+                          stats: Sequence[torch.Tensor], counts: tuple[int, int]) -> None:
+    """As nn.BatchNorm2d does in training (momentum average, unbiased variance), for both
+    norms in four multi-tensor calls: the same operations on each tensor, so the same
+    floats, in a quarter of the calls (a training step makes them every time)."""
+    mean1, var1, mean2, var2 = stats
+    unbiased = torch._foreach_mul([var1, var2], [c / max(c - 1, 1) for c in counts])
+    torch._foreach_add_([required(n.num_batches_tracked) for n in norms], 1)
+    pairs = [(norms[0], mean1, unbiased[0]), (norms[1], mean2, unbiased[1])]
+    momenta = {n.momentum for n in norms}  # (fastpath._norm_ok: a number, not None)
+    for momentum in momenta:  # one, unless someone set the two apart
+        assert momentum is not None
+        mine = [(n, mean, var) for n, mean, var in pairs if n.momentum == momentum]
+        running = [t for n, _, _ in mine for t in (required(n.running_mean),
+                                                   required(n.running_var))]
+        torch._foreach_mul_(running, 1 - momentum)
+        torch._foreach_add_(running, [t for _, mean, var in mine for t in (mean, var)],
+                            alpha=momentum)
