@@ -58,19 +58,27 @@ def _flags(flags: tuple[bool, ...]) -> ctypes.Array[ctypes.c_int]:
     return (ctypes.c_int * len(flags))(*flags)
 
 
-def run(lib: ctypes.CDLL, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-        bufs: Sequence[torch.Tensor | None], fresh: Sequence[bool], settings: Settings) -> None:
-    """One step over float32 CPU tensors, each param laid out as its grad and buffer in one
-    dense block; bufs[k] (when momentum is not 0) is allocated, and filled from the
-    gradient here where fresh[k]."""
+def run(lib: ctypes.CDLL, pointers: ctypes.Array[ctypes.c_void_p], n: int,
+        sizes: ctypes.Array[ctypes.c_long], fresh: ctypes.Array[ctypes.c_int],
+        settings: Settings) -> None:
+    """One step over n float32 CPU tensors (pointers: n params, n grads, n momentum buffers,
+    each param laid out as its grad and buffer in one dense block); fresh[k]: the buffer is
+    filled from the gradient, as on a parameter's first step."""
+    s = settings
+    lib.sgd_step(n, pointers, sizes, fresh, s.lr, s.momentum, 1.0 - s.dampening,
+                 s.weight_decay, int(s.nesterov),
+                 int(s.nesterov and s.weight_decay == 0 and s.momentum != 0))
+
+
+def step(lib: ctypes.CDLL, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+         bufs: Sequence[torch.Tensor | None], fresh: Sequence[bool], settings: Settings) -> None:
+    """`run` on tensors (the check's way: it builds the arrays each time)."""
     n = len(params)
     pointers = (ctypes.c_void_p * (3 * n))(
         *[t.data_ptr() for t in params], *[t.data_ptr() for t in grads],
         *[0 if t is None else t.data_ptr() for t in bufs])
-    s = settings
-    lib.sgd_step(n, pointers, _sizes(tuple(p.numel() for p in params)), _flags(tuple(fresh)),
-                 s.lr, s.momentum, 1.0 - s.dampening, s.weight_decay, int(s.nesterov),
-                 int(s.nesterov and s.weight_decay == 0 and s.momentum != 0))
+    run(lib, pointers, n, (ctypes.c_long * n)(*(p.numel() for p in params)),
+        (ctypes.c_int * n)(*fresh), settings)
 
 
 @cache
@@ -92,12 +100,12 @@ def reproduces_torch() -> bool:
                                     nesterov=case.nesterov, foreach=True)
         bufs: list[torch.Tensor | None] = [torch.empty_like(t) if case.momentum else None
                                            for t in ours]
-        for step in range(3):
+        for k in range(3):
             grads = [torch.randn(n, generator=generator) for n in sizes]
             for t, g in zip(theirs, grads, strict=True):
                 t.grad = g.clone()
             optimizer.step()
-            run(lib, ours, grads, bufs, [step == 0] * len(sizes), case)
+            step(lib, ours, grads, bufs, [k == 0] * len(sizes), case)
             expected_grads = [t.grad for t in theirs]
             if not all(_same(a, b) for a, b in zip(ours, theirs, strict=True)) or not all(
                     _same(a, b) for a, b in zip(grads, expected_grads, strict=True)):

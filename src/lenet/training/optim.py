@@ -6,6 +6,7 @@ over the whole run (epochs x batches per epoch).
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,11 +20,13 @@ from .config import TrainConfig
 class SGD(torch.optim.SGD):
     """torch.optim.SGD whose multi-tensor step runs natively where that gives its floats to
     the bit (lenet.native.sgd: one pass over each tensor instead of one per line of the
-    update; 0.2-0.3 ms a step less for LeNet on 2 cores, where the fused kernel's backward
-    pass has just pushed the parameters out of the cache). Anything the native step does
-    not cover (a closure, maximize, differentiable, tensor learning rates, sparse or GPU
-    gradients, mixed layouts) takes PyTorch's step; its state is PyTorch's (checkpoints,
-    schedulers and hooks see a torch.optim.SGD)."""
+    update; benchmarks/optimizer_step.py, 2 Zen 4 cores: speed-90's step 2.6-3x faster
+    alone, 350 -> 230 us inside a training step, where the fused kernel's backward pass has
+    just pushed the parameters out of the cache). Anything it does not cover takes
+    PyTorch's step: a closure, no momentum (one operation there already), maximize,
+    differentiable, tensor learning rates, a parameter without a gradient, sparse or GPU
+    tensors, mixed layouts. Its state is PyTorch's: checkpoints, schedulers and hooks see a
+    torch.optim.SGD."""
 
     def step(self, closure: Any = None) -> Any:
         with torch.no_grad():
@@ -38,48 +41,113 @@ class SGD(torch.optim.SGD):
 
     def _native_step(self) -> bool:
         """Take the step natively if every group allows it (all or nothing: a step half
-        taken would be taken twice); False, having changed nothing, otherwise. Checked
-        every step, in about 1 us a tensor (the whole native step is 30-40 us for LeNet)."""
+        taken would be taken twice); False, having changed nothing, otherwise."""
         if not native_sgd.usable():
             return False
-        plans = []
-        for group in self.param_groups:
-            # (foreach, as lenet asks: the for-loop step leaves the gradients as they were;
-            # without momentum PyTorch's step is one operation, as fast as this one)
-            momentum = group["momentum"]
-            if (not momentum or group["maximize"] or group["differentiable"] or group.get("fused")
-                    or group["foreach"] is not True or isinstance(group["lr"], torch.Tensor)):
-                return False
-            params, grads, bufs, fresh = [], [], [], []
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                # (autograd keeps a gradient's dtype, device and shape its parameter's)
-                if (g.layout is not torch.strided or not p.is_cpu or p.dtype != torch.float32
-                        or not _dense(p) or not _alike(g, p)):
-                    return False
-                buf = self.state[p].get("momentum_buffer")
-                if buf is not None and (buf.dtype != p.dtype or not buf.is_cpu
-                                        or not _alike(buf, p)):
-                    return False
-                params.append(p)
-                grads.append(g)
-                bufs.append(buf)
-                fresh.append(buf is None)
-            plans.append((group, params, grads, bufs, fresh))
         lib = native_sgd.library()
         assert lib is not None  # usable() says it loaded
-        for group, params, grads, bufs, fresh in plans:
-            for k, new in enumerate(fresh):
-                if new:  # PyTorch's first step clones the gradient: the kernel fills it
-                    bufs[k] = self.state[params[k]]["momentum_buffer"] = torch.empty_like(
-                        grads[k])
-            settings = native_sgd.Settings(float(group["lr"]), group["momentum"],
-                                           group["dampening"], group["weight_decay"],
-                                           group["nesterov"])
-            native_sgd.run(lib, params, grads, bufs, fresh, settings)
+        plans = []
+        for k, group in enumerate(self.param_groups):
+            # (foreach, as lenet asks: the for-loop step leaves the gradients as they were;
+            # without momentum PyTorch's step is one operation, as fast as this one)
+            if (not group["momentum"] or group["maximize"] or group["differentiable"]
+                    or group.get("fused") or group["foreach"] is not True
+                    or isinstance(group["lr"], torch.Tensor)):
+                return False
+            plan = self._plans.get(k)
+            if plan is None or not plan.fits(group, self.state):
+                plan = _Plan.of(group, self.state)
+                if plan is None or not plan.fits(group, self.state):
+                    return False
+                self._plans[k] = plan
+            plans.append((group, plan))
+        for group, plan in plans:
+            plan.run(lib, group)
         return True
+
+    @property
+    def _plans(self) -> dict[int, _Plan]:
+        """Each group's plan (by index), made at its first native step."""
+        if "_native_plans" not in self.__dict__:
+            self.__dict__["_native_plans"] = {}
+        return self.__dict__["_native_plans"]
+
+
+class _Plan:
+    """One parameter group as sgd.c reads it, kept from step to step: its tensors' pointers
+    and sizes, its momentum buffers. Made in ~3 us a tensor; checked every step in well under
+    one (each gradient is new, the rest is checked to be what it was). The checks matter more
+    than their count suggests: in a training step the fused kernel has just pushed Python's
+    own objects out of the cache, and each Python operation there costs several times what
+    it does alone."""
+
+    def __init__(self, group: dict[str, Any], state: Any, bufs: list[torch.Tensor],
+                 fresh: list[bool]) -> None:
+        params = list(group["params"])
+        n = len(params)
+        self.param_list, self.state, self.params, self.bufs = group["params"], state, params, bufs
+        self.states = [state[p] for p in params]
+        self.addresses = [p.data_ptr() for p in params]
+        self.channels_last = [not p.is_contiguous() for p in params]
+        self.pointers = (ctypes.c_void_p * (3 * n))(
+            *self.addresses, *[0] * n, *[b.data_ptr() for b in bufs])
+        self.sizes = (ctypes.c_long * n)(*(p.numel() for p in params))
+        self.fresh = (ctypes.c_int * n)(*fresh)
+
+    @classmethod
+    def of(cls, group: dict[str, Any], state: Any) -> _Plan | None:
+        """The plan for `group`, every parameter with a gradient, all float32 on the CPU in
+        one dense block laid out alike; None otherwise. Momentum buffers a parameter lacks
+        are made (not yet given to the state), to be filled from its gradient, as PyTorch's
+        first step clones it."""
+        params = group["params"]
+        grads = [p.grad for p in params]
+        bufs = [state[p].get("momentum_buffer") for p in params]
+        if not params:
+            return None
+        for p, g, buf in zip(params, grads, bufs, strict=True):
+            # (autograd keeps a gradient's dtype, device and shape its parameter's)
+            if (g is None or g.layout is not torch.strided or not p.is_cpu
+                    or p.dtype != torch.float32 or not _dense(p) or not _alike(g, p)
+                    or (buf is not None and (buf.dtype != p.dtype or not buf.is_cpu
+                                             or not _alike(buf, p)))):
+                return None
+        made = [torch.empty_like(g) if buf is None else buf
+                for g, buf in zip(grads, bufs, strict=True)]
+        return cls(group, state, made, [buf is None for buf in bufs])
+
+    def fits(self, group: dict[str, Any], state: Any) -> bool:
+        """Whether the group is still what the plan was made for (its parameters, their
+        storage and buffers, the optimizer's state), and every gradient is laid out as its
+        parameter; the gradients' pointers are filled in as it goes."""
+        params = self.params
+        n = len(params)
+        if (group["params"] is not self.param_list or state is not self.state
+                or len(self.param_list) != n):
+            return False
+        pointers, states, bufs, fresh = self.pointers, self.states, self.bufs, self.fresh
+        for k, p in enumerate(params):
+            g = p.grad
+            if (g is None or g.layout is not torch.strided
+                    or not (g.is_contiguous(memory_format=torch.channels_last)
+                            if self.channels_last[k] else g.is_contiguous())
+                    or p.data_ptr() != self.addresses[k]
+                    or states[k].get("momentum_buffer") is not (None if fresh[k] else bufs[k])):
+                return False
+            pointers[n + k] = g.data_ptr()
+        return True
+
+    def run(self, lib: ctypes.CDLL, group: dict[str, Any]) -> None:
+        """One step at the group's current settings (a schedule moves its learning rate),
+        after `fits`."""
+        native_sgd.run(lib, self.pointers, len(self.params), self.sizes, self.fresh,
+                       native_sgd.Settings(float(group["lr"]), group["momentum"],
+                                           group["dampening"], group["weight_decay"],
+                                           group["nesterov"]))
+        for k, new in enumerate(self.fresh):
+            if new:  # filled now: the state's from here on
+                self.states[k]["momentum_buffer"] = self.bufs[k]
+                self.fresh[k] = 0
 
 
 def _alike(t: torch.Tensor, like: torch.Tensor) -> bool:
@@ -99,8 +167,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter],
                     config: TrainConfig) -> torch.optim.Optimizer:
     # foreach: one multi-tensor update for all parameters, where PyTorch's CPU default is a
     # Python loop over them. The same results to the bit (tests/training/test_optim.py),
-    # 1.6x faster for LeNet's 16-18 tensors (benchmarks/optimizer_step.py). (`fused` is faster
-    # still but uses FMAs: its results differ in the last bits, and the records would move.)
+    # 1.5x faster for LeNet's 16-18 tensors (benchmarks/optimizer_step.py); SGD's, natively
+    # (SGD above), 2.6-3x faster again. (`fused=True` rounds differently: its results differ
+    # in the last bits, and the records would move.)
     lr, wd, foreach = config.lr, config.weight_decay, True
     if config.optimizer == "sgd":
         return SGD(params, lr=lr, momentum=config.momentum,
