@@ -1,7 +1,7 @@
 """The optimizer's step on a CPU, three ways: PyTorch's default there (a Python loop over the
 parameter tensors), its multi-tensor (`foreach`) update, and lenet's SGD (lenet.training.optim:
 the foreach update's floats in one native pass a tensor, lenet.native.sgd), which the recipes
-use; all three give the same numbers to the bit (tests/training/test_optim.py,
+with momentum use; all three give the same numbers to the bit (tests/training/test_optim.py,
 tests/native/test_sgd.py).
 
     python benchmarks/optimizer_step.py [--rounds 9] [--threads N]
@@ -32,7 +32,7 @@ from lenet.native import sgd
 from lenet.native.fastpath import prepare_model
 from lenet.run.directory import cpu_model
 from lenet.training.config import TrainConfig
-from lenet.training.optim import build_optimizer
+from lenet.training.optim import SGD, build_optimizer
 
 RECIPES = ("book", "speed-90", "speed-92", "best-100k")
 STEPS = 1_000
@@ -49,13 +49,13 @@ def alone(config: TrainConfig, rounds: int) -> str:
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     ours = build_optimizer(model.parameters(), config)
-    foreach = torch.optim.SGD(model.parameters(), **ours.defaults) if config.optimizer == "sgd" \
-        else ours
+    native = type(ours) is SGD  # lenet's (SGD with momentum), else PyTorch's own
+    foreach = torch.optim.SGD(model.parameters(), **ours.defaults) if native else ours
     loop = type(foreach)(model.parameters(), **{**foreach.defaults, "foreach": False})
     t_loop, t_foreach = alternate(partial(steps, loop), partial(steps, foreach), rounds)
     line = (f"alone: loop {t_loop / STEPS * 1e6:6.1f} us, foreach {t_foreach / STEPS * 1e6:6.1f} "
             f"us ({t_loop / t_foreach:.2f}x)")
-    if ours is not foreach:
+    if native:
         t_foreach, t_ours = alternate(partial(steps, foreach), partial(steps, ours), rounds)
         line += f", lenet {t_ours / STEPS * 1e6:6.1f} us ({t_foreach / t_ours:.2f}x foreach)"
     return line
@@ -114,7 +114,7 @@ def main() -> int:
                                                            image_size=(28, 28))).parameters()))
         print(f"{recipe} ({config.optimizer}, momentum {config.momentum}, {tensors} tensors)")
         print("  " + alone(config, args.rounds))
-        if config.optimizer == "sgd" and config.momentum:  # (without, lenet's is PyTorch's)
+        if config.optimizer == "sgd" and config.momentum:  # (without, lenet uses PyTorch's)
             print("  " + in_training(config, args.rounds))
     return 0
 

@@ -208,6 +208,7 @@ def test_lenet_doctor_prints_the_kernels_state(capsys, monkeypatch):
         # the small kernels, forced on: compiled where the kernel is
         assert "OOD k-NN:    compiled, " in out and "OOD pixels:  compiled" in out
         assert "DDP mean:    compiled: " in out
+        assert "SGD step:    compiled (one pass a tensor; PyTorch's floats to the bit" in out
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["native"]["mode"] == "on" and report["threads"] == torch.get_num_threads()
@@ -216,6 +217,7 @@ def test_lenet_doctor_prints_the_kernels_state(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "OOD k-NN:    off (LENET_NATIVE=0): PyTorch's" in out
     assert "OOD pixels:  off (LENET_NATIVE=0): numpy's" in out
+    assert "SGD step:    off (LENET_NATIVE=0): PyTorch's foreach step" in out
     monkeypatch.setenv("LENET_NATIVE", "maybe")
     assert main(["doctor"]) == 2
     assert capsys.readouterr().err.startswith("lenet: error: LENET_NATIVE='maybe'")

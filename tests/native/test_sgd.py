@@ -172,3 +172,5 @@ def test_the_recipes_get_it():
     model = torch.nn.Linear(3, 2)
     assert type(build_optimizer(model.parameters(), TrainConfig(recipe="speed-90"))) is SGD
     assert type(build_optimizer(model.parameters(), TrainConfig(optimizer="adam"))) is not SGD
+    book = build_optimizer(model.parameters(), TrainConfig())  # no momentum: PyTorch's own
+    assert type(book) is torch.optim.SGD and book.defaults["foreach"] is True

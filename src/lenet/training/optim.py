@@ -172,8 +172,10 @@ def build_optimizer(params: Iterable[torch.nn.Parameter],
     # in the last bits, and the records would move.)
     lr, wd, foreach = config.lr, config.weight_decay, True
     if config.optimizer == "sgd":
-        return SGD(params, lr=lr, momentum=config.momentum,
-                               nesterov=config.nesterov, weight_decay=wd, foreach=foreach)
+        # (without momentum PyTorch's step is one multi-tensor operation: nothing to gain)
+        kind = SGD if config.momentum else torch.optim.SGD
+        return kind(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov,
+                    weight_decay=wd, foreach=foreach)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd, foreach=foreach)
     if config.optimizer == "adamw":
