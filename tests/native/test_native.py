@@ -368,7 +368,7 @@ def test_empty_batches_and_mismatched_norms_use_pytorchs_layers():
 
 @pytest.mark.parametrize("momenta", [(0.1, 0.1), (0.1, 0.3)], ids=["one momentum", "two"])
 def test_running_statistics_update_as_each_norm_alone(momenta):
-    """Both norms' running statistics in four multi-tensor calls give the floats of the
+    """Both norms' running statistics, updated together, are the floats of PyTorch's
     update one norm at a time (momentum average, unbiased variance, one more batch), with
     one momentum or two."""
     norms = [nn.BatchNorm2d(6), nn.BatchNorm2d(16)]

@@ -286,19 +286,12 @@ def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation:
 @torch.no_grad()
 def _update_running_stats(norms: tuple[nn.BatchNorm2d, nn.BatchNorm2d],
                           stats: Sequence[torch.Tensor], counts: tuple[int, int]) -> None:
-    """As nn.BatchNorm2d does in training (momentum average, unbiased variance), for both
-    norms in four multi-tensor calls: the same operations on each tensor, so the same
-    floats, in a quarter of the calls (a training step makes them every time)."""
-    mean1, var1, mean2, var2 = stats
-    unbiased = torch._foreach_mul([var1, var2], [c / max(c - 1, 1) for c in counts])
-    torch._foreach_add_([required(n.num_batches_tracked) for n in norms], 1)
-    pairs = [(norms[0], mean1, unbiased[0]), (norms[1], mean2, unbiased[1])]
-    momenta = {n.momentum for n in norms}  # (fastpath._norm_ok: a number, not None)
-    for momentum in momenta:  # one, unless someone set the two apart
-        assert momentum is not None
-        mine = [(n, mean, var) for n, mean, var in pairs if n.momentum == momentum]
-        running = [t for n, _, _ in mine for t in (required(n.running_mean),
-                                                   required(n.running_var))]
-        torch._foreach_mul_(running, 1 - momentum)
-        torch._foreach_add_(running, [t for _, mean, var in mine for t in (mean, var)],
-                            alpha=momentum)
+    """As nn.BatchNorm2d does in training, for both norms (stats: mean1, var1, mean2, var2
+    of the batch): momentum average, unbiased variance, one more batch tracked."""
+    for norm, mean, var, count in zip(norms, stats[0::2], stats[1::2], counts, strict=True):
+        momentum = norm.momentum
+        assert momentum is not None  # fastpath._norm_ok: a number, not a cumulative mean
+        required(norm.num_batches_tracked).add_(1)
+        required(norm.running_mean).mul_(1 - momentum).add_(mean, alpha=momentum)
+        required(norm.running_var).mul_(1 - momentum).add_(var * (count / max(count - 1, 1)),
+                                                         alpha=momentum)
