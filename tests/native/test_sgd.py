@@ -90,6 +90,9 @@ def test_strides_of_dimensions_of_size_one_do_not_matter():
 
 
 def test_parameters_without_gradients_are_left_alone(monkeypatch):
+    calls = []
+    run = sgd.run
+    monkeypatch.setattr(sgd, "run", lambda *a: (calls.append(1), run(*a)))
     ours, optimizer, theirs, reference = pair(SETTINGS[1])
     frozen = ours[2].detach().clone()
     for step in range(3):
@@ -97,6 +100,7 @@ def test_parameters_without_gradients_are_left_alone(monkeypatch):
             for k, p in enumerate(params):
                 p.grad = None if k == 2 else torch.full(p.shape, 0.01 * (step + 1))
             opt.step()
+    assert len(calls) == 3  # natively, the others' step
     assert torch.equal(ours[2], frozen)
     assert "momentum_buffer" not in optimizer.state[ours[2]]
     for k, (p, q) in enumerate(zip(ours, theirs, strict=True)):
@@ -104,6 +108,16 @@ def test_parameters_without_gradients_are_left_alone(monkeypatch):
         if k != 2:
             assert torch.equal(optimizer.state[p]["momentum_buffer"],
                                reference.state[q]["momentum_buffer"])
+
+
+def test_a_parameter_that_starts_getting_gradients_joins_the_step():
+    ours, optimizer, theirs, reference = pair(SETTINGS[0])
+    for step in range(4):  # parameter 2 idle for two steps, then trained
+        for params, opt in ((ours, optimizer), (theirs, reference)):
+            for k, p in enumerate(params):
+                p.grad = None if k == 2 and step < 2 else torch.full(p.shape, 0.1 * (step + 1))
+            opt.step()
+    assert_same(ours, optimizer, theirs, reference)
 
 
 @pytest.mark.parametrize("case", ["maximize", "closure", "float64", "no momentum", "foreach off",

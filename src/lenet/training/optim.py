@@ -24,9 +24,8 @@ class SGD(torch.optim.SGD):
     alone, 350 -> 230 us inside a training step, where the fused kernel's backward pass has
     just pushed the parameters out of the cache). Anything it does not cover takes
     PyTorch's step: a closure, no momentum (one operation there already), maximize,
-    differentiable, tensor learning rates, a parameter without a gradient, sparse or GPU
-    tensors, mixed layouts. Its state is PyTorch's: checkpoints, schedulers and hooks see a
-    torch.optim.SGD."""
+    differentiable, tensor learning rates, sparse or GPU tensors, mixed layouts. Its state is
+    PyTorch's: checkpoints, schedulers and hooks see a torch.optim.SGD."""
 
     def step(self, closure: Any = None) -> Any:
         with torch.no_grad():
@@ -81,11 +80,12 @@ class _Plan:
     own objects out of the cache, and each Python operation there costs several times what
     it does alone."""
 
-    def __init__(self, group: dict[str, Any], state: Any, bufs: list[torch.Tensor],
-                 fresh: list[bool]) -> None:
-        params = list(group["params"])
+    def __init__(self, group: dict[str, Any], state: Any, params: list[torch.Tensor],
+                 bufs: list[torch.Tensor], fresh: list[bool]) -> None:
         n = len(params)
         self.param_list, self.state, self.params, self.bufs = group["params"], state, params, bufs
+        # parameters without a gradient at the plan's making: PyTorch's step skips them
+        self.idle = [p for p in group["params"] if p.grad is None]
         self.states = [state[p] for p in params]
         self.addresses = [p.data_ptr() for p in params]
         self.channels_last = [not p.is_contiguous() for p in params]
@@ -96,15 +96,13 @@ class _Plan:
 
     @classmethod
     def of(cls, group: dict[str, Any], state: Any) -> _Plan | None:
-        """The plan for `group`, every parameter with a gradient, all float32 on the CPU in
-        one dense block laid out alike; None otherwise. Momentum buffers a parameter lacks
-        are made (not yet given to the state), to be filled from its gradient, as PyTorch's
-        first step clones it."""
-        params = group["params"]
+        """The plan for `group` where its parameters with a gradient are all float32 on the
+        CPU in one dense block laid out alike; None otherwise. Momentum buffers a parameter
+        lacks are made (not yet given to the state), to be filled from its gradient, as
+        PyTorch's first step clones it."""
+        params = [p for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         bufs = [state[p].get("momentum_buffer") for p in params]
-        if not params:
-            return None
         for p, g, buf in zip(params, grads, bufs, strict=True):
             # (autograd keeps a gradient's dtype, device and shape its parameter's)
             if (g is None or g.layout is not torch.strided or not p.is_cpu
@@ -114,16 +112,18 @@ class _Plan:
                 return None
         made = [torch.empty_like(g) if buf is None else buf
                 for g, buf in zip(grads, bufs, strict=True)]
-        return cls(group, state, made, [buf is None for buf in bufs])
+        return cls(group, state, params, made, [buf is None for buf in bufs])
 
     def fits(self, group: dict[str, Any], state: Any) -> bool:
-        """Whether the group is still what the plan was made for (its parameters, their
-        storage and buffers, the optimizer's state), and every gradient is laid out as its
-        parameter; the gradients' pointers are filled in as it goes."""
+        """Whether the group is still what the plan was made for (its parameters, the same
+        ones with gradients, their storage and buffers, the optimizer's state), and every
+        gradient is laid out as its parameter; the gradients' pointers are filled in as it
+        goes."""
         params = self.params
         n = len(params)
         if (group["params"] is not self.param_list or state is not self.state
-                or len(self.param_list) != n):
+                or len(self.param_list) != n + len(self.idle)
+                or any(p.grad is not None for p in self.idle)):
             return False
         pointers, states, bufs, fresh = self.pointers, self.states, self.bufs, self.fresh
         for k, p in enumerate(params):
