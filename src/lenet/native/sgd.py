@@ -1,7 +1,11 @@
 """torch.optim.SGD's multi-tensor step in one native pass over each tensor (sgd.c): the
 same floats to the bit, checked on this machine before it is used.
 
-    done = sgd_step(groups_state)   # False: nothing was done, run PyTorch's step
+    if usable():                       # built, not turned off, and checked here
+        run(library(), pointers, n, sizes, fresh, settings)   # one step of n tensors
+
+lenet.training.optim.SGD keeps the arrays `run` reads from step to step; `step` builds them
+from tensors (what the check uses).
 
 The check (`reproduces_torch`, once a process): a few steps of PyTorch's foreach SGD and of
 sgd.c on the same tensors, with and without momentum, Nesterov, dampening and weight decay,
@@ -46,16 +50,6 @@ class Settings:
     dampening: float
     weight_decay: float
     nesterov: bool
-
-
-@cache
-def _sizes(sizes: tuple[int, ...]) -> ctypes.Array[ctypes.c_long]:
-    return (ctypes.c_long * len(sizes))(*sizes)
-
-
-@cache
-def _flags(flags: tuple[bool, ...]) -> ctypes.Array[ctypes.c_int]:
-    return (ctypes.c_int * len(flags))(*flags)
 
 
 def run(lib: ctypes.CDLL, pointers: ctypes.Array[ctypes.c_void_p], n: int,
