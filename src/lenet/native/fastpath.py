@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.onnx import is_in_onnx_export  # imported once: the attribute path costs 10 us
 
+from ..errors import ConfigError
 from ..models.network import ConvBlock, LeNet
 from . import guard, layout, lenet5
 from .network import WholeNetwork
@@ -132,8 +133,10 @@ class KernelPath:
 
     blocks = 2  # conv blocks it computes (LeNet.forward continues after `pool2`)
 
-    def __init__(self, kernel: lenet5.Blocks) -> None:
+    def __init__(self, kernel: lenet5.Blocks, bf16: bool = False) -> None:
         self.kernel = kernel
+        # bfloat16 products where allowed and the kernel has them (lenet5.bf16_dot)
+        self.bf16 = bf16 and lenet5.bf16_dot()
 
     def can_run(self, x: torch.Tensor) -> bool:
         """Whether this forward may run in the kernel (checked every call, in the order that
@@ -159,14 +162,33 @@ class KernelPath:
         return guard.decide(k, x.shape[0], backward).use_kernel  # measured faster, or forced
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.kernel(x) if self.can_run(x) else None
+        return self.kernel(x, self.bf16) if self.can_run(x) else None
 
     @classmethod
-    def of(cls, blocks: Sequence[ConvBlock]) -> KernelPath | None:
+    def of(cls, blocks: Sequence[ConvBlock], bf16: bool = False) -> KernelPath | None:
         """The fused path for `blocks` (their first two), or None where the kernel does not
-        compute them or is not available here."""
+        compute them or is not available here; `bf16` allows it bfloat16 products."""
         kernel = kernel_blocks(blocks)
-        return cls(kernel) if kernel is not None and lenet5.available() else None
+        return cls(kernel, bf16) if kernel is not None and lenet5.available() else None
+
+    def products(self) -> str:
+        """How its convolutions multiply, for a run's record."""
+        return ("bfloat16 (AVX512-BF16), summed in float32" if self.bf16 else "float32")
+
+
+FP32_PRECISIONS = ("ieee", "tf32", "bf16")  # PyTorch's names; tf32 is a GPU's (float32 here)
+
+
+def torch_conv_precision() -> str:
+    """What PyTorch allows float32 convolutions on the CPU (its oneDNN backend): "ieee"
+    (float32 products), "tf32" or "bf16" (`torch.backends.mkldnn.conv.fp32_precision`, which
+    inherits from `torch.backends.mkldnn`, then `torch.backends`, where it is "none")."""
+    mkldnn = torch.backends.mkldnn
+    for level in (getattr(mkldnn, "conv", None), mkldnn, torch.backends):  # (untyped: conv)
+        value = str(getattr(level, "fp32_precision", "none"))
+        if value != "none":
+            return value
+    return "ieee"
 
 
 def _lenets(model: nn.Module) -> list[LeNet]:
@@ -190,12 +212,18 @@ def evaluation_batch(model: nn.Module, device: torch.device) -> int:
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def prepare_model(model: ModuleT, device: torch.device, batch_size: int | None = None
-                  ) -> ModuleT:
+def prepare_model(model: ModuleT, device: torch.device, batch_size: int | None = None,
+                  conv_precision: str | None = None) -> ModuleT:
     """Move `model` to `device` and lay it out to train fastest there (in place): every LeNet
     in it gets the fused kernel as its `blocks_kernel` where its conv blocks allow. Given the
     training `batch_size`, a LeNet the kernel does not fuse goes channels-last where the
-    layout guard measures that faster (layout.py)."""
+    layout guard measures that faster (layout.py). `conv_precision` "bf16" lets the kernel
+    multiply in bfloat16 where the CPU has AVX512-BF16 (sums stay float32), as PyTorch's
+    own setting of that name lets oneDNN; None: PyTorch's setting (`torch_conv_precision`)."""
+    precision = conv_precision or torch_conv_precision()
+    if precision not in FP32_PRECISIONS:
+        raise ConfigError(f"unknown convolution precision {precision!r}; choose from "
+                          f"{', '.join(FP32_PRECISIONS)}")
     model.to(device)
     if device.type == "cpu":
         for parent in model.modules():
@@ -203,7 +231,8 @@ def prepare_model(model: ModuleT, device: torch.device, batch_size: int | None =
                 if AvgPool2d.can_replace(child):
                     setattr(parent, name, AvgPool2d(2, 2))
     for net in _lenets(model):  # (after the pools: the path holds the layers it reads)
-        net.blocks_kernel = KernelPath.of(net.conv_blocks()) if device.type == "cpu" else None
+        net.blocks_kernel = (KernelPath.of(net.conv_blocks(), bf16=precision == "bf16")
+                             if device.type == "cpu" else None)
     if device.type == "cpu":
         slow_in_nhwc = (nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                         nn.SyncBatchNorm)
@@ -261,6 +290,7 @@ def native_choice(model: nn.Module, batch_size: int, precision: str = "fp32") ->
     decision = guard.decide(path.kernel, batch_size, backward=True)
     return {"path": "fused kernel" if decision.use_kernel else "pytorch", "why": decision.why,
             "fused_ms": decision.fused_ms, "torch_ms": decision.torch_ms,
+            **({"products": path.products()} if decision.use_kernel else {}),
             **({} if decision.use_kernel else _layout_of(model, batch_size)),
             "kernel": guard.kernel_report()}
 

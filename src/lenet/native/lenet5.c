@@ -68,7 +68,7 @@ enum { POOL_AVG = 0, POOL_MAX = 1 };
 
 int lenet5_saved_floats(int batch_norm) { return batch_norm ? SAVED_SIZE_BN : SAVED_SIZE; }
 int lenet5_scratch_floats(void) { return SCRATCH_SIZE_BN; }  /* per image, backward with BN */
-int lenet5_abi_version(void) { return 8; }
+int lenet5_abi_version(void) { return 9; }
 int lenet5_vector_width(void) { return VW; }  /* floats per vector in this build */
 
 int lenet5_parallel(void) {  /* 1 if chunks run in parallel (built with OpenMP) */
@@ -325,6 +325,288 @@ static void transpose_w2(const float *w2, float *w2t) {  /* [16][150] -> [150][1
         for (int k = 0; k < 150; k++) w2t[k * 16 + co] = w2[co * 150 + k];
 }
 
+/* ---- bfloat16 dot products (AVX512-BF16) ----
+   Where the caller allows it (as PyTorch's fp32_precision "bf16" allows oneDNN) and the
+   build has AVX512-BF16, each convolution multiplies bfloat16 operands, rounded to nearest
+   even from the float32 maps, gradients and weights, and sums in float32: vdpbf16ps does
+   32 multiply-adds an instruction, twice a float32 FMA's 16, at the same rate on Zen 4.
+   The operands go in pairs along a summed dimension (two channels, two pixels, two taps),
+   a pair in 32 bits, the first in the low half. Everything else (batch norm, activations,
+   pooling, the biases' gradients, what is kept for the backward pass) stays float32. */
+#if VW == 16 && defined(__AVX512BF16__) && defined(__AVX512BW__)
+#define BF16_DOT 1
+#include <stdint.h>
+typedef uint32_t pair_t;
+
+static inline vf dot2(vf acc, __m512i a, __m512i b) {  /* acc + a.lo*b.lo + a.hi*b.hi */
+    return (vf)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
+}
+
+static inline __m512i bcast2(const void *p) {  /* the pair at p (any alignment), 16 times */
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32((int)v);
+}
+
+/* 16 pairs (lo[k], hi[k]). */
+static inline __m512i pair_up(vf lo, vf hi) {
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
+                                           25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                           18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(order,
+                                    (__m512i)_mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo));
+}
+
+/* 16 floats -> 16 bfloat16 in order (8 pairs of neighbours) */
+static inline void store_bf16(void *dst, vf x) {
+    _mm256_storeu_si256(dst, (__m256i)_mm512_cvtneps_pbh((__m512)x));
+}
+
+/* One float -> bfloat16 bits as the instructions round: nearest even, denormals to zero. */
+static inline uint32_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;  /* NaN stays NaN */
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+typedef struct {  /* the weights as the bf16 convolutions read them, made once a call */
+    __m512i w2c[75];       /* conv2 forward: [input-channel pair][ki][kj], 16 outputs */
+    pair_t w2q[150 * 8];   /* conv2's input gradient: [ci][ki][kj][output-channel pair] */
+    pair_t w1q[6 * 5 * 3]; /* conv1 forward: [c][ki][kj pair], taps (0,1) (2,3) (4,-) */
+} Bf16Weights;
+
+static void bf16_weights(const float *w1, const float *w2t, Bf16Weights *bw) {
+    for (int cp = 0; cp < 3; cp++)
+        for (int t = 0; t < 25; t++)
+            bw->w2c[cp * 25 + t] = pair_up(loadv(w2t + ((2 * cp) * 25 + t) * 16),
+                                           loadv(w2t + ((2 * cp + 1) * 25 + t) * 16));
+    for (int k = 0; k < 150; k++) store_bf16(bw->w2q + k * 8, loadv(w2t + k * 16));
+    for (int c = 0; c < 6 && w1; c++)  /* (the backward pass has no w1q to make) */
+        for (int ki = 0; ki < 5; ki++)
+            for (int p = 0; p < 3; p++) {
+                const float *w = w1 + c * 25 + ki * 5 + 2 * p;
+                bw->w1q[(c * 5 + ki) * 3 + p] = bf16_bits(w[0]) | (p < 2 ? bf16_bits(w[1]) << 16 : 0);
+            }
+}
+
+/* The zero-padded input (32 rows of 48): xq[p][r][x] = (pad[r][x+2p], pad[r][x+2p+1]) for
+   conv1's forward pass (p < 3, x < 32), or xh[r][x] = pad[r][x] in bfloat16 for its
+   weight gradient. */
+static void input_bf16(const float *x, pair_t *xq, uint16_t *xh) {
+    ALIGNED float pad[XP_H * 48];
+    memset(pad, 0, sizeof pad);
+    for (int i = 0; i < 28; i++) memcpy(pad + (i + 2) * 48 + 2, x + i * 28, 28 * sizeof(float));
+    for (int r = 0; r < XP_H; r++) {
+        const float *row = pad + r * 48;
+        if (xq)
+            for (int p = 0; p < 3; p++)
+                for (int v = 0; v < 32; v += 16)
+                    _mm512_storeu_si512(xq + (p * XP_H + r) * 32 + v,
+                                        pair_up(loadv(row + 2 * p + v),
+                                                loadv(row + 2 * p + 1 + v)));
+        if (xh)
+            for (int v = 0; v < 48; v += 16) store_bf16(xh + r * 48 + v, loadv(row + v));
+    }
+}
+
+static void conv1_raw_bf16(const pair_t *xq, const pair_t *w1q, const float *b1, float *z) {
+    for (int i = 0; i < 28; i++) {
+        vf acc[6][2];
+        for (int c = 0; c < 6; c++) acc[c][0] = acc[c][1] = splat(b1[c]);
+        for (int ki = 0; ki < 5; ki++)
+            for (int p = 0; p < 3; p++) {
+                const pair_t *row = xq + (p * XP_H + i + ki) * 32;
+                __m512i lo = _mm512_loadu_si512(row), hi = _mm512_loadu_si512(row + 16);
+                for (int c = 0; c < 6; c++) {
+                    __m512i w = _mm512_set1_epi32((int)w1q[(c * 5 + ki) * 3 + p]);
+                    acc[c][0] = dot2(acc[c][0], lo, w);
+                    acc[c][1] = dot2(acc[c][1], hi, w);
+                }
+            }
+        for (int c = 0; c < 6; c++) {
+            storev(z + (c * 28 + i) * A1_W, acc[c][0]);
+            storev(z + (c * 28 + i) * A1_W + 16, acc[c][1]);
+        }
+    }
+}
+
+/* conv2 before its activation (z2[pixel][16]) from pairs of input channels. */
+static void conv2_raw_bf16(const float *p1, const __m512i *w2c, const float *b2, float *z2) {
+    ALIGNED pair_t p1c[3 * 196];  /* [channel pair][14 * 14] */
+    for (int cp = 0; cp < 3; cp++) {
+        const float *lo = p1 + 2 * cp * 196, *hi = lo + 196;
+        int k = 0;
+        for (; k + 16 <= 196; k += 16)
+            _mm512_storeu_si512(p1c + cp * 196 + k, pair_up(loadv(lo + k), loadv(hi + k)));
+        for (; k < 196; k++) p1c[cp * 196 + k] = bf16_bits(lo[k]) | bf16_bits(hi[k]) << 16;
+    }
+    for (int i = 0; i < 10; i++) {
+        vf acc[10];
+        for (int j = 0; j < 10; j++) acc[j] = loadv(b2);
+        for (int cp = 0; cp < 3; cp++)
+            for (int ki = 0; ki < 5; ki++)
+                for (int kj = 0; kj < 5; kj++) {
+                    __m512i w = w2c[(cp * 5 + ki) * 5 + kj];
+                    const pair_t *row = p1c + cp * 196 + (i + ki) * 14 + kj;
+                    for (int j = 0; j < 10; j++)
+                        acc[j] = dot2(acc[j], w, _mm512_set1_epi32((int)row[j]));
+                }
+        for (int j = 0; j < 10; j++) storev(z2 + (i * 10 + j) * 16, acc[j]);
+    }
+}
+
+/* conv2_backward's work with bf16 products: the weight gradient from pairs of neighbouring
+   pixels, the input gradient from pairs of output channels. */
+static void conv2_backward_bf16(const float *dz2, const float *p1, const pair_t *w2q,
+                                float *gw2t, double *gb2, float *dp1) {
+    vf s = splat(0.0f);
+    for (int p = 0; p < 100; p++) s += loadv(dz2 + p * 16);
+    for (int k = 0; k < 16; k++) gb2[k] += s[k];
+    __m512i dzp[50];  /* [row][pixel pair], 16 channels */
+    for (int i = 0; i < 10; i++)
+        for (int jp = 0; jp < 5; jp++)
+            dzp[i * 5 + jp] = pair_up(loadv(dz2 + (i * 10 + 2 * jp) * 16),
+                                      loadv(dz2 + (i * 10 + 2 * jp + 1) * 16));
+    ALIGNED uint16_t p1h[6 * 196];
+    int k = 0;
+    for (; k + 16 <= 6 * 196; k += 16) store_bf16(p1h + k, loadv(p1 + k));
+    for (; k < 6 * 196; k++) p1h[k] = (uint16_t)bf16_bits(p1[k]);
+    for (int ci = 0; ci < 6; ci++)
+        for (int ki = 0; ki < 5; ki += 2) {
+            int rows = ki + 1 < 5 ? 2 : 1;
+            float *g = gw2t + (ci * 5 + ki) * 5 * 16;
+            vf a[5], b[5];
+            for (int kj = 0; kj < 5; kj++) {
+                a[kj] = loadv(g + kj * 16);
+                b[kj] = rows == 2 ? loadv(g + (5 + kj) * 16) : splat(0.0f);
+            }
+            for (int i = 0; i < 10; i++) {
+                const uint16_t *r0 = p1h + (ci * 14 + i + ki) * 14, *r1 = r0 + 14;
+                for (int jp = 0; jp < 5; jp++) {
+                    __m512i d = dzp[i * 5 + jp];
+                    for (int kj = 0; kj < 5; kj++) a[kj] = dot2(a[kj], d, bcast2(r0 + 2 * jp + kj));
+                    if (rows == 2)
+                        for (int kj = 0; kj < 5; kj++)
+                            b[kj] = dot2(b[kj], d, bcast2(r1 + 2 * jp + kj));
+                }
+            }
+            for (int kj = 0; kj < 5; kj++) {
+                storev(g + kj * 16, a[kj]);
+                if (rows == 2) storev(g + (5 + kj) * 16, b[kj]);
+            }
+        }
+    /* input gradient: as conv2_backward's, dz rows -1 and 10 zero, columns offset by 4 */
+    ALIGNED pair_t dzq[8 * 12 * DYC_W];  /* [output-channel pair][row + 1][column + 4] */
+    memset(dzq, 0, sizeof dzq);
+    for (int p = 0; p < 100; p++) {
+        pair_t pairs[8];
+        store_bf16(pairs, loadv(dz2 + p * 16));
+        for (int cop = 0; cop < 8; cop++)
+            dzq[(cop * 12 + p / 10 + 1) * DYC_W + 4 + p % 10] = pairs[cop];
+    }
+    for (int y = 0; y < 14; y += 2) {
+        vf a[6], b[6];
+        for (int ci = 0; ci < 6; ci++) a[ci] = b[ci] = splat(0.0f);
+        for (int ki = 0; ki < 5; ki++) {
+            int r = y - ki;
+            if (r < -1 || r > 9) continue;
+            for (int cop = 0; cop < 8; cop++) {
+                const pair_t *row = dzq + (cop * 12 + r + 1) * DYC_W + 4;
+                for (int kj = 0; kj < 5; kj++) {
+                    __m512i v0 = _mm512_loadu_si512(row - kj);
+                    __m512i v1 = _mm512_loadu_si512(row + DYC_W - kj);
+                    for (int ci = 0; ci < 6; ci++) {
+                        __m512i w = _mm512_set1_epi32((int)w2q[(ci * 25 + ki * 5 + kj) * 8 + cop]);
+                        a[ci] = dot2(a[ci], v0, w);
+                        b[ci] = dot2(b[ci], v1, w);
+                    }
+                }
+            }
+        }
+        for (int ci = 0; ci < 6; ci++) {
+            storev(dp1 + (ci * 14 + y) * 16, a[ci]);
+            storev(dp1 + (ci * 14 + y + 1) * 16, b[ci]);
+        }
+    }
+}
+
+/* conv1_backward with bf16 products: pairs of neighbouring columns of dz1 and the input. */
+static void conv1_backward_bf16(const float *dz1, const float *x, double *g1) {
+    ALIGNED uint16_t xh[XP_H * 48], dyh[28 * 32];
+    input_bf16(x, NULL, xh);
+    double *gw1 = g1, *gb1 = g1 + 150;
+    for (int c = 0; c < 6; c++) {
+        const float *d = dz1 + c * 28 * A1_W;
+        vf s = splat(0.0f);
+        for (int i = 0; i < 28; i++) {
+            vf lo = loadv(d + i * A1_W), hi = loadv(d + i * A1_W + 16);
+            s += lo + hi;
+            _mm512_storeu_si512(dyh + i * 32,
+                                (__m512i)_mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo));
+        }
+        gb1[c] += hsum(s);
+        for (int ki = 0; ki < 5; ki += 2) {  /* rows ki and ki+1 share each dy load */
+            int rows = ki + 1 < 5 ? 2 : 1;
+            vf a[5], b[5];
+            for (int kj = 0; kj < 5; kj++) a[kj] = b[kj] = splat(0.0f);
+            for (int i = 0; i < 28; i++) {
+                __m512i dy = _mm512_loadu_si512(dyh + i * 32);
+                const uint16_t *r0 = xh + (i + ki) * 48;
+                for (int kj = 0; kj < 5; kj++)
+                    a[kj] = dot2(a[kj], dy, _mm512_loadu_si512(r0 + kj));
+                if (rows == 2)
+                    for (int kj = 0; kj < 5; kj++)
+                        b[kj] = dot2(b[kj], dy, _mm512_loadu_si512(r0 + 48 + kj));
+            }
+            for (int kj = 0; kj < 5; kj++) {
+                gw1[c * 25 + ki * 5 + kj] += hsum(a[kj]);
+                if (rows == 2) gw1[c * 25 + (ki + 1) * 5 + kj] += hsum(b[kj]);
+            }
+        }
+    }
+}
+#else
+#define BF16_DOT 0
+typedef struct { int unused; } Bf16Weights;
+static inline void bf16_weights(const float *w1, const float *w2t, Bf16Weights *bw) {
+    (void)w1, (void)w2t, (void)bw;
+}
+#endif
+
+int lenet5_bf16_dot(void) { return BF16_DOT; }  /* 1 if this build has the bf16 products */
+
+/* The conv layers by either arithmetic: bw is NULL for float32 products. */
+static void conv1_forward(const float *x, const float *w1, const float *b1,
+                          const Bf16Weights *bw, float *z) {
+#if BF16_DOT
+    if (bw) {
+        ALIGNED pair_t xq[3 * XP_H * 32];
+        input_bf16(x, xq, NULL);
+        conv1_raw_bf16(xq, bw->w1q, b1, z);
+        return;
+    }
+#endif
+    (void)bw;
+    ALIGNED float xs[XS_SIZE];
+    shifted_input(x, xs);
+    conv1_raw(xs, w1, b1, z);
+}
+
+static void conv2_forward(const float *p1, const float *w2t, const float *b2,
+                          const Bf16Weights *bw, float *z2) {
+#if BF16_DOT
+    if (bw) {
+        conv2_raw_bf16(p1, bw->w2c, b2, z2);
+        return;
+    }
+#endif
+    (void)bw;
+    conv2_raw(p1, w2t, b2, z2);
+}
+
+
 /* ---- batch norm ----
    bn (89 floats): gamma1[6] beta1[6] gamma2[16] beta2[16] mean1[6] var1[6] mean2[16]
    var2[16] eps. Training (BN_BATCH): the forward pass writes the batch's mean and biased
@@ -392,13 +674,11 @@ static void bn_batch_stat(const double *sums, int parts, int channels, double co
 static void forward_image(const float *x, const float *w1, const float *b1, const float *w2t,
                           const float *b2, const float *scale1, const float *shift1,
                           const float *scale2, const float *shift2, float *out, float *maps,
-                          int act, int pool) {
-    ALIGNED float xs[XS_SIZE];
+                          int act, int pool, const Bf16Weights *bw) {
     float *a1 = maps, *p1 = maps + A1_SIZE, *a2 = maps + A1_SIZE + P1_SIZE;
-    shifted_input(x, xs);
-    conv1_raw(xs, w1, b1, a1);
+    conv1_forward(x, w1, b1, bw, a1);
     act_pool1(a1, scale1, shift1, a1, p1, act, pool);
-    conv2_raw(p1, w2t, b2, a2);
+    conv2_forward(p1, w2t, b2, bw, a2);
     act_pool2(a2, scale2, shift2, a2, out, act, pool);
 }
 
@@ -407,11 +687,14 @@ static void forward_image(const float *x, const float *w1, const float *b1, cons
    parts * lenet5_saved_floats(0) floats of scratch. */
 void lenet5_forward(int n, int parts, const float *x, const float *w1, const float *b1,
                     const float *w2, const float *b2, float *out, float *saved, int save,
-                    int act, int pool, int bn_mode, float *bn) {
+                    int act, int pool, int bn_mode, float *bn, int bf16) {
     ALIGNED float w2t[150 * 16];
     float scale1[6], shift1[6];
     ALIGNED float scale2[16], shift2[16];
     transpose_w2(w2, w2t);
+    ALIGNED Bf16Weights bf16_w;
+    const Bf16Weights *bw = bf16 && BF16_DOT ? &bf16_w : NULL;
+    if (bw) bf16_weights(w1, w2t, &bf16_w);
     if (parts > MAX_PARTS) parts = MAX_PARTS;
 
     if (bn_mode != BN_BATCH) {  /* one pass: each image's maps stay in L1 between layers */
@@ -422,7 +705,7 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
             for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++)
                 forward_image(x + (long)b * 784, w1, b1, w2t, b2, scale1, shift1, scale2, shift2,
                               out + (long)b * 400, saved + (long)(save ? b : k) * SAVED_SIZE,
-                              act, pool);
+                              act, pool, bw);
         return;
     }
     /* Batch statistics couple the images: three passes with a reduction between them. */
@@ -432,10 +715,8 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
     for (int k = 0; k < parts; k++)
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
-            ALIGNED float xs[XS_SIZE];
-            shifted_input(x + (long)b * 784, xs);
             float *z1 = saved + (long)b * SAVED_SIZE_BN + BN_Z1;
-            conv1_raw(xs, w1, b1, z1);
+            conv1_forward(x + (long)b * 784, w1, b1, bw, z1);
             stats1(z1, NULL, sums1[k]);
         }
     bn_batch_stat(&sums1[0][0], parts, 6, (double)n * 784, 0, bn + BN_MEAN1);
@@ -451,7 +732,7 @@ void lenet5_forward(int n, int parts, const float *x, const float *w1, const flo
             ALIGNED float a1[A1_SIZE];
             float *m = saved + (long)b * SAVED_SIZE_BN;
             act_pool1(m + BN_Z1, scale1, shift1, a1, m + BN_P1, act, pool);
-            conv2_raw(m + BN_P1, w2t, b2, m + BN_Z2);
+            conv2_forward(m + BN_P1, w2t, b2, bw, m + BN_Z2);
             stats2(m + BN_Z2, NULL, sums2[k]);
         }
     bn_batch_stat(&sums2[0][0], parts, 16, (double)n * 100, 0, bn + BN_MEAN2);
@@ -666,11 +947,44 @@ static void store_conv2_grads(const float *gw2t, const double *gb2, float *row) 
    order, to row k of grads (parts rows of GRAD_FLOATS), then the batch norm's dgamma1,
    dbeta1, dgamma2, dbeta2 (row 0 holds them whole; other rows 0). With BN_BATCH, scratch
    holds n * SCRATCH_SIZE_BN floats. */
+static void conv2_backward_any(const float *dz2, const float *p1, const float *w2,
+                               const Bf16Weights *bw, float *gw2t, double *gb2, float *dp1) {
+#if BF16_DOT
+    if (bw) {
+        conv2_backward_bf16(dz2, p1, bw->w2q, gw2t, gb2, dp1);
+        return;
+    }
+#endif
+    (void)bw;
+    conv2_backward(dz2, p1, w2, gw2t, gb2, dp1);
+}
+
+static void conv1_backward_any(const float *dz1, const float *x, const Bf16Weights *bw,
+                               double *g1) {
+#if BF16_DOT
+    if (bw) {
+        conv1_backward_bf16(dz1, x, g1);
+        return;
+    }
+#endif
+    (void)bw;
+    ALIGNED float xs[XS_SIZE];
+    shifted_input(x, xs);
+    conv1_backward(dz1, xs, g1);
+}
+
 void lenet5_backward(int n, int parts, const float *x, const float *w2, const float *saved,
                      const float *gout, float *grads, int act, int pool, int bn_mode,
-                     const float *bn, float *scratch) {
+                     const float *bn, float *scratch, int bf16) {
     if (parts > MAX_PARTS) parts = MAX_PARTS;
     memset(grads, 0, sizeof(float) * GRAD_FLOATS * parts);
+    ALIGNED Bf16Weights bf16_w;
+    const Bf16Weights *bw = bf16 && BF16_DOT ? &bf16_w : NULL;
+    if (bw) {
+        ALIGNED float w2t[150 * 16];
+        transpose_w2(w2, w2t);
+        bf16_weights(NULL, w2t, &bf16_w);
+    }
 
     if (bn_mode != BN_BATCH) {
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
@@ -680,13 +994,12 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
             double gb2[16] = {0}, g1[156] = {0};
             memset(gw2t, 0, sizeof gw2t);
             for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
-                ALIGNED float xs[XS_SIZE], dp1[6 * 14 * 16], dy1[A1_SIZE], dy2[100 * 16];
+                ALIGNED float dp1[6 * 14 * 16], dy1[A1_SIZE], dy2[100 * 16];
                 const float *m = saved + (long)b * SAVED_SIZE;
                 act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
-                conv2_backward(dy2, m + A1_SIZE, w2, gw2t, gb2, dp1);
+                conv2_backward_any(dy2, m + A1_SIZE, w2, bw, gw2t, gb2, dp1);
                 act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
-                shifted_input(x + (long)b * 784, xs);
-                conv1_backward(dy1, xs, g1);
+                conv1_backward_any(dy1, x + (long)b * 784, bw, g1);
             }
             for (int j = 0; j < 156; j++) row[j] = (float)g1[j];
             store_conv2_grads(gw2t, gb2, row);
@@ -773,7 +1086,7 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                            * (loadv(dz2 + p * 16 + o) - loadv(mdy2 + o)
                               - xhat * loadv(mdyx2 + o)));
                 }
-            conv2_backward(dz2, m + BN_P1, w2, gw2t, gb2, dp1);
+            conv2_backward_any(dz2, m + BN_P1, w2, bw, gw2t, gb2, dp1);
             activate1(m + BN_Z1, scale1, shift1, a1, act);
             act_pool1_backward(dp1, a1, m + BN_P1, dy1, act, pool);
             for (int c = 0; c < 6; c++) {
@@ -809,7 +1122,6 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
         float *row = grads + (long)k * GRAD_FLOATS;
         double g1[156] = {0};
         for (int b = chunk_start(n, parts, k); b < chunk_start(n, parts, k + 1); b++) {
-            ALIGNED float xs[XS_SIZE];
             const float *m = saved + (long)b * stride;
             float *dz1 = scratch + b * scratch_stride;
             for (int c = 0; c < 6; c++) {
@@ -826,8 +1138,7 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                     }
                 }
             }
-            shifted_input(x + (long)b * 784, xs);
-            conv1_backward(dz1, xs, g1);
+            conv1_backward_any(dz1, x + (long)b * 784, bw, g1);
         }
         for (int j = 0; j < 156; j++) row[j] = (float)g1[j];
     }
@@ -889,7 +1200,8 @@ void lenet5_logits(int n, const unsigned char *x8, const float *w1,
     float *maps = scratch, *h0 = scratch + SAVED_SIZE, *h1 = h0 + widest;
     for (int b = 0; b < n; b++) {
         for (int i = 0; i < 784; i++) image[i] = x8[(long)b * 784 + i] * (1.0f / 255.0f);
-        forward_image(image, w1, b1, w2t, b2, scale1, shift1, scale2, shift2, h0, maps, act, pool);
+        forward_image(image, w1, b1, w2t, b2, scale1, shift1, scale2, shift2, h0, maps, act, pool,
+                      NULL);
         for (int k = 0; k < n_dense; k++) {
             int last = k == n_dense - 1;
             dense(weights[k], biases[k], h0, last ? logits + (long)b * sizes[n_dense] : h1,

@@ -33,7 +33,7 @@ GRAD_SIZES = (150, 6, 2400, 16, 6, 6, 16, 16)
 GRAD_FLOATS = sum(GRAD_SIZES)
 BN_NONE, BN_BATCH, BN_GIVEN = 0, 1, 2  # no batch norm; batch statistics; running statistics
 MIN_CHUNK = 8  # images per parallel chunk at least: smaller batches use fewer threads
-ABI_VERSION = 8
+ABI_VERSION = 9
 
 _float_p = ctypes.c_void_p
 
@@ -61,10 +61,12 @@ def library() -> ctypes.CDLL | None:
     lib.lenet5_max_parts.restype = ctypes.c_int
     ints = [ctypes.c_int, ctypes.c_int]
     lib.lenet5_forward.restype = None
-    lib.lenet5_forward.argtypes = [*ints, *[_float_p] * 7, *[ctypes.c_int] * 4, _float_p]
+    lib.lenet5_forward.argtypes = [*ints, *[_float_p] * 7, *[ctypes.c_int] * 4, _float_p,
+                                   ctypes.c_int]
     lib.lenet5_backward.restype = None
     lib.lenet5_backward.argtypes = [*ints, *[_float_p] * 5, *[ctypes.c_int] * 3, _float_p,
-                                    _float_p]
+                                    _float_p, ctypes.c_int]
+    lib.lenet5_bf16_dot.restype = ctypes.c_int
     lib.lenet5_logits.restype = None
     lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 5, ctypes.c_int, *[_float_p] * 5,
                                   *[ctypes.c_int] * 3, _float_p]
@@ -127,6 +129,13 @@ def describe() -> str:
             + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")")
 
 
+def bf16_dot() -> bool:
+    """Whether the loaded kernel can multiply in bfloat16 (built for a CPU with AVX512-BF16):
+    `conv_blocks(..., bf16=True)` then rounds the convolutions' operands to bfloat16 and sums
+    their products in float32, 32 of them an instruction instead of 16."""
+    return available() and _sizes().bf16_dot
+
+
 @dataclass(frozen=True)
 class _Sizes:
     """What the library says of itself, asked once (each ctypes call costs a microsecond or
@@ -136,6 +145,7 @@ class _Sizes:
     max_parts: int
     saved: tuple[int, int]  # floats an image keeps for the backward pass: without, with BN
     scratch: int  # floats an image of the backward pass with batch statistics needs
+    bf16_dot: bool  # bfloat16 products built in (AVX512-BF16)
 
 
 @cache
@@ -144,7 +154,7 @@ def _sizes() -> _Sizes:
     assert lib is not None  # asked only where the kernel runs
     return _Sizes(bool(lib.lenet5_parallel()), lib.lenet5_max_parts(),
                   (lib.lenet5_saved_floats(0), lib.lenet5_saved_floats(1)),
-                  lib.lenet5_scratch_floats())
+                  lib.lenet5_scratch_floats(), bool(lib.lenet5_bf16_dot()))
 
 
 def _parts(n: int) -> int:
@@ -184,7 +194,7 @@ def required(tensor: torch.Tensor | None) -> torch.Tensor:
 class _ConvBlocks(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, gamma1, beta1, gamma2, beta2, bn, activation, pool,
-                bn_mode):
+                bn_mode, bf16):
         lib = library()
         assert lib is not None  # the blocks run on the kernel only where it loaded
         ctx.w1_stride = w1.stride()  # channels-last or not: conv1's gradient is laid out alike
@@ -198,10 +208,10 @@ class _ConvBlocks(torch.autograd.Function):
         bn = bn if bn is not None else x.new_zeros(1)
         codes = ACTIVATION_CODES[activation], POOL_CODES[pool], bn_mode
         lib.lenet5_forward(n, parts, _ptr(x), _ptr(w1), _ptr(b1), _ptr(w2), _ptr(b2), _ptr(out),
-                           _ptr(saved), int(save), *codes, _ptr(bn))
+                           _ptr(saved), int(save), *codes, _ptr(bn), int(bf16))
         if save:
             ctx.save_for_backward(x, w2, saved, bn)
-            ctx.codes = codes
+            ctx.codes, ctx.bf16 = codes, bf16
         stats = bn[44:88].clone()  # the batch's means and variances, for the running ones
         ctx.mark_non_differentiable(stats)
         return out, stats
@@ -217,7 +227,7 @@ class _ConvBlocks(torch.autograd.Function):
         grads = x.new_empty((parts, GRAD_FLOATS))
         scratch = x.new_empty((n, _sizes().scratch) if ctx.codes[2] == BN_BATCH else 1)
         lib.lenet5_backward(n, parts, _ptr(x), _ptr(w2), _ptr(saved), _ptr(grad_out),
-                            _ptr(grads), *ctx.codes, _ptr(bn), _ptr(scratch))
+                            _ptr(grads), *ctx.codes, _ptr(bn), _ptr(scratch), int(ctx.bf16))
         total = grads[0] if parts == 1 else grads.sum(0)
         gw1, gb1, gw2, gb2, gg1, gbe1, gg2, gbe2 = total.split(GRAD_SIZES)
         bn_grads = (gg1, gbe1, gg2, gbe2) if ctx.codes[2] == BN_BATCH else (None,) * 4
@@ -226,7 +236,7 @@ class _ConvBlocks(torch.autograd.Function):
         # (and DDP's reducer, which compares them, has nothing to warn about).
         gw1 = gw1.view(6, 1, 5, 5).as_strided((6, 1, 5, 5), ctx.w1_stride)
         return (None, gw1, gb1, gw2.view(16, 6, 5, 5), gb2, *bn_grads,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -257,26 +267,31 @@ class Blocks:
                       required(bn.running_var)]
         return found
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 16, 5, 5)
+    def __call__(self, x: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        """(B, 1, 28, 28) -> (B, 16, 5, 5); `bf16` as `conv_blocks` has it."""
         return conv_blocks(x, self.conv1, self.conv2, self.activation, self.pool, self.bn1,
-                           self.bn2)
+                           self.bn2, bf16=bf16)
 
 
 def conv_blocks(x: torch.Tensor, conv1: nn.Conv2d, conv2: nn.Conv2d, activation: str,
                 pool: str, bn1: nn.BatchNorm2d | None = None,
-                bn2: nn.BatchNorm2d | None = None) -> torch.Tensor:
+                bn2: nn.BatchNorm2d | None = None, *, bf16: bool = False) -> torch.Tensor:
     """(B, 1, 28, 28) float32 CPU -> (B, 16, 5, 5): LeNet-5's two conv blocks, fused, with a
     batch norm after each convolution if given (batch statistics in training mode, the
-    running ones otherwise; the running ones are updated as PyTorch does)."""
+    running ones otherwise; the running ones are updated as PyTorch does). `bf16`: the
+    convolutions multiply bfloat16 roundings of their operands, forward and backward, and
+    sum in float32, where the kernel has the instructions (`bf16_dot()`; else float32)."""
+    bf16 = bf16 and bf16_dot()
     if bn1 is None:
         out, _ = _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
-                                   None, None, None, None, None, activation, pool, BN_NONE)
+                                   None, None, None, None, None, activation, pool, BN_NONE,
+                                   bf16)
         return out
     assert bn2 is not None  # bn1 and bn2 come together
     mode = BN_BATCH if bn1.training else BN_GIVEN
     out, stats = _ConvBlocks.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias,
                                    bn1.weight, bn1.bias, bn2.weight, bn2.bias,
-                                   bn_buffer(bn1, bn2, mode), activation, pool, mode)
+                                   bn_buffer(bn1, bn2, mode), activation, pool, mode, bf16)
     if mode == BN_BATCH:
         _update_running_stats((bn1, bn2), stats.split((6, 6, 16, 16)),
                               (x.shape[0] * 784, x.shape[0] * 100))

@@ -128,7 +128,8 @@ class _Fit:
         # One process: the layout guard may pick channels-last. Several: no timing decides
         # (ranks could decide apart, and DDP's buckets follow each rank's layout).
         model = self.model = prepare_model(
-            model, device, None if world.distributed else config.batch_size)
+            model, device, None if world.distributed else config.batch_size,
+            config.conv_precision)
         if config.eval_batch_size is None:  # by the path the model now has
             self.loaders.eval.batch_size = evaluation_batch(model, device)
         self.trained, gradient_sum = ddp.wrap(model, device, world)  # DDP: torchrun

@@ -27,6 +27,8 @@ AUGMENTATION_PARTS = ("flip", "shift", "erase")
 AUGMENTATIONS = (None, *("+".join(parts) for k in range(1, len(AUGMENTATION_PARTS) + 1)
                          for parts in itertools.combinations(AUGMENTATION_PARTS, k)))
 PRECISIONS = ("fp32", "bf16", "fp16")
+# the fused kernel's products: float32, or bfloat16 where the CPU has AVX512-BF16
+CONV_PRECISIONS = ("ieee", "bf16")
 TEST_TIME_AUGMENTATIONS = (None, "flip", "flip+shift")  # lenet.data.loader.tta_views
 
 
@@ -141,6 +143,9 @@ class TrainConfig:
     # one pixel up-left and down-right (lenet.data.loader.tta_views)
     tta: str | None = recipe_option(None)
     precision: str = recipe_option("fp32")  # "bf16"/"fp16": autocast convolutions and matmuls
+    # "bf16": float32 tensors, but the fused kernel's convolutions multiply bfloat16 roundings
+    # (sums in float32) where the CPU has AVX512-BF16, as PyTorch's fp32_precision allows
+    conv_precision: str = recipe_option("ieee")
     target_accuracy: float | None = recipe_option(None)  # stop after the first epoch reaching it
     # Evaluate after every N-th epoch and after the last (Keras's validation_freq): the other
     # epochs' rows have no test (or val) figures. Evaluation with test-time augmentation can
@@ -216,6 +221,9 @@ class TrainConfig:
              f"--resize must be two positive sizes, got {self.resize}")
         need(self.precision in PRECISIONS,
              f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        need(self.conv_precision in CONV_PRECISIONS,
+             f"unknown convolution precision {self.conv_precision!r}; choose from "
+             f"{', '.join(CONV_PRECISIONS)}")
         need(self.target_accuracy is None or 0 < self.target_accuracy <= 1,
              f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
         need(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
@@ -252,6 +260,7 @@ class TrainConfig:
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                   for k, v in data.items() if k in known}
         values.setdefault("ood_holdout", 0)  # runs from before it trained on every image
+        values.setdefault("conv_precision", "ieee")  # and multiplied in float32
         values["model_settings"] = dict(values.get("model_settings") or {})
         return cls(**values)
 
