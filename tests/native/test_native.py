@@ -390,3 +390,24 @@ def test_running_statistics_update_as_each_norm_alone(momenta):
     for ours, theirs in zip(norms, alone, strict=True):
         for name in ("running_mean", "running_var", "num_batches_tracked"):
             assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
+def test_a_frozen_first_block_skips_its_gradients_and_keeps_the_others(batch_norm, bf16):
+    # FreezeOut (lenet.training.freeze): with conv1 (and bn1) frozen the kernel computes
+    # nothing below conv2; conv2's and bn2's gradients are those of the whole pass.
+    model = blocks("relu", "max", batch_norm)
+    frozen = copy.deepcopy(model)
+    first = [p for layer in frozen[:2] for p in layer.parameters()]
+    for p in first:
+        p.requires_grad_(False)
+    x, grad = torch.rand(21, 1, 28, 28), torch.randn(21, 16, 5, 5)
+    norms = (1, 5) if batch_norm else None
+    for net in (model, frozen):
+        bn = (net[norms[0]], net[norms[1]]) if norms else (None, None)
+        lenet5.conv_blocks(x, net[0], net[4], "relu", "max", *bn, bf16=bf16).backward(grad)
+    assert all(p.grad is None for p in first)
+    for layer in (4, 5) if batch_norm else (4,):
+        for p, q in zip(model[layer].parameters(), frozen[layer].parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad)

@@ -395,8 +395,9 @@ static void bf16_weights(const float *w1, const float *w2t, Bf16Weights *bw) {
    conv1's forward pass (p < 3, x < 32), or xh[r][x] = pad[r][x] in bfloat16 for its
    weight gradient. */
 static void input_bf16(const float *x, pair_t *xq, uint16_t *xh) {
-    ALIGNED float pad[XP_H * 48];
-    memset(pad, 0, sizeof pad);
+    /* per thread, zero at its start: every call writes the same interior, the border stays
+       zero (a memset each image cost more than the conversion) */
+    static _Thread_local ALIGNED float pad[XP_H * 48];
     for (int i = 0; i < 28; i++) memcpy(pad + (i + 2) * 48 + 2, x + i * 28, 28 * sizeof(float));
     for (int r = 0; r < XP_H; r++) {
         const float *row = pad + r * 48;
@@ -497,9 +498,10 @@ static void conv2_backward_bf16(const float *dz2, const float *p1, const pair_t 
                 if (rows == 2) storev(g + (5 + kj) * 16, b[kj]);
             }
         }
+    if (!dp1) return;
     /* input gradient: as conv2_backward's, dz rows -1 and 10 zero, columns offset by 4 */
-    ALIGNED pair_t dzq[8 * 12 * DYC_W];  /* [output-channel pair][row + 1][column + 4] */
-    memset(dzq, 0, sizeof dzq);
+    /* [output-channel pair][row + 1][column + 4], its zero border kept as input_bf16's */
+    static _Thread_local ALIGNED pair_t dzq[8 * 12 * DYC_W];
     for (int p = 0; p < 100; p++) {
         pair_t pairs[8];
         store_bf16(pairs, loadv(dz2 + p * 16));
@@ -860,6 +862,7 @@ static void conv2_backward(const float *dz2, const float *p1, const float *w2, f
                     if (rows == 2) storev(g + (5 + kj) * 16, b[kj]);
                 }
             }
+    if (!dp1) return;  /* conv1 frozen: no gradient below conv2 */
     /* the input gradient is a transposed convolution, vectorised along each 14-wide row:
        dp1[ci][y][x] = sum_{co,ki,kj} w2[co][ci][ki][kj] * dz2[co][y-ki][x-kj]. Output rows
        y and y+1 together share every weight broadcast (1.2x); dz rows -1 and 10 are zero
@@ -973,9 +976,13 @@ static void conv1_backward_any(const float *dz1, const float *x, const Bf16Weigh
     conv1_backward(dz1, xs, g1);
 }
 
+/* The gradients of both blocks' parameters from gout (n,16,5,5), in `parts` rows of grads
+   (GRAD_FLOATS each, summed by the caller). bf16: the products as the forward pass had them.
+   first 0: the first block is frozen (its parameters need no gradient), so neither its
+   gradients nor conv2's input gradient are computed; its rows stay 0. */
 void lenet5_backward(int n, int parts, const float *x, const float *w2, const float *saved,
                      const float *gout, float *grads, int act, int pool, int bn_mode,
-                     const float *bn, float *scratch, int bf16) {
+                     const float *bn, float *scratch, int bf16, int first) {
     if (parts > MAX_PARTS) parts = MAX_PARTS;
     memset(grads, 0, sizeof(float) * GRAD_FLOATS * parts);
     ALIGNED Bf16Weights bf16_w;
@@ -997,7 +1004,8 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                 ALIGNED float dp1[6 * 14 * 16], dy1[A1_SIZE], dy2[100 * 16];
                 const float *m = saved + (long)b * SAVED_SIZE;
                 act_pool2_backward(gout + (long)b * 400, m + A1_SIZE + P1_SIZE, dy2, act, pool);
-                conv2_backward_any(dy2, m + A1_SIZE, w2, bw, gw2t, gb2, dp1);
+                conv2_backward_any(dy2, m + A1_SIZE, w2, bw, gw2t, gb2, first ? dp1 : NULL);
+                if (!first) continue;
                 act_pool1_backward(dp1, m, m + A1_SIZE, dy1, act, pool);
                 conv1_backward_any(dy1, x + (long)b * 784, bw, g1);
             }
@@ -1086,7 +1094,8 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
                            * (loadv(dz2 + p * 16 + o) - loadv(mdy2 + o)
                               - xhat * loadv(mdyx2 + o)));
                 }
-            conv2_backward_any(dz2, m + BN_P1, w2, bw, gw2t, gb2, dp1);
+            conv2_backward_any(dz2, m + BN_P1, w2, bw, gw2t, gb2, first ? dp1 : NULL);
+            if (!first) continue;
             activate1(m + BN_Z1, scale1, shift1, a1, act);
             act_pool1_backward(dp1, a1, m + BN_P1, dy1, act, pool);
             for (int c = 0; c < 6; c++) {
@@ -1109,6 +1118,12 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
         }
         store_conv2_grads(gw2t, gb2, row);
     }
+    float *bn_grads = grads + 2572;  /* (block 1's stay 0 where it is frozen) */
+    for (int c = 0; c < 16; c++) {
+        bn_grads[12 + c] = dgamma2[c];
+        bn_grads[28 + c] = dbeta2[c];
+    }
+    if (!first) return;
     double sum_dy1[6], sum_dyx1[6];
     chunk_totals(&s1[0][0], parts, 6, sum_dy1, sum_dyx1);
     float dbeta1[6], dgamma1[6];
@@ -1142,14 +1157,9 @@ void lenet5_backward(int n, int parts, const float *x, const float *w2, const fl
         }
         for (int j = 0; j < 156; j++) row[j] = (float)g1[j];
     }
-    float *bn_grads = grads + 2572;
     for (int c = 0; c < 6; c++) {
         bn_grads[c] = dgamma1[c];
         bn_grads[6 + c] = dbeta1[c];
-    }
-    for (int c = 0; c < 16; c++) {
-        bn_grads[12 + c] = dgamma2[c];
-        bn_grads[28 + c] = dbeta2[c];
     }
 }
 

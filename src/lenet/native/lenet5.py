@@ -65,7 +65,7 @@ def library() -> ctypes.CDLL | None:
                                    ctypes.c_int]
     lib.lenet5_backward.restype = None
     lib.lenet5_backward.argtypes = [*ints, *[_float_p] * 5, *[ctypes.c_int] * 3, _float_p,
-                                    _float_p, ctypes.c_int]
+                                    _float_p, ctypes.c_int, ctypes.c_int]
     lib.lenet5_bf16_dot.restype = ctypes.c_int
     lib.lenet5_logits.restype = None
     lib.lenet5_logits.argtypes = [ctypes.c_int, *[_float_p] * 5, ctypes.c_int, *[_float_p] * 5,
@@ -226,15 +226,22 @@ class _ConvBlocks(torch.autograd.Function):
         parts = _parts(n)
         grads = x.new_empty((parts, GRAD_FLOATS))
         scratch = x.new_empty((n, _sizes().scratch) if ctx.codes[2] == BN_BATCH else 1)
+        # the first block's parameters (conv1, bn1) frozen: nothing below conv2 to compute
+        first = any(ctx.needs_input_grad[i] for i in (1, 2, 5, 6))
         lib.lenet5_backward(n, parts, _ptr(x), _ptr(w2), _ptr(saved), _ptr(grad_out),
-                            _ptr(grads), *ctx.codes, _ptr(bn), _ptr(scratch), int(ctx.bf16))
+                            _ptr(grads), *ctx.codes, _ptr(bn), _ptr(scratch), int(ctx.bf16),
+                            int(first))
         total = grads[0] if parts == 1 else grads.sum(0)
         gw1, gb1, gw2, gb2, gg1, gbe1, gg2, gbe2 = total.split(GRAD_SIZES)
         bn_grads = (gg1, gbe1, gg2, gbe2) if ctx.codes[2] == BN_BATCH else (None,) * 4
+        if not first:  # (autograd drops them anyway; None says there are none)
+            gw1 = gb1 = None
+            bn_grads = (None, None, *bn_grads[2:])
         # (6, 1, 5, 5): with one input channel, the contiguous and the channels-last
         # strides address the same floats, so the parameter's own strides cost no copy
         # (and DDP's reducer, which compares them, has nothing to warn about).
-        gw1 = gw1.view(6, 1, 5, 5).as_strided((6, 1, 5, 5), ctx.w1_stride)
+        if gw1 is not None:
+            gw1 = gw1.view(6, 1, 5, 5).as_strided((6, 1, 5, 5), ctx.w1_stride)
         return (None, gw1, gb1, gw2.view(16, 6, 5, 5), gb2, *bn_grads,
                 None, None, None, None, None)
 

@@ -32,12 +32,13 @@ import torch
 from ..base.device import describe, pick_device, set_threads
 from ..data import sources
 from ..data.loader import make_loaders
-from ..errors import ReportedElsewhere, TrainingError
+from ..errors import ConfigError, ReportedElsewhere, TrainingError
 from ..models.network import build_model
 from ..native.fastpath import evaluation_batch, native_choice, prepare_model
 from ..training import batch_norm, checkpoint, ddp, distributed
 from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
+from ..training.freeze import freezer
 from ..training.loop import (
     EpochTotals,
     EvalResult,
@@ -118,6 +119,10 @@ class _Fit:
         self.data_seconds = time.perf_counter() - self.started
         world = self.world
         distributed.check_batch(config.batch_size, self.loaders.train.num_examples, world)
+        if world.distributed and config.freeze_first_block is not None:
+            # DDP's reducer expects a gradient for every parameter it was given
+            raise ConfigError("--freeze-first-block trains in one process only; "
+                              f"this run has {world.size}")
         for batches in (self.loaders.train, self.loaders.eval):
             batches.shard(world.rank, world.size)  # each rank its share of every batch
         self.eval_name = self.loaders.eval_name
@@ -231,15 +236,17 @@ class _Fit:
             self.sinks.emit("on_step", Progress(epoch, self.config.epochs, t.steps, total,
                                                 t.loss))
 
-        self.sinks.emit("on_step", Progress(epoch, self.config.epochs,
-                                            self.totals.steps if self.totals else 0, total, None))
+        done = self.totals.steps if self.totals else 0
+        self.sinks.emit("on_step", Progress(epoch, self.config.epochs, done, total, None))
+        on_step = freezer(self.model, self.config.freeze_first_block, self.config.epochs,
+                          total, epoch, done)
         try:
             totals = train_one_epoch(
                 self.trained, self.loaders.train, self.optimizer, self.scheduler, epoch=epoch,
                 clip_grad=self.config.clip_grad, totals=self.totals, should_stop=self.stop,
                 on_progress=show, autocast_dtype=AUTOCAST[self.config.precision],
                 scaler=self.scaler, label_smoothing=self.config.label_smoothing,
-                world=self.world)
+                world=self.world, on_step=on_step)
         except NonFiniteLossError as e:
             self.failed(e)
         finally:

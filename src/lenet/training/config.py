@@ -55,11 +55,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The time ladder: the fused kernel's shapes (ReLU, max-pooling, batch norm).
     # speed-90 evaluates once, after its last epoch (the figure; epoch 1's would cost 2%).
     # Batch 256 at lr 0.6 is as accurate as 128 at 0.45 (val, 10 seeds) in half the steps;
-    # bfloat16 products where the CPU has AVX512-BF16 (float32 elsewhere).
+    # bfloat16 products where the CPU has AVX512-BF16 (float32 elsewhere); the first conv
+    # block frozen for the last 40% of the steps (as accurate, its backward pass skipped).
     "speed-90": {"model": "lenet5-modern", "model_settings": ModelSettings(batch_norm=True),
                  "batch_size": 256, "lr": 0.6, "momentum": 0.9, "nesterov": True,
                  "schedule": "one-cycle", "epochs": 2, "eval_every": 2,
-                 "conv_precision": "bf16"},
+                 "conv_precision": "bf16", "freeze_first_block": 0.6},
     # Wider dense layers than LeNet-5's 120-84 (233,602 parameters): as accurate in 7 epochs
     # as 512-256 in 8, in 0.77x the time (sweeps/speed-92.toml).
     "speed-92": {"model": "lenet5-modern",
@@ -149,6 +150,9 @@ class TrainConfig:
     # "bf16": float32 tensors, but the fused kernel's convolutions multiply bfloat16 roundings
     # (sums in float32) where the CPU has AVX512-BF16, as PyTorch's fp32_precision allows
     conv_precision: str = recipe_option("ieee")
+    # FreezeOut: after this share of the steps the first conv block (conv1, bn1) stops
+    # learning, and its gradients are no longer computed (lenet.training.freeze)
+    freeze_first_block: float | None = recipe_option(None)
     target_accuracy: float | None = recipe_option(None)  # stop after the first epoch reaching it
     # Evaluate after every N-th epoch and after the last (Keras's validation_freq): the other
     # epochs' rows have no test (or val) figures. Evaluation with test-time augmentation can
@@ -227,6 +231,8 @@ class TrainConfig:
         need(self.conv_precision in CONV_PRECISIONS,
              f"unknown convolution precision {self.conv_precision!r}; choose from "
              f"{', '.join(CONV_PRECISIONS)}")
+        need(self.freeze_first_block is None or 0.0 < self.freeze_first_block < 1.0,
+             f"--freeze-first-block must be between 0 and 1, got {self.freeze_first_block}")
         need(self.target_accuracy is None or 0 < self.target_accuracy <= 1,
              f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
         need(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")

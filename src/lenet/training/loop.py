@@ -156,12 +156,14 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     label_smoothing: float = 0.0,
     world: World = ALONE,
+    on_step: Callable[[int], None] | None = None,
 ) -> EpochTotals:
     """Train for one epoch (or its remainder, when `totals` come from an interrupted one).
 
     Stops early, after a whole step, when `should_stop()` is true; the caller
     tells a finished epoch by `totals.steps == len(batches)`. Raises
-    NonFiniteLossError when the loss becomes NaN or infinite. `autocast_dtype`
+    NonFiniteLossError when the loss becomes NaN or infinite. `on_step(steps)` is called
+    after each step with the steps done in this epoch. `autocast_dtype`
     (e.g. torch.bfloat16) runs the forward pass under autocast; float16 also
     scales the loss so that small gradients survive (pass the run's `scaler` to
     keep its scale across epochs; a fresh one is made otherwise). `label_smoothing` e
@@ -210,6 +212,8 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         totals.add(loss, logits, y)
+        if on_step is not None:
+            on_step(totals.steps)
         if not world.distributed:
             if totals.steps % progress_every == 0:
                 _check_finite(totals, epoch)  # reads the loss: one host synchronisation
