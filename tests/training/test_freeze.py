@@ -54,7 +54,17 @@ def test_a_run_stops_training_the_first_block(synthetic, tmp_path, monkeypatch):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
-@pytest.mark.parametrize("share", [0.0, 1.0, -0.5])
+@pytest.mark.parametrize("share", [0.0, 1.5, -0.5])
 def test_the_share_is_checked(share):
     with pytest.raises(ConfigError, match="freeze-first-block"):
         TrainConfig(freeze_first_block=share)
+
+
+def test_a_share_of_one_never_freezes():
+    model = build_model(MODELS["lenet5-modern"], seed=0)
+    for epoch in range(2):
+        on_step = freezing.freezer(model, 1.0, 2, 10, epoch, 0)
+        for step in range(1, 11):
+            if on_step is not None:
+                on_step(step)
+    assert all(p.requires_grad for p in freezing.first_block(model))

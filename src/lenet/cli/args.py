@@ -55,6 +55,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A share of something, above 0 and at most 1 (all of it)."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
 def non_negative_fraction(text: str) -> float:
     value = non_negative_float(text)
     if value >= 1:

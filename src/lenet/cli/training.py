@@ -26,6 +26,7 @@ from .args import (
     non_negative_int,
     positive_float,
     positive_int,
+    share,
     size_pair,
 )
 from .launch import launch
@@ -90,11 +91,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                              "bf16), where the CPU has AVX512-BF16: its training step 1.3x "
                              "faster on a Zen 4; other CPUs multiply in float32 "
                              f"[{d.conv_precision}]")
-    recipe.add_argument("--freeze-first-block", type=fraction, metavar="SHARE",
+    recipe.add_argument("--freeze-first-block", type=share, metavar="SHARE",
                         help="FreezeOut: after this share of the training steps (0-1) the "
                              "first conv block (conv1 and its batch norm) stops learning, and "
                              "its gradients are no longer computed (the fused kernel's "
-                             "backward pass about 45%% cheaper) [off]")
+                             "backward pass about 45%% cheaper); 1: never (a recipe's "
+                             f"freeze off) [{d.freeze_first_block or 'off'}]")
     recipe.add_argument("--target-accuracy", type=fraction, metavar="ACC",
                         help="stop after the first epoch whose test (or val) accuracy reaches "
                              "ACC [off]")

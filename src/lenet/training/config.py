@@ -151,7 +151,7 @@ class TrainConfig:
     # (sums in float32) where the CPU has AVX512-BF16, as PyTorch's fp32_precision allows
     conv_precision: str = recipe_option("ieee")
     # FreezeOut: after this share of the steps the first conv block (conv1, bn1) stops
-    # learning, and its gradients are no longer computed (lenet.training.freeze)
+    # learning, and its gradients are no longer computed (lenet.training.freeze); 1: never
     freeze_first_block: float | None = recipe_option(None)
     target_accuracy: float | None = recipe_option(None)  # stop after the first epoch reaching it
     # Evaluate after every N-th epoch and after the last (Keras's validation_freq): the other
@@ -231,8 +231,9 @@ class TrainConfig:
         need(self.conv_precision in CONV_PRECISIONS,
              f"unknown convolution precision {self.conv_precision!r}; choose from "
              f"{', '.join(CONV_PRECISIONS)}")
-        need(self.freeze_first_block is None or 0.0 < self.freeze_first_block < 1.0,
-             f"--freeze-first-block must be between 0 and 1, got {self.freeze_first_block}")
+        need(self.freeze_first_block is None or 0.0 < self.freeze_first_block <= 1.0,
+             "--freeze-first-block must be above 0 and at most 1 (never), got "
+             f"{self.freeze_first_block}")
         need(self.target_accuracy is None or 0 < self.target_accuracy <= 1,
              f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
         need(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
