@@ -126,7 +126,9 @@ def describe() -> str:
              "off": "loaded, but turned off (LENET_NATIVE=0)"}
     return (f"native fused, {guard[build.mode()]} ({chain.version_line}, "
             f"-march={chain.march or '(default)'}, {vector_width()} floats a vector, "
-            + ("OpenMP" if lib.lenet5_parallel() else "one thread") + ")")
+            + ("OpenMP" if lib.lenet5_parallel() else "one thread")
+            + (", bfloat16 products for --conv-precision bf16" if bf16_dot()
+               else ", float32 products only: no AVX512-BF16") + ")")
 
 
 def bf16_dot() -> bool:
