@@ -121,8 +121,9 @@ class _Fit:
         distributed.check_batch(config.batch_size, self.loaders.train.num_examples, world)
         if world.distributed and config.freeze_first_block is not None:
             # DDP's reducer expects a gradient for every parameter it was given
-            raise ConfigError("--freeze-first-block trains in one process only; "
-                              f"this run has {world.size}")
+            raise ConfigError(f"--freeze-first-block trains in one process only (this run "
+                              f"has {world.size}: DDP needs a gradient for every parameter "
+                              "it was given); --freeze-first-block 1 keeps the block training")
         for batches in (self.loaders.train, self.loaders.eval):
             batches.shard(world.rank, world.size)  # each rank its share of every batch
         self.eval_name = self.loaders.eval_name
