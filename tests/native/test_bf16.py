@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from test_native import blocks  # the two conv blocks as PyTorch's layers
 from torch import nn
 
 from lenet.errors import ConfigError
@@ -54,21 +55,6 @@ class RoundedConv(torch.autograd.Function):
         return (torch.nn.grad.conv2d_input(x.shape, weight, g, padding=ctx.padding),
                 torch.nn.grad.conv2d_weight(x, weight.shape, g, padding=ctx.padding),
                 grad.sum((0, 2, 3)), None)
-
-
-def blocks(activation: str, pool: str, batch_norm: bool) -> nn.Sequential:
-    act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
-    pool_layer = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[pool]
-    norm = nn.BatchNorm2d if batch_norm else (lambda _: nn.Identity())
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), norm(6), act(), pool_layer(2, 2),
-                          nn.Conv2d(6, 16, 5), norm(16), act(), pool_layer(2, 2))
-    if batch_norm:
-        with torch.no_grad():
-            for bn in (model[1], model[5]):
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.uniform_(-0.3, 0.3)
-    return model
 
 
 def rounded_reference(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
