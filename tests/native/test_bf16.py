@@ -138,10 +138,15 @@ def test_conv_precision_reaches_the_kernel_where_the_cpu_has_it():
         path = kernel_path(model)
         assert path is not None
         assert path.bf16 == (precision == "bf16" and lenet5.bf16_dot())
-        assert path.products().startswith("bfloat16" if path.bf16 else "float32")
+        assert path.products().startswith("training steps: bfloat16" if path.bf16 else "float32")
         outs[precision] = model(x)
     # where the CPU lacks the instructions, bf16 is allowed but not used: float32, unchanged
     assert torch.equal(outs["ieee"], outs["bf16"]) != lenet5.bf16_dot()
+    # evaluation and inference multiply in float32 (a run's figures are what serving gets)
+    with torch.no_grad():
+        same = [prepare_model(build_model(config, seed=0), CPU, conv_precision=precision)(x)
+                for precision in ("ieee", "bf16")]
+    assert torch.equal(*same)
     with pytest.raises(ConfigError, match="convolution precision"):
         prepare_model(build_model(config, seed=0), CPU, conv_precision="fp8")
 

@@ -87,9 +87,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     recipe.add_argument("--conv-precision", choices=CONV_PRECISIONS,
                         help="the fused kernel's convolutions: ieee multiplies in float32; "
                              "bf16 multiplies bfloat16 roundings of their operands and sums "
-                             "in float32 (tensors stay float32, as PyTorch's fp32_precision "
-                             "bf16), where the CPU has AVX512-BF16: its training step 1.3x "
-                             "faster on a Zen 4; other CPUs multiply in float32 "
+                             "in float32 in training steps (tensors stay float32, as "
+                             "PyTorch's fp32_precision bf16; evaluation stays float32), where "
+                             "the CPU has AVX512-BF16: its training step 1.3x faster on a "
+                             "Zen 4; other CPUs multiply in float32 "
                              f"[{d.conv_precision}]")
     recipe.add_argument("--freeze-first-block", type=share, metavar="SHARE",
                         help="FreezeOut: after this share of the training steps (0-1) the "

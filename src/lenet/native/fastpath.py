@@ -162,7 +162,9 @@ class KernelPath:
         return guard.decide(k, x.shape[0], backward).use_kernel  # measured faster, or forced
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.kernel(x, self.bf16) if self.can_run(x) else None
+        # bfloat16 products in training steps only: evaluation and inference multiply in
+        # float32, so a run's test accuracy is what `lenet evaluate` and `serve` compute
+        return self.kernel(x, self.bf16 and torch.is_grad_enabled()) if self.can_run(x) else None
 
     @classmethod
     def of(cls, blocks: Sequence[ConvBlock], bf16: bool = False) -> KernelPath | None:
@@ -173,7 +175,8 @@ class KernelPath:
 
     def products(self) -> str:
         """How its convolutions multiply, for a run's record."""
-        return ("bfloat16 (AVX512-BF16), summed in float32" if self.bf16 else "float32")
+        return ("training steps: bfloat16 (AVX512-BF16), summed in float32; evaluation: "
+                "float32" if self.bf16 else "float32")
 
 
 FP32_PRECISIONS = ("ieee", "tf32", "bf16")  # PyTorch's names; tf32 is a GPU's (float32 here)

@@ -147,8 +147,9 @@ class TrainConfig:
     # one pixel up-left and down-right (lenet.data.loader.tta_views)
     tta: str | None = recipe_option(None)
     precision: str = recipe_option("fp32")  # "bf16"/"fp16": autocast convolutions and matmuls
-    # "bf16": float32 tensors, but the fused kernel's convolutions multiply bfloat16 roundings
-    # (sums in float32) where the CPU has AVX512-BF16, as PyTorch's fp32_precision allows
+    # "bf16": float32 tensors, but in training steps the fused kernel's convolutions multiply
+    # bfloat16 roundings (sums in float32) where the CPU has AVX512-BF16, as PyTorch's
+    # fp32_precision allows; evaluation multiplies in float32
     conv_precision: str = recipe_option("ieee")
     # FreezeOut: after this share of the steps the first conv block (conv1, bn1) stops
     # learning, and its gradients are no longer computed (lenet.training.freeze); 1: never
