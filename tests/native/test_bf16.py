@@ -174,8 +174,9 @@ def test_train_config_checks_and_keeps_it():
     back = TrainConfig.from_dict(config.to_dict())
     assert back.conv_precision == config.conv_precision
     old = config.to_dict()
-    del old["conv_precision"]  # a run from before the setting multiplied in float32
-    assert TrainConfig.from_dict(old).conv_precision == "ieee"
+    del old["conv_precision"], old["freeze_first_block"]  # a run from before them:
+    back = TrainConfig.from_dict(old)  # float32 products, nothing frozen, as it trained
+    assert (back.conv_precision, back.freeze_first_block) == ("ieee", None)
 
 
 @needs_bf16

@@ -68,3 +68,13 @@ def test_a_share_of_one_never_freezes():
             if on_step is not None:
                 on_step(step)
     assert all(p.requires_grad for p in freezing.first_block(model))
+
+
+def test_several_processes_are_refused_before_launching(capsys):
+    from lenet.cli import main
+
+    assert main(["train", "--recipe", "speed-90", "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "lenet: error: --freeze-first-block trains in one process only" in err
+    freezing.check_processes(1.0, 2)  # 1: never frozen, so any number of processes
+    freezing.check_processes(0.6, 1)

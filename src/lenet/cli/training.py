@@ -164,6 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..run.console import Console
     from ..run.record import Run
     from ..training.distributed import World, check_batch
+    from ..training.freeze import check_processes
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -178,6 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_recipe(**given)  # options checked before any launch
         if args.nproc and args.nproc > 1:
             check_batch(config.batch_size, 0, World(size=args.nproc))
+            check_processes(config.freeze_first_block, args.nproc)
             return launch(args.nproc, args.argv)
         Run.create(config).fit(console=console)
     return 0

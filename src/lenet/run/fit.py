@@ -32,13 +32,13 @@ import torch
 from ..base.device import describe, pick_device, set_threads
 from ..data import sources
 from ..data.loader import make_loaders
-from ..errors import ConfigError, ReportedElsewhere, TrainingError
+from ..errors import ReportedElsewhere, TrainingError
 from ..models.network import build_model
 from ..native.fastpath import evaluation_batch, native_choice, prepare_model
 from ..training import batch_norm, checkpoint, ddp, distributed
 from ..training.checkpoint import Payload
 from ..training.config import TrainConfig
-from ..training.freeze import freezer
+from ..training.freeze import check_processes, freezer
 from ..training.loop import (
     EpochTotals,
     EvalResult,
@@ -119,11 +119,7 @@ class _Fit:
         self.data_seconds = time.perf_counter() - self.started
         world = self.world
         distributed.check_batch(config.batch_size, self.loaders.train.num_examples, world)
-        if world.distributed and config.freeze_first_block is not None:
-            # DDP's reducer expects a gradient for every parameter it was given
-            raise ConfigError(f"--freeze-first-block trains in one process only (this run "
-                              f"has {world.size}: DDP needs a gradient for every parameter "
-                              "it was given); --freeze-first-block 1 keeps the block training")
+        check_processes(config.freeze_first_block, world.size)
         for batches in (self.loaders.train, self.loaders.eval):
             batches.shard(world.rank, world.size)  # each rank its share of every batch
         self.eval_name = self.loaders.eval_name

@@ -272,6 +272,7 @@ class TrainConfig:
                                   for k, v in data.items() if k in known}
         values.setdefault("ood_holdout", 0)  # runs from before it trained on every image
         values.setdefault("conv_precision", "ieee")  # and multiplied in float32
+        values.setdefault("freeze_first_block", None)  # and froze nothing
         values["model_settings"] = dict(values.get("model_settings") or {})
         return cls(**values)
 

@@ -15,7 +15,17 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.network import LeNet
+
+
+def check_processes(share: float | None, processes: int) -> None:
+    """Refuse a freeze in a run of several processes: DDP's reducer expects a gradient for
+    every parameter it was given."""
+    if processes > 1 and (share or 1.0) < 1.0:
+        raise ConfigError(f"--freeze-first-block trains in one process only (this run has "
+                          f"{processes}: DDP needs a gradient for every parameter it was "
+                          "given); --freeze-first-block 1 keeps the block training")
 
 
 def first_block(model: nn.Module) -> list[nn.Parameter]:
